@@ -1,0 +1,142 @@
+"""Fit speed: cold ``python -m learning fit`` against the lpips package's own ``Trainer``.
+
+Data: synthetic 2AFC triplets of 64×64 Kodak patches distorted by real codecs (Pillow JPEG / WebP at
+random qualities), judged by a synthetic observer (nonnegative ground-truth weights on a seeded random
+AlexNet, logistic noise, 5 judges) — written to disk in the BAPPS layout; train and val patches come
+from disjoint Kodak images.
+
+* ``fit``: subprocess (interpreter start-up, imports, PNG reading, one backbone pass per triplet with an
+  empty cache, the L-BFGS fit, writing the file) — wall time.
+* ``lpips.Trainer`` (lpips 0.1.4, net alex, same random backbone loaded into it, lr 1e-2, batch 50, its
+  Adam/beta1 0.5 defaults): its best chance — images preloaded as tensors (its PNG reading not charged),
+  start-up not charged; epochs until its held-out 2AFC reaches fit's, or ``--max-epochs``.
+* floor: one backbone pass over every image (ref, p0, p1) in memory, batched.
+
+Usage: python bench/fit_speed.py [--triplets 5000] [--threads 2] [--max-epochs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from learning import twoafc  # noqa: E402
+from learning.compat import ensure_torchvision  # noqa: E402
+from learning.fitting.synthetic import make_dataset  # noqa: E402
+
+KODAK = ROOT.parent / "shared" / "data" / "kodak"
+
+
+def tensors(triplets, h):
+    r, a, b = (torch.from_numpy(np.stack([t[j] for t in triplets])).permute(0, 3, 1, 2).float() / 255
+               for j in range(3))
+    return r, a, b, torch.as_tensor(h, dtype=torch.float32)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--triplets", type=int, default=5000, help="total triplets (80%% train, 20%% val)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-epochs", type=int, default=10)
+    ap.add_argument("--kodak", default=str(KODAK))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sources = sorted(Path(args.kodak).glob("*.png"))
+    n_val = max(50, args.triplets // 5)
+    n_train = args.triplets - n_val
+    work = Path(tempfile.mkdtemp(prefix="fit_speed_"))
+    t0 = time.perf_counter()
+    info = make_dataset(work / "data", sources, "alex", backbone_seed=0, n_train=n_train, n_val=n_val,
+                        mix=False, seed=0)
+    made = time.perf_counter() - t0
+    print(f"dataset: {n_train} train + {n_val} val triplets of 64x64 ({made:.0f}s to make)")
+    ceiling = twoafc.score(info["val_dist"][:, 0], info["val_dist"][:, 1], info["val_h"])
+    print(f"val 2AFC of the true weights (ceiling): {ceiling:.4f}")
+
+    # --- cold fit, as a user runs it
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "learning", "fit", "--data", str(work / "data" / "train"), "--val",
+           str(work / "data" / "val"), "--net", "alex", "--backbone", "random:0",
+           "--out", str(work / "w.dpl"),
+           "--cache", str(work / "cache"), "--threads", str(args.threads), "--quiet"]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    t_fit = time.perf_counter() - t0
+    fit_val = float(re.search(r"val 2AFC ([0-9.]+)", out).group(1))
+    print(f"fit (cold, subprocess): {t_fit:.1f}s  val 2AFC {fit_val:.4f} "
+          f"({fit_val / ceiling:.1%} of ceiling)")
+    print("  " + out.strip().replace("\n", "\n  "))
+    t0 = time.perf_counter()
+    refit = [str(work / "w2.dpl") if c == str(work / "w.dpl") else c for c in cmd]
+    out2 = subprocess.run(refit, env=env, capture_output=True, text=True, check=True).stdout
+    t_refit = time.perf_counter() - t0
+    print(f"refit (warm cache, subprocess): {t_refit:.1f}s")
+    print("  " + out2.strip().replace("\n", "\n  "))
+
+    # --- floor: one backbone pass over every image
+    model = info["observer"]
+    tr = tensors(info["train"], info["train_h"])
+    va = tensors(info["val"], info["val_h"])
+    imgs = torch.cat([torch.cat(tr[:3]), torch.cat(va[:3])])
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(imgs), 192):
+            model._features(imgs[i:i + 192])
+    t_floor = time.perf_counter() - t0
+    print(f"floor (one backbone pass over {len(imgs)} images in memory): {t_floor:.1f}s; "
+          f"fit is {t_fit / t_floor:.1f}x the floor")
+
+    # --- lpips.Trainer, its best chance
+    ensure_torchvision()
+    import lpips
+
+    trainer = lpips.Trainer()
+    trainer.initialize(model="lpips", net="alex", pnet_rand=True, is_train=True, lr=1e-2, use_gpu=False)
+    trainer.net.net.load_state_dict(model.backbone.state_dict())
+    to_pm1 = [x * 2 - 1 for x in tr[:3]]
+    val_pm1 = [x * 2 - 1 for x in va[:3]]
+    g = torch.Generator().manual_seed(0)
+    t_lp, best, reached = 0.0, 0.0, None
+    for epoch in range(1, args.max_epochs + 1):
+        t0 = time.perf_counter()
+        trainer.net.train()
+        perm = torch.randperm(n_train, generator=g)
+        for i in range(0, n_train, 50):
+            idx = perm[i:i + 50]
+            trainer.set_input({"ref": to_pm1[0][idx], "p0": to_pm1[1][idx], "p1": to_pm1[2][idx],
+                               "judge": tr[3][idx].view(-1, 1, 1, 1)})
+            trainer.optimize_parameters()
+        t_lp += time.perf_counter() - t0
+        trainer.net.eval()
+        with torch.inference_mode():
+            d = [torch.cat([trainer.forward(val_pm1[0][i:i + 100], val_pm1[j][i:i + 100]).flatten()
+                            for i in range(0, n_val, 100)]).numpy() for j in (1, 2)]
+        score = twoafc.score(d[0], d[1], va[3].numpy())
+        best = max(best, score)
+        print(f"  lpips.Trainer epoch {epoch}: {t_lp:.1f}s cumulative training, val 2AFC {score:.4f}")
+        if score >= fit_val:
+            reached = (epoch, t_lp)
+            break
+    if reached:
+        print(f"lpips.Trainer reached fit's val 2AFC after {reached[0]} epochs, {reached[1]:.1f}s: "
+              f"fit is {reached[1] / t_fit:.1f}x faster")
+    else:
+        print(f"lpips.Trainer did not reach {fit_val:.4f} in {args.max_epochs} epochs ({t_lp:.1f}s, best "
+              f"{best:.4f}): fit is at least {t_lp / t_fit:.1f}x faster")
+    print(f"work folder: {work}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""``python -m learning fit``: fit nonnegative DPL channel weights to 2AFC judgments (BAPPS layout).
+
+The backbone runs once per triplet (reference features reused for p0 and p1); the per-channel distance
+vectors are cached on disk, keyed by backbone hash and image hashes, so refits skip the backbone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("fit", help="fit DPL weights to 2AFC judgments", description=__doc__)
+    p.add_argument("--data", nargs="+", required=True, help="training set folders (BAPPS 2AFC layout)")
+    p.add_argument("--val", nargs="+", help="validation set folders (default: hold out 10%% of --data)")
+    p.add_argument("--net", default="alex", choices=["alex", "vgg", "squeeze"])
+    p.add_argument("--backbone", default="imagenet",
+                   help="imagenet | PATH (torchvision state dict) | random:SEED")
+    p.add_argument("--out", required=True, help="weight file to write")
+    p.add_argument("--cache", help="feature cache folder (default ~/.cache/dpl-lab; 'none' disables)")
+    p.add_argument("--patch", default="full", help="'full' or a square crop size such as 64 (random, seeded)")
+    p.add_argument("--rounds", "--epochs", dest="rounds", type=int, default=60,
+                   help="max L-BFGS rounds (10 iterations each)")
+    p.add_argument("--patience", type=int, default=5, help="rounds without val improvement before stopping")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def parse_backbone(spec: str) -> tuple[str | Path | None, int]:
+    from learning.errors import LearningError
+
+    if spec == "imagenet":
+        return "imagenet", 0
+    if spec.startswith("random:"):
+        try:
+            return None, int(spec.split(":", 1)[1])
+        except ValueError:
+            raise LearningError(f"--backbone {spec!r}: random:SEED needs an integer seed") from None
+    if not Path(spec).is_file():
+        raise LearningError(f"--backbone {spec!r}: not 'imagenet', 'random:SEED' or an existing file")
+    return Path(spec), 0
+
+
+def parse_patch(spec: str) -> int | None:
+    from learning.errors import LearningError
+
+    if spec == "full":
+        return None
+    if not spec.isdigit() or int(spec) < 16:
+        raise LearningError(f"--patch {spec!r}: use 'full' or a size of at least 16")
+    return int(spec)
+
+
+def _manifests(dirs: list[str]) -> dict[str, str]:
+    """sha256 of manifest.json files found in the data folders or up to two levels above them."""
+    from learning.dpl.weightfile import file_sha256
+
+    out = {}
+    for d in dirs:
+        p = Path(d).resolve()
+        for cand in (p, p.parent, p.parent.parent):
+            m = cand / "manifest.json"
+            if m.is_file():
+                out[str(m)] = file_sha256(m)
+                break
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from learning.data.bapps import load_2afc
+    from learning.dpl.model import DPL
+    from learning.dpl.weightfile import save_weights
+    from learning.errors import LearningError
+    from learning.fitting import cache as fcache
+    from learning.fitting.fit import fit_weights, holdout, split_weights
+
+    t_start = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.rounds < 1 or args.patience < 1 or args.batch_size < 1:
+        raise LearningError("--rounds, --patience and --batch-size must be positive")
+    out = Path(args.out)
+    if out.exists() and out.is_dir():
+        raise LearningError(f"--out {out} is a folder")
+    backbone, seed = parse_backbone(args.backbone)
+    patch = parse_patch(args.patch)
+    cache_dir = None if args.cache == "none" else Path(args.cache) if args.cache else fcache.DEFAULT_CACHE
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+
+    train_sets = load_2afc(args.data)  # validates the layout before any heavy work
+    val_sets = load_2afc(args.val) if args.val else None
+    train = [t for s in train_sets for t in s.triplets]
+    model = DPL(args.net, weights=None, backbone=backbone, seed=seed)
+    log(f"backbone {model.backbone.source} ({args.net}), {len(train)} training triplets")
+
+    def vectors(triplets, desc):
+        m0, m1, n_new = fcache.channel_vectors(model, triplets, cache_dir, patch, args.seed,
+                                               args.batch_size, desc=desc, progress=not args.quiet)
+        log(f"{desc}: {len(triplets) - n_new} cached, {n_new} computed")
+        return m0, m1, torch.tensor([t.judge for t in triplets], dtype=torch.float32)
+
+    m0, m1, h = vectors(train, "train features")
+    if val_sets is not None:
+        val = [t for s in val_sets for t in s.triplets]
+        v0, v1, vh = vectors(val, "val features")
+    else:
+        if len(train) < 10:
+            raise LearningError("need at least 10 triplets to hold out a validation part; pass --val")
+        tr_idx, va_idx = holdout(len(train), 0.1, args.seed)
+        log(f"no --val: holding out {len(va_idx)} random training triplets")
+        tr_idx, va_idx = torch.from_numpy(tr_idx), torch.from_numpy(va_idx)
+        v0, v1, vh = m0[va_idx], m1[va_idx], h[va_idx]
+        m0, m1, h = m0[tr_idx], m1[tr_idx], h[tr_idx]
+    t_feat = time.perf_counter()
+    res = fit_weights(m0, m1, h, v0, v1, vh, max_rounds=args.rounds, patience=args.patience,
+                      log=None if args.quiet else log)
+    t_fit = time.perf_counter()
+    from learning import twoafc
+
+    uniform = torch.ones(m0.shape[1])
+    val_uniform = twoafc.score((v0 @ uniform).numpy(), (v1 @ uniform).numpy(), vh.numpy())
+    model.set_weights(split_weights(res.weights, model.channels))
+    model.weights_source = "fit"
+    save_weights(model, out, metadata={
+        "train_sets": [s.name for s in train_sets], "val_sets": [s.name for s in val_sets or []],
+        "n_train": int(len(h)), "n_val": int(len(vh)), "train_2afc": res.train_2afc,
+        "val_2afc": res.val_2afc, "val_2afc_uniform": val_uniform, "val_loss": res.val_loss,
+        "rounds": res.rounds, "patch": args.patch, "seed": args.seed,
+        "dataset_manifests_sha256": _manifests(args.data + (args.val or [])),
+    }, head={"form": "logit=(d0-d1)+c*(d0-d1)/(d0+d1+1e-8)", "c": res.head_c})
+    print(f"train 2AFC {res.train_2afc:.4f}  val 2AFC {res.val_2afc:.4f} "
+          f"(uniform weights {val_uniform:.4f})  best round {res.rounds}")
+    print(f"features {t_feat - t_start:.1f}s, fit {t_fit - t_feat:.1f}s; wrote {out}")
+    return 0

@@ -1,0 +1,74 @@
+"""``python -m learning rd``: R–D curves of codecs on a set of images, with BD-rates against an anchor.
+
+Writes into --out: ``rd.csv`` (image, codec, target and achieved bpp, each metric, note),
+``rd_<metric>.png/.svg`` (mean over images), ``bd_rate.csv`` and ``bd_rate.md`` (BD-rate in % against
+the anchor, pchip in log-rate; MS-SSIM/SSIM in dB, lower-is-better metrics negated).
+``--from-csv A.csv B.csv`` rebuilds plots and tables from earlier runs without encoding (later files
+replace earlier rows of the same image, codec and target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from learning.errors import LearningError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("rd", help="rate-distortion curves and BD-rates", description=__doc__)
+    p.add_argument("--images", help="directory of reference images")
+    p.add_argument("--codecs", help="comma list: jpeg,jpeg2000,webp,avif,heic,jxl,ckpt:PATH")
+    p.add_argument("--bpp", default="0.1,0.2,0.4,0.8", help="comma list of bpp targets")
+    p.add_argument("--metrics", default="psnr,ms-ssim", help="comma list: psnr, ms-ssim, dpl:FILE, ...")
+    p.add_argument("--anchor", default="jpeg", help="BD-rate anchor codec")
+    p.add_argument("--bd-method", default="pchip", choices=["pchip", "cubic"])
+    p.add_argument("--limit", type=int, help="use only the first N images (sorted by name)")
+    p.add_argument("--from-csv", nargs="+", metavar="CSV", help="re-plot earlier rd.csv files, no encoding")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from learning.codecs.base import get_codec
+    from learning.metrics import get_metric
+    from learning.rd.evaluate import run_rd
+    from learning.rd.report import read_csv, write_report
+    from learning.training.data import list_images
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise LearningError(f"--out {str(out)!r} exists and is not a directory")
+    if args.from_csv:
+        rows, metrics = read_csv(args.from_csv)
+        higher = {m: get_metric(m).higher_is_better for m in metrics}
+    else:
+        if not args.images or not args.codecs:
+            raise LearningError("--images and --codecs are required (or --from-csv)")
+        codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
+        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        try:
+            bpps = sorted(float(b) for b in args.bpp.split(",") if b.strip())
+        except ValueError as exc:
+            raise LearningError(f"--bpp must be a comma list of numbers, got {args.bpp!r}") from exc
+        if not codecs or not metrics or not bpps or any(not (b > 0 and math.isfinite(b)) for b in bpps):
+            raise LearningError("--codecs, --metrics and positive --bpp targets are required")
+        for c in codecs:
+            get_codec(c)  # validates names, availability, checkpoints
+        higher = {m: get_metric(m).higher_is_better for m in metrics}
+        images = list_images(args.images)
+        if args.limit is not None:
+            if args.limit <= 0:
+                raise LearningError("--limit must be positive")
+            images = images[: args.limit]
+        rows = run_rd(images, codecs, bpps, metrics, progress=not args.no_progress)
+    out.mkdir(parents=True, exist_ok=True)
+    md = write_report(rows, metrics, higher, args.anchor, args.bd_method, out)
+    print("\n".join(md))
+    unreached = [r for r in rows if r.achieved_bpp is None]
+    if unreached:
+        print(f"{len(unreached)} targets unreachable (see the note column of rd.csv)")
+    print(f"wrote {out / 'rd.csv'}, plots rd_*.png/svg, bd_rate.csv/md")
+    return 0

@@ -1,0 +1,150 @@
+"""Learned codecs: CompressAI models trained by ``train-codec``, used through real entropy coding.
+
+``get_codec("ckpt:PATH")`` loads a checkpoint; encoding runs ``model.compress`` (rANS) and serialises
+the byte strings and latent shape into one bitstream, so bpp counts every byte a decoder needs besides
+the model itself:
+
+    b"LRN1" | width u16 | height u16 | latent h u16 | latent w u16 | n groups u8 |
+    per group: n strings u8, per string: length u32 + bytes
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from learning.codecs.base import Codec, register
+from learning.errors import LearningError
+
+MAGIC = b"LRN1"
+
+
+def pack(strings: list[list[bytes]], shape: tuple[int, int], size: tuple[int, int]) -> bytes:
+    out = [MAGIC, struct.pack("<HHHHB", size[0], size[1], shape[0], shape[1], len(strings))]
+    for group in strings:
+        out.append(struct.pack("<B", len(group)))
+        for s in group:
+            out.append(struct.pack("<I", len(s)))
+            out.append(s)
+    return b"".join(out)
+
+
+def unpack(data: bytes) -> tuple[list[list[bytes]], tuple[int, int], tuple[int, int]]:
+    try:
+        if data[:4] != MAGIC:
+            raise ValueError("bad magic")
+        w, h, sh, sw, n = struct.unpack_from("<HHHHB", data, 4)
+        pos = 4 + struct.calcsize("<HHHHB")
+        strings = []
+        for _ in range(n):
+            (k,) = struct.unpack_from("<B", data, pos)
+            pos += 1
+            group = []
+            for _ in range(k):
+                (length,) = struct.unpack_from("<I", data, pos)
+                pos += 4
+                if pos + length > len(data):
+                    raise ValueError("truncated")
+                group.append(data[pos : pos + length])
+                pos += length
+            strings.append(group)
+        if pos != len(data) or w == 0 or h == 0:
+            raise ValueError("trailing or missing bytes")
+    except (struct.error, ValueError) as exc:
+        raise LearningError(f"learned: corrupt or unreadable bitstream ({exc})") from exc
+    return strings, (sh, sw), (w, h)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def to_image(x: torch.Tensor) -> Image.Image:
+    arr = (x.squeeze(0).clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
+
+
+@torch.no_grad()
+def compress_tensor(model: torch.nn.Module, x: torch.Tensor, multiple: int) -> bytes:
+    """1×3×H×W in [0,1] → bitstream (replicate-padded to a multiple of the model's stride)."""
+    _, _, h, w = x.shape
+    ph, pw = (-h) % multiple, (-w) % multiple
+    xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+    out = model.compress(xp)
+    strings = [[bytes(s) for s in group] for group in out["strings"]]
+    shape = tuple(int(v) for v in out["shape"])
+    return pack(strings, shape, (w, h))
+
+
+@torch.no_grad()
+def decompress_bytes(model: torch.nn.Module, data: bytes) -> torch.Tensor:
+    strings, shape, (w, h) = unpack(data)
+    try:
+        out = model.decompress(strings, list(shape))
+    except Exception as exc:
+        raise LearningError(f"learned: bitstream does not decode with this model ({exc})") from exc
+    return out["x_hat"][..., :h, :w].clamp(0, 1)
+
+
+@register("learned")
+class LearnedCodec(Codec):
+    """A trained CompressAI model; quality-less (one rate point per checkpoint)."""
+
+    name = "learned"
+    quality_range = (0, 0)
+    extension = "lrn"
+    description = "learned codec (CompressAI, our checkpoints): use ckpt:PATH"
+
+    def __init__(self, model: torch.nn.Module | None = None, arch: str = "", path: str = ""):
+        self.model, self.arch, self.path = model, arch, path
+        if path:
+            self.name = f"ckpt:{path}"
+
+    @classmethod
+    def from_checkpoint(cls, path: str) -> LearnedCodec:
+        from learning.training.checkpoint import load
+        from learning.training.models import build_model
+
+        if not Path(path).is_file():
+            raise LearningError(f"checkpoint {path!r} does not exist")
+        blob = load(path)
+        model = build_model(blob["arch"], blob["N"], blob["M"])
+        model.load_state_dict(blob["model"])
+        model.update(force=True)
+        model.eval()
+        return cls(model, blob["arch"], path)
+
+    def available(self) -> bool:
+        try:
+            from learning import compat
+
+            compat.ensure_torchvision()  # compressai imports torchvision
+            import compressai  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def version(self) -> str:
+        from importlib import metadata
+
+        return f"CompressAI {metadata.version('compressai')}" + (f", {self.arch}" if self.arch else "")
+
+    def _require_model(self) -> torch.nn.Module:
+        if self.model is None:
+            raise LearningError("the learned codec needs a checkpoint: use ckpt:PATH (made by train-codec)")
+        return self.model
+
+    def encode_quality(self, image: Image.Image, quality: float) -> bytes:
+        from learning.training.models import PAD_MULTIPLE
+
+        model = self._require_model()
+        return compress_tensor(model, to_tensor(image), PAD_MULTIPLE.get(self.arch, 64))
+
+    def decode(self, data: bytes) -> Image.Image:
+        return to_image(decompress_bytes(self._require_model(), data))

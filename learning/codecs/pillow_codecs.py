@@ -1,0 +1,66 @@
+"""JPEG and WebP through Pillow (the foundation's codecs; more families live beside this module)."""
+
+from __future__ import annotations
+
+import io
+
+import PIL
+from PIL import Image
+
+from learning.codecs.base import Codec, register
+from learning.errors import LearningError
+
+
+def _decode_with_pillow(data: bytes, name: str) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return im.convert("RGB")
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        raise LearningError(f"{name}: corrupt or unreadable bitstream ({exc})") from exc
+
+
+@register("jpeg")
+class JPEG(Codec):
+    name = "jpeg"
+    quality_range = (1, 95)
+    extension = "jpg"
+    description = "JPEG (Pillow/libjpeg-turbo), 4:2:0"
+    subsampling = 2  # Pillow: 0 = 4:4:4, 2 = 4:2:0
+
+    def version(self) -> str:
+        return f"Pillow {PIL.__version__}"
+
+    def encode_quality(self, image: Image.Image, quality: float) -> bytes:
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=int(quality), subsampling=self.subsampling, optimize=True)
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> Image.Image:
+        return _decode_with_pillow(data, self.name)
+
+
+@register("jpeg444")
+class JPEG444(JPEG):
+    name = "jpeg444"
+    description = "JPEG (Pillow/libjpeg-turbo), 4:4:4"
+    subsampling = 0
+
+
+@register("webp")
+class WebP(Codec):
+    name = "webp"
+    quality_range = (0, 100)
+    extension = "webp"
+    description = "WebP lossy (Pillow/libwebp)"
+
+    def version(self) -> str:
+        return f"Pillow {PIL.__version__}"
+
+    def encode_quality(self, image: Image.Image, quality: float) -> bytes:
+        buf = io.BytesIO()
+        image.save(buf, "WEBP", quality=int(quality), method=6)
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> Image.Image:
+        return _decode_with_pillow(data, self.name)

@@ -1,0 +1,1 @@
+"""Fitting DPL weights on cached per-channel distance vectors."""

@@ -1,0 +1,5 @@
+"""Full-reference image metrics behind one registry: ``get_metric("psnr")(ref, dist)``."""
+
+from learning.metrics.registry import Metric, get_metric, metric_names, register, register_factory
+
+__all__ = ["Metric", "get_metric", "metric_names", "register", "register_factory"]

@@ -1,0 +1,99 @@
+"""Deep metrics: ``lpips-alex|vgg|squeeze`` (LPIPS v0.1 lin weights on the ImageNet backbone, computed by
+our ``DPL``, equal to ``lpips.LPIPS`` to 1e-5) and ``dpl:FILE`` (a fitted DPL weight file).
+
+Variants for machines without the ImageNet weights: ``lpips-alex:random:SEED`` or ``lpips-alex:PATH``
+(a torchvision state dict) choose the backbone; ``dpl:FILE`` uses the backbone recorded in the file
+(``random:SEED`` or ImageNet) unless given as ``dpl:FILE@BACKBONE``; the backbone's sha256 must then match
+the one the weights were fitted on.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from learning.errors import LearningError
+from learning.metrics.registry import Metric, register, register_factory
+
+NETS = ("alex", "vgg", "squeeze")
+
+
+def _backbone_arg(spec: str) -> tuple[str | Path | None, int]:
+    if spec == "imagenet":
+        return "imagenet", 0
+    if spec.startswith("random:"):
+        try:
+            return None, int(spec.split(":", 1)[1])
+        except ValueError:
+            raise LearningError(f"backbone {spec!r}: random:SEED needs an integer seed") from None
+    if not Path(spec).is_file():
+        raise LearningError(f"backbone {spec!r}: not 'imagenet', 'random:SEED' or an existing file")
+    return Path(spec), 0
+
+
+@lru_cache(maxsize=8)
+def _model(net: str, weights: str | None, backbone: str):
+    from learning.dpl.model import DPL
+
+    bb, seed = _backbone_arg(backbone)
+    return DPL(net, weights=weights, backbone=bb, seed=seed)
+
+
+def _rgb(x: torch.Tensor) -> torch.Tensor:
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def _wrap(name: str, get_model, implementation: str) -> Metric:
+    def fn(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+        model = get_model()
+        with torch.inference_mode():
+            return model(_rgb(ref), _rgb(dist))
+
+    return Metric(name, fn, higher_is_better=False, implementation=implementation)
+
+
+def _lpips_metric(net: str, backbone: str = "imagenet") -> Metric:
+    name = f"lpips-{net}" + ("" if backbone == "imagenet" else f":{backbone}")
+    return _wrap(name, lambda: _model(net, "lpips", backbone),
+                 f"DPL with lpips v0.1 {net} lin weights, backbone {backbone} (= lpips.LPIPS to 1e-5)")
+
+
+for _net in NETS:
+    _m = _lpips_metric(_net)
+    register(_m.name, higher_is_better=False, implementation=_m.implementation)(_m.fn)
+    register_factory(f"lpips-{_net}", lambda name, net=_net: _lpips_metric(net, name.split(":", 1)[1]))
+
+
+def _dpl_metric(name: str) -> Metric:
+    from learning.dpl.weightfile import load_weights
+
+    spec = name.split(":", 1)[1] if ":" in name else ""
+    if not spec:
+        raise LearningError("dpl metric needs a weight file: dpl:FILE or dpl:FILE@BACKBONE")
+    path, _, backbone = spec.partition("@")
+    data = load_weights(path)
+    meta = data.get("metadata") or {}
+    if not backbone:
+        source = str(meta.get("backbone_source", ""))
+        if source.startswith("random:"):
+            backbone = source
+        elif source.startswith("imagenet"):
+            backbone = "imagenet"
+        else:
+            raise LearningError(f"{path} was fitted on backbone {source or 'unknown'}; "
+                                f"name it: dpl:{path}@PATH")
+    net = data["net"]
+
+    def get_model():
+        model = _model(net, str(path), backbone)
+        want = meta.get("backbone_sha256")
+        if want and model.backbone.sha256() != want:
+            raise LearningError(f"{path} was fitted on another backbone than {backbone} (sha256 differs)")
+        return model
+
+    return _wrap(name, get_model, f"DPL weight file {Path(path).name} ({net}, backbone {backbone})")
+
+
+register_factory("dpl", _dpl_metric)

@@ -1,0 +1,1 @@
+"""Learned-codec training with CompressAI: rate + λ·distortion (MSE, MS-SSIM or a DPL), DDP-ready."""

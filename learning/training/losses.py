@@ -1,0 +1,114 @@
+"""Distortion terms for ``loss = bpp + λ·D``.
+
+- ``mse``: D = 255²·MSE (the CompressAI convention, so the usual λ table 0.0018 … 0.0483 applies);
+- ``ms-ssim``: D = 1 − MS-SSIM (pytorch-msssim; needs crops larger than 160 px, no saliency weighting);
+- ``dpl:FILE``: D = DPL distance with the weights in FILE (a spatial map when saliency-weighted).
+
+With saliency weights ``w`` (N×1×H×W, mean 1) the per-pixel distortion map is multiplied by ``w``
+before averaging, so salient regions cost more.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from learning.errors import LearningError
+
+
+class Distortion(torch.nn.Module):
+    name = ""
+    spatial = True
+
+    def forward(
+        self, x_hat: torch.Tensor, x: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class MSE(Distortion):
+    name = "mse"
+
+    def forward(self, x_hat, x, weights=None):
+        err = (x_hat - x) ** 2
+        if weights is not None:
+            err = err * weights
+        return 255.0**2 * err.mean()
+
+
+class MSSSIM(Distortion):
+    name = "ms-ssim"
+    spatial = False
+
+    def forward(self, x_hat, x, weights=None):
+        from pytorch_msssim import ms_ssim
+
+        if min(x.shape[-2:]) <= 160:
+            raise LearningError("ms-ssim distortion needs crops larger than 160 px (use --crop 256)")
+        return 1.0 - ms_ssim(x_hat, x, data_range=1.0, size_average=True)
+
+
+class DPLDistortion(Distortion):
+    name = "dpl"
+
+    def __init__(self, path: str, backbone: str | None = None):
+        super().__init__()
+        self.dpl = load_dpl(path, backbone)
+        self.dpl.eval()
+        for p in self.dpl.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x_hat, x, weights=None):
+        if weights is None:
+            return self.dpl(x, x_hat).mean()
+        dmap = self.dpl(x, x_hat, spatial=True)
+        if dmap.shape[-2:] != weights.shape[-2:]:
+            weights = F.interpolate(weights, size=dmap.shape[-2:], mode="bilinear", align_corners=False)
+            weights = weights / weights.mean(dim=(-2, -1), keepdim=True)
+        return (dmap * weights).mean(dim=(1, 2, 3)).mean()
+
+
+def load_dpl(path: str, backbone: str | None = None) -> torch.nn.Module:
+    """A DPL from a weight file (``learning.dpl``); net and backbone come from the file's metadata.
+
+    ``backbone`` overrides it: a local torchvision state-dict PATH or ``random:SEED``. Without an
+    override, a backbone whose sha256 differs from the one recorded in the file is an error (the
+    weights were fitted on other features).
+    """
+    if not Path(path).is_file():
+        raise LearningError(f"DPL weight file {path!r} does not exist")
+    try:
+        from learning.dpl import DPL
+        from learning.dpl.weightfile import load_weights
+    except ImportError as exc:
+        raise LearningError(f"the DPL module is not available ({exc})") from exc
+    data = load_weights(path)
+    meta = dict(data.get("metadata") or {})
+    source = backbone or str(meta.get("backbone_source", "imagenet"))
+    if source.startswith("random:"):
+        kwargs = {"backbone": None, "seed": int(source.split(":", 1)[1])}
+    elif source.startswith("imagenet"):
+        kwargs = {"backbone": "imagenet"}
+    elif source.startswith("file:"):
+        raise LearningError(f"{path!r} was fitted on a local backbone file ({source[5:]}); "
+                            "pass it with --dpl-backbone PATH")
+    else:
+        kwargs = {"backbone": source}
+    dpl = DPL(net=data["net"], weights=path, **kwargs)
+    recorded = meta.get("backbone_sha256")
+    if backbone is None and recorded and dpl.backbone.sha256() != recorded:
+        raise LearningError(f"the {source} backbone differs from the one {path!r} was fitted on "
+                            "(sha256 mismatch); pass --dpl-backbone to override")
+    return dpl
+
+
+def build_distortion(spec: str, backbone: str | None = None) -> Distortion:
+    if spec == "mse":
+        return MSE()
+    if spec == "ms-ssim":
+        return MSSSIM()
+    if spec.startswith("dpl:"):
+        return DPLDistortion(spec[4:], backbone)
+    raise LearningError(f"unknown loss {spec!r}; use mse, ms-ssim or dpl:FILE")

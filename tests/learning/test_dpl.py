@@ -1,0 +1,132 @@
+"""DPL against the lpips package (same random backbone, shipped lin weights), gradients, weight files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from learning import DPL
+from learning.compat import ensure_torchvision
+from learning.dpl import weightfile
+from learning.errors import LearningError
+
+torch.set_num_threads(2)
+
+
+def _lpips_twin(dpl: DPL, spatial: bool = False):
+    ensure_torchvision()
+    import lpips
+
+    lp = lpips.LPIPS(net=dpl.net, pretrained=True, pnet_rand=True, spatial=spatial, verbose=False)
+    lp.net.load_state_dict(dpl.backbone.state_dict())  # same random backbone, slice for slice
+    return lp
+
+
+@pytest.mark.parametrize("net", ["alex", "vgg", "squeeze"])
+def test_equals_lpips(net: str) -> None:
+    dpl = DPL(net, weights="lpips", backbone=None, seed=3)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(3, 3, 64, 64, generator=g), torch.rand(3, 3, 64, 64, generator=g)
+    lp = _lpips_twin(dpl)
+    with torch.no_grad():
+        ours, theirs = dpl(x, y), lp(x, y, normalize=True).flatten()
+        assert ours.shape == (3,)
+        assert torch.allclose(ours, theirs, atol=1e-5, rtol=0), (ours, theirs)
+        lp.spatial = True
+        assert torch.allclose(dpl(x, y, spatial=True), lp(x, y, normalize=True), atol=1e-5, rtol=0)
+        # linearity used by the fitter
+        m = dpl.channel_distances(x, y)
+        assert torch.allclose(m @ dpl.flat_weights(), ours, atol=1e-6)
+        m0, m1 = dpl.triplet_channel_distances(x, y, torch.flip(y, [0]))
+        assert torch.allclose(m0, m, atol=1e-6)
+
+
+def test_uniform_equals_lpips_baseline() -> None:
+    ensure_torchvision()
+    import lpips
+
+    dpl = DPL("alex", weights=None, backbone=None, seed=1)
+    lp = lpips.LPIPS(net="alex", lpips=False, pnet_rand=True, verbose=False)
+    lp.net.load_state_dict(dpl.backbone.state_dict())
+    x, y = torch.rand(2, 3, 48, 48), torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(dpl(x, y), lp(x, y, normalize=True).flatten(), atol=1e-5)
+
+
+def test_gradients_reach_inputs_and_backbone_is_frozen() -> None:
+    dpl = DPL("alex", weights="lpips", backbone=None)
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    y = torch.rand(2, 3, 64, 64, requires_grad=True)
+    dpl(x, y).sum().backward()
+    assert x.grad is not None and y.grad is not None
+    assert x.grad.abs().sum() > 0 and y.grad.abs().sum() > 0
+    assert all(not p.requires_grad for p in dpl.backbone.parameters())
+    dpl.train()
+    assert not dpl.backbone.training
+    assert float(dpl(x, x).abs().max()) < 1e-6
+
+
+def test_seeded_random_backbone_is_reproducible() -> None:
+    a, b = DPL("squeeze", backbone=None, seed=5), DPL("squeeze", backbone=None, seed=5)
+    assert a.backbone.sha256() == b.backbone.sha256()
+    assert a.backbone.sha256() != DPL("squeeze", backbone=None, seed=6).backbone.sha256()
+
+
+def test_backbone_state_dict_file(tmp_path) -> None:
+    from learning.compat import models
+
+    torch.manual_seed(11)
+    path = tmp_path / "alexnet.pth"
+    torch.save(models().alexnet().state_dict(), path)
+    a = DPL("alex", backbone=path)
+    assert a.backbone.sha256() == DPL("alex", backbone=None, seed=11).backbone.sha256()
+    with pytest.raises(LearningError, match="not a torchvision"):
+        DPL("vgg", backbone=path)
+
+
+def test_round_trip_through_lpips_layout(tmp_path) -> None:
+    dpl = DPL("squeeze", backbone=None, seed=2)
+    g = torch.Generator().manual_seed(1)
+    dpl.set_weights([torch.rand(c, generator=g) * (torch.rand(c, generator=g) > 0.3) for c in dpl.channels])
+    x, y = torch.rand(4, 3, 64, 64, generator=g), torch.rand(4, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        before = dpl(x, y)
+    path = tmp_path / "w.dpl"
+    weightfile.save_weights(dpl, path, metadata={"train_2afc": 0.7})
+    sd = weightfile.to_lpips_state_dict(DPL("squeeze", weights=path, backbone=None, seed=2))
+    # the LPIPS layout really loads into lpips.LPIPS and gives the same distances
+    lp = _lpips_twin(dpl)
+    lp.load_state_dict(sd, strict=False)
+    with torch.no_grad():
+        assert torch.allclose(lp(x, y, normalize=True).flatten(), before, atol=1e-5)
+    back = DPL("squeeze", backbone=None, seed=2)
+    back.set_weights(weightfile.from_lpips_state_dict(sd, "squeeze"))
+    weightfile.save_weights(back, tmp_path / "w2.dpl")
+    again = DPL("squeeze", weights=tmp_path / "w2.dpl", backbone=None, seed=2)
+    with torch.no_grad():
+        assert torch.equal(again(x, y), before)
+    meta = weightfile.load_weights(path)["metadata"]
+    assert meta["train_2afc"] == 0.7 and len(meta["backbone_sha256"]) == 64 and "torch" in meta["versions"]
+
+
+def test_wrong_net_weight_file_refused(tmp_path) -> None:
+    path = tmp_path / "alex.dpl"
+    weightfile.save_weights(DPL("alex", backbone=None), path)
+    with pytest.raises(LearningError, match="for net 'alex', not 'vgg'"):
+        DPL("vgg", weights=path, backbone=None)
+    with pytest.raises(LearningError, match="channels"):
+        sd = weightfile.to_lpips_state_dict(DPL("alex", backbone=None))
+        weightfile.from_lpips_state_dict(sd, "squeeze")
+    (tmp_path / "junk.dpl").write_bytes(b"not a torch file")
+    with pytest.raises(LearningError, match="cannot read"):
+        DPL("alex", weights=tmp_path / "junk.dpl", backbone=None)
+
+
+def test_negative_weights_and_bad_args_refused() -> None:
+    dpl = DPL("alex", backbone=None)
+    with pytest.raises(LearningError, match="nonnegative"):
+        dpl.set_weights([-torch.ones(c) for c in dpl.channels])
+    with pytest.raises(LearningError, match="unknown net"):
+        DPL("resnet", backbone=None)
+    with pytest.raises(LearningError, match="N×3×H×W"):
+        dpl(torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32))

@@ -1,0 +1,70 @@
+"""Rate targeting hits bpp targets within tolerance with a bounded number of encodes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from learning.codecs import get_codec
+from learning.codecs.ratecontrol import encode_at_bpp
+from learning.codecs.spec import Setting, encode_setting
+from learning.errors import LearningError
+
+KODAK = Path("/work/shared/data/kodak")
+
+
+def images():
+    # Three different Kodak contents, downscaled so the test stays quick.
+    return [
+        Image.open(KODAK / f"kodim{i:02d}.png").convert("RGB").resize((384, 256), Image.LANCZOS)
+        for i in (1, 7, 23)
+    ]
+
+
+@pytest.mark.parametrize("name", ["jpeg", "jpeg444", "webp", "jpeg2000", "avif", "heic", "jxl"])
+def test_hits_targets(name):
+    codec = get_codec(name)
+    results = []
+    for img in images():
+        for target in (0.5, 1.0):
+            r = encode_at_bpp(codec, img, target, tolerance=0.03, max_encodes=8)
+            assert r.encoded.bpp == pytest.approx(8 * len(r.encoded.data) / (img.width * img.height))
+            assert r.n_encodes <= 8
+            if r.relative_error > 0.03:
+                # Only the codec's quality grid may stop us: no nearby setting comes closer.
+                assert codec.integer_quality, (name, target, r.encoded.bpp)
+                lo, hi = codec.quality_range
+                q = r.encoded.quality
+                near = [codec.encode(img, q + d).bpp for d in (-2, -1, 1, 2) if lo <= q + d <= hi]
+                assert all(abs(b - target) >= abs(r.encoded.bpp - target) for b in near), (name, target)
+            results.append(r)
+    assert sum(r.n_encodes for r in results) / len(results) <= 6.5
+
+
+def test_closest_encode_is_returned():
+    img = images()[0]
+    r = encode_at_bpp(get_codec("jpeg"), img, 0.8, tolerance=0.0, max_encodes=8)
+    codec = get_codec("jpeg")
+    q = r.encoded.quality
+    neighbours = [codec.encode(img, q + d).bpp for d in (-1, 1) if 1 <= q + d <= 95]
+    assert all(abs(r.encoded.bpp - 0.8) <= abs(b - 0.8) for b in neighbours)
+
+
+def test_impossible_targets_are_clear_errors():
+    img = images()[1]
+    with pytest.raises(LearningError, match="below the lowest achievable"):
+        encode_at_bpp(get_codec("jpeg"), img, 0.01)
+    with pytest.raises(LearningError, match="above the highest achievable"):
+        encode_at_bpp(get_codec("webp"), img, 60.0)
+    with pytest.raises(LearningError, match="positive"):
+        encode_at_bpp(get_codec("jpeg"), img, -1)
+
+
+def test_encode_setting_routes_bpp_through_rate_control():
+    img = images()[2]
+    enc = encode_setting(img, Setting("avif", "bpp", 0.5))
+    assert abs(enc.bpp - 0.5) / 0.5 <= 0.08
+    enc = encode_setting(img, Setting("jpeg", "quality", 40))
+    assert enc.quality == 40

@@ -1,0 +1,273 @@
+"""Learned-codec training: loss falls, exact resume, real bitstreams, DDP == one process, DPL distortion."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from learning.__main__ import main
+from learning.codecs import get_codec
+from learning.errors import LearningError
+from learning.training.data import CropDataset, saliency_weights
+
+KODAK = Path("/work/shared/data/kodak")
+REPO = Path(__file__).resolve().parents[2]
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("codec-data")
+    (root / "train").mkdir()
+    (root / "val").mkdir()
+    (root / "sal").mkdir()
+    for i in range(1, 9):
+        im = Image.open(KODAK / f"kodim{i:02d}.png").convert("RGB").resize((144, 96), Image.LANCZOS)
+        im.save(root / "train" / f"k{i:02d}.png")
+        # a 16-bit saliency map: a bright disc off centre
+        yy, xx = np.mgrid[0:96, 0:144]
+        sal = (np.hypot(xx - 40 - 5 * i, yy - 50) < 30).astype(np.float64) * 65535
+        Image.fromarray(sal.astype(np.uint16)).save(root / "sal" / f"k{i:02d}.png")
+    for i in (23, 24):
+        Image.open(KODAK / f"kodim{i:02d}.png").convert("RGB").resize((144, 96)).save(
+            root / "val" / f"v{i}.png"
+        )
+    return {"train": str(root / "train"), "val": str(root / "val"), "sal": str(root / "sal"), "root": root}
+
+
+def common(data, out, *extra) -> list[str]:
+    return [
+        "train-codec",
+        "--arch",
+        "bmshj2018-factorized",
+        "--N",
+        "32",
+        "--M",
+        "32",
+        "--data",
+        data["train"],
+        "--crop",
+        "64",
+        "--batch",
+        "4",
+        "--lr",
+        "1e-3",
+        "--lmbda",
+        "0.01",
+        "--no-progress",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_trains_loss_falls_and_real_bitstreams_decode(data, tmp_path, capsys):
+    ckpt = tmp_path / "m.pt"
+    assert main(common(data, ckpt, "--steps", "40", "--loss", "mse", "--val", data["val"])) == 0
+    result = json.loads(capsys.readouterr().out)
+    log = json.loads((tmp_path / "m.pt.log.json").read_text())
+    epochs = [r for r in log if "epoch" in r]
+    assert len(epochs) == 20 and epochs[-1]["step"] == 40
+    first, last = np.mean([r["loss"] for r in epochs[:3]]), np.mean([r["loss"] for r in epochs[-3:]])
+    assert last < 0.8 * first, (first, last)
+    assert "val_psnr" in epochs[-1]
+    ev = result["bitstream_eval"]
+    assert ev["n_images"] == 2 and ev["bitstream_bpp"] > 0
+    # the checkpoint is a codec: real rANS bitstream, odd image size, bpp from bytes
+    codec = get_codec(f"ckpt:{ckpt}")
+    img = Image.open(KODAK / "kodim03.png").convert("RGB").crop((0, 0, 100, 70))
+    enc = codec.encode(img, 0)
+    assert enc.bpp == pytest.approx(8 * len(enc.data) / (100 * 70))
+    dec = codec.decode(enc.data)
+    assert dec.size == (100, 70)
+    assert codec.encode(img, 0).data == enc.data  # deterministic
+    from learning.codecs.spec import encode_setting, parse_codec_spec
+
+    (setting,) = parse_codec_spec(f"ckpt:{ckpt}")
+    assert encode_setting(img, setting).data == enc.data  # make_stimuli's path
+    with pytest.raises(LearningError, match="corrupt"):
+        codec.decode(enc.data[:-5])
+    with pytest.raises(LearningError, match="corrupt"):
+        codec.decode(b"JUNK" + enc.data[4:])
+
+
+def _state(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_resume_is_exact(data, tmp_path):
+    full, part = tmp_path / "full.pt", tmp_path / "part.pt"
+    assert main(common(data, full, "--steps", "9", "--loss", "mse")) == 0
+    assert main(common(data, part, "--steps", "5", "--loss", "mse")) == 0  # stops mid-epoch (2 batches/epoch)
+    assert _state(part)["batch_in_epoch"] == 1
+    assert main(common(data, part, "--steps", "9", "--loss", "mse", "--resume")) == 0
+    a, b = _state(full), _state(part)
+    assert a["step"] == b["step"] == 9
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for opt in ("optimizer", "aux_optimizer"):
+        for sa, sb in zip(a[opt]["state"].values(), b[opt]["state"].values()):
+            assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(
+                sa["exp_avg_sq"], sb["exp_avg_sq"]
+            )
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_saliency_weights_follow_the_crop(data):
+    ds = CropDataset(data["train"], 64, seed=3, saliency_dir=data["sal"], alpha=3.0)
+    ds.set_epoch(2)
+    x, w = ds[1]
+    assert w.shape == (1, 64, 64) and float(w.mean()) == pytest.approx(1.0, abs=1e-5)
+    # recover the crop position from the image and check the weights came from the same window
+    full = torch.from_numpy(np.asarray(Image.open(ds.files[1]).convert("RGB"), np.float32) / 255).permute(
+        2, 0, 1
+    )
+    sal = torch.from_numpy(np.asarray(Image.open(ds.saliency[1]), np.float32) / 65535)[None]
+    hits = [
+        (t, s) for t in range(0, 33) for s in range(0, 81) if torch.equal(full[:, t : t + 64, s : s + 64], x)
+    ]
+    assert len(hits) == 1
+    t, s = hits[0]
+    assert torch.allclose(w, saliency_weights(sal[:, t : t + 64, s : s + 64], 3.0), atol=1e-5)
+    ds2 = CropDataset(data["train"], 64, seed=3)
+    ds2.set_epoch(2)
+    assert torch.equal(ds2[1][0], x)  # crop depends only on (seed, epoch, index)
+
+
+def test_saliency_training_runs(data, tmp_path):
+    assert (
+        main(common(data, tmp_path / "s.pt", "--steps", "4", "--loss", "mse", "--saliency", data["sal"])) == 0
+    )
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--loss", "nope", "--steps", "2"], "unknown loss"),
+        (["--loss", "ms-ssim", "--steps", "2"], "larger than 160"),
+        (["--loss", "mse", "--steps", "2", "--resume"], "no checkpoint"),
+        (["--loss", "dpl:/nonexistent.pt", "--steps", "2"], "does not exist"),
+        (["--loss", "mse", "--steps", "2", "--batch", "64"], "fewer than one batch"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(data, tmp_path, capsys, extra, message):
+    out = tmp_path / "x.pt"
+    assert main(common(data, out, *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_missing_checkpoint_codec():
+    with pytest.raises(LearningError, match="does not exist"):
+        get_codec("ckpt:/nonexistent/model.pt")
+
+
+def _dpl_weight_file(tmp_path) -> str:
+    pytest.importorskip("learning.dpl", reason="helper L1's DPL module is not in the tree yet")
+    from learning.dpl import DPL
+    from learning.dpl.weightfile import save_weights
+
+    model = DPL(net="alex", weights=None, backbone=None, seed=0)
+    with torch.no_grad():  # non-uniform, nonnegative weights: a "fitted" file on a random backbone
+        for w in model.weights:
+            w.copy_(torch.rand(w.shape, generator=torch.Generator().manual_seed(w.numel())))
+    path = tmp_path / "dpl.pt"
+    save_weights(model, path, {"note": "random backbone, test"})
+    return str(path)
+
+
+@pytest.mark.slow  # ~10 s alone, up to a minute on a loaded 2-core machine
+def test_trains_with_dpl_distortion(data, tmp_path, capsys):
+    weights = _dpl_weight_file(tmp_path)
+    ckpt = tmp_path / "dpl.ckpt"
+    # backbone read from the file's metadata (random:0), saliency-weighted spatial DPL map
+    argv = common(data, ckpt, "--steps", "30", "--loss", f"dpl:{weights}", "--lmbda", "1.0",
+                  "--saliency", data["sal"], "--val", data["val"])
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    log = [r for r in json.loads((tmp_path / "dpl.ckpt.log.json").read_text()) if "epoch" in r]
+    assert log[-1]["loss_kind"].startswith("dpl:")
+    first, last = np.mean([r["loss"] for r in log[:3]]), np.mean([r["loss"] for r in log[-3:]])
+    assert last < first, (first, last)
+    assert result["bitstream_eval"]["bitstream_bpp"] > 0
+    codec = get_codec(f"ckpt:{ckpt}")
+    img = Image.open(KODAK / "kodim04.png").convert("RGB").crop((0, 0, 80, 64))
+    assert codec.decode(codec.encode(img, 0).data).size == (80, 64)
+
+
+def test_dpl_backbone_mismatch_is_an_error(data, tmp_path, capsys):
+    weights = _dpl_weight_file(tmp_path)
+    from learning.training.losses import load_dpl
+
+    assert load_dpl(weights).backbone.source == "random:0"
+    assert load_dpl(weights, "random:5").backbone.source == "random:5"  # explicit override
+    blob = torch.load(weights, weights_only=True)
+    blob["metadata"]["backbone_sha256"] = "0" * 64
+    torch.save(blob, weights)
+    assert main(common(data, tmp_path / "x.pt", "--steps", "2", "--loss", f"dpl:{weights}")) == 2
+    assert "sha256 mismatch" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(data, tmp_path):
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    steps = ["--steps", "8", "--loss", "mse", "--threads", "1"]
+    assert main(common(data, one, *steps)) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port",
+        "29571",
+        "-m",
+        "learning",
+    ]
+    r = subprocess.run(
+        torchrun + common(data, two, *steps), cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = _state(one), _state(two)
+    init = None
+    torch.manual_seed(0)
+    from learning.training.models import build_model
+
+    init = build_model("bmshj2018-factorized", 32, 32).state_dict()
+    moved = sum(
+        float(((a["model"][k] - init[k]) ** 2).sum())
+        for k in init
+        if init[k].is_floating_point() and init[k].shape == a["model"][k].shape
+    )
+    diff = sum(
+        float(((a["model"][k] - b["model"][k]) ** 2).sum())
+        for k in init
+        if init[k].is_floating_point() and init[k].shape == a["model"][k].shape
+    )
+    assert moved > 0
+    assert (diff / moved) ** 0.5 < 0.02, (diff, moved)  # same model up to float reduction order
+    la = [r["loss"] for r in a["history"]]
+    lb = [r["loss"] for r in b["history"]]
+    assert np.allclose(la, lb, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["bmshj2018-hyperprior", "mbt2018-mean", "cheng2020-anchor"])
+def test_other_architectures_train_and_code_real_bitstreams(data, tmp_path, arch):
+    ckpt = tmp_path / f"{arch}.pt"
+    argv = common(data, ckpt, "--steps", "2", "--loss", "mse")
+    argv[argv.index("bmshj2018-factorized")] = arch
+    argv[argv.index("--M") + 1] = "48"
+    assert main(argv) == 0
+    codec = get_codec(f"ckpt:{ckpt}")
+    img = Image.open(KODAK / "kodim06.png").convert("RGB").crop((0, 0, 70, 60))
+    enc = codec.encode(img, 0)
+    assert enc.bpp == pytest.approx(8 * len(enc.data) / (70 * 60))
+    assert codec.decode(enc.data).size == (70, 60)

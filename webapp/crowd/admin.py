@@ -1,0 +1,32 @@
+"""Admin for the crowd side. Judgments are append-only: the admin can look but not change or delete."""
+
+from django.contrib import admin
+
+from webapp.crowd.models import Assignment, Judgment, Participant
+
+
+@admin.register(Participant)
+class ParticipantAdmin(admin.ModelAdmin):
+    list_display = ("id", "experiment", "platform", "platform_id", "consent_at", "created")
+    list_filter = ("experiment", "platform")
+    search_fields = ("platform_id",)
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(admin.ModelAdmin):
+    list_display = ("token", "experiment", "participant", "state", "created", "expires_at", "completed_at")
+    list_filter = ("experiment", "state")
+    raw_id_fields = ("participant",)
+
+
+@admin.register(Judgment)
+class JudgmentAdmin(admin.ModelAdmin):
+    list_display = ("id", "assignment", "trial", "chosen_side", "response_ms", "created")
+    list_filter = ("assignment__experiment",)
+    raw_id_fields = ("assignment", "item", "trial", "chosen", "left_stimulus")
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,92 @@
+"""Participants, assignments (a fixed ordered list of items), and append-only judgments."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+from webapp.experiments.models import Experiment, Trial
+from webapp.stimuli.models import Stimulus
+
+
+class Participant(models.Model):
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="participants")
+    platform = models.CharField(max_length=10, choices=Experiment.PLATFORMS)
+    platform_id = models.CharField(max_length=200)
+    study_id = models.CharField(max_length=200, blank=True)
+    session_id = models.CharField(max_length=200, blank=True)
+    consent_at = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        unique_together = [("experiment", "platform", "platform_id")]
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.platform_id}"
+
+
+class Assignment(models.Model):
+    STATES = [("active", "active"), ("completed", "completed"), ("expired", "expired")]
+
+    token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="assignments")
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="assignments")
+    state = models.CharField(max_length=10, choices=STATES, default="active")
+    mturk_assignment_id = models.CharField(max_length=200, blank=True)
+    hit_id = models.CharField(max_length=200, blank=True)
+    turk_submit_to = models.CharField(max_length=500, blank=True)
+    device = models.JSONField(default=dict, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    completion_code = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["experiment", "state"])]
+
+    def __str__(self) -> str:
+        return f"assignment {self.pk} ({self.state})"
+
+
+class AssignmentItem(models.Model):
+    assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="items")
+    position = models.PositiveIntegerField()
+    trial = models.ForeignKey(Trial, on_delete=models.PROTECT, related_name="items")
+    is_repeat = models.BooleanField(default=False)
+    is_practice = models.BooleanField(default=False)
+    left_is_a = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["assignment", "position"]
+        unique_together = [("assignment", "position")]
+
+    def left_stimulus(self) -> Stimulus:
+        return self.trial.stimulus_a if self.left_is_a else self.trial.stimulus_b
+
+    def right_stimulus(self) -> Stimulus:
+        return self.trial.stimulus_b if self.left_is_a else self.trial.stimulus_a
+
+
+class Judgment(models.Model):
+    SIDES = [("left", "left"), ("right", "right")]
+
+    assignment = models.ForeignKey(Assignment, on_delete=models.PROTECT, related_name="judgments")
+    item = models.OneToOneField(AssignmentItem, on_delete=models.PROTECT, related_name="judgment")
+    trial = models.ForeignKey(Trial, on_delete=models.PROTECT, related_name="judgments")
+    chosen = models.ForeignKey(Stimulus, on_delete=models.PROTECT, related_name="+")
+    chosen_side = models.CharField(max_length=5, choices=SIDES)
+    left_stimulus = models.ForeignKey(Stimulus, on_delete=models.PROTECT, related_name="+")
+    response_ms = models.IntegerField()
+    client_uuid = models.UUIDField(unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+    client_created = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["trial"]), models.Index(fields=["assignment"])]
+
+    def __str__(self) -> str:
+        return f"judgment {self.pk}: {self.chosen_side}"

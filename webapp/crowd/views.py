@@ -1,0 +1,443 @@
+"""Worker pages and the participant JSON API.
+
+Participants are identified only by the opaque assignment token in ``/a/<token>/``. Images are served per
+item and side (``/a/<token>/img/<position>/<left|right|ref>``), so neither URLs nor JSON reveal the codec,
+the quality, or which image is the original. The JSON POSTs are CSRF-exempt but require the header
+``X-Assignment-Token`` equal to the URL token: a cross-site page cannot set a custom header without a CORS
+preflight (none is allowed), and cannot know the token. The consent form keeps Django's CSRF check.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import IntegrityError, transaction
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.crypto import get_random_string
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from webapp.crowd.assign import create_assignment
+from webapp.crowd.models import Assignment, AssignmentItem, Judgment, Participant
+from webapp.crowd.ratelimit import over_limit
+from webapp.experiments.models import Experiment
+
+MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
+SIDES = ("left", "right")
+
+
+def _message(request: HttpRequest, title: str, text: str, status: int) -> HttpResponse:
+    return render(request, "crowd/message.html", {"title": title, "text": text}, status=status)
+
+
+def _not_live(request: HttpRequest, exp: Experiment) -> HttpResponse:
+    text = {
+        "draft": "This study has not started yet.",
+        "paused": "This study is paused. Please try again later.",
+        "closed": "This study is closed and no longer accepts participants.",
+    }.get(exp.status, "Unavailable.")
+    return _message(request, "Study not available", text, 403)
+
+
+def _platform_ids(request: HttpRequest, exp: Experiment) -> dict | None:
+    """Platform identity from the query string (GET) or the consent form (POST); None if missing."""
+    src = request.POST if request.method == "POST" else request.GET
+    if exp.platform == "prolific":
+        pid = src.get("PROLIFIC_PID", "").strip()
+        if not pid:
+            return None
+        return {
+            "platform_id": pid,
+            "study_id": src.get("STUDY_ID", "")[:200],
+            "session_id": src.get("SESSION_ID", "")[:200],
+        }
+    if exp.platform == "mturk":
+        worker, aid = src.get("workerId", "").strip(), src.get("assignmentId", "").strip()
+        if not worker or not aid:
+            return None
+        submit_to = src.get("turkSubmitTo", "").rstrip("/")
+        if submit_to and submit_to not in settings.CROWD_MTURK_SUBMIT_HOSTS:
+            return None
+        return {
+            "platform_id": worker,
+            "mturk_assignment_id": aid,
+            "hit_id": src.get("hitId", "")[:200],
+            "turk_submit_to": src.get("turkSubmitTo", "")[:500],
+        }
+    key = f"crowd_pid_{exp.slug}"
+    if key not in request.session:
+        request.session[key] = get_random_string(24)
+    return {"platform_id": request.session[key]}
+
+
+def _existing(exp: Experiment, ids: dict) -> Assignment | None:
+    """The participant's current assignment (resume) or last completed one, if any."""
+    qs = Assignment.objects.filter(
+        experiment=exp, participant__platform=exp.platform, participant__platform_id=ids["platform_id"]
+    )
+    if exp.platform == "mturk":
+        qs = qs.filter(mturk_assignment_id=ids["mturk_assignment_id"])
+    qs = qs.exclude(state="expired").order_by("-created")
+    for a in qs[:1]:
+        if a.state == "active" and a.expires_at < timezone.now():
+            a.state = "expired"
+            a.save(update_fields=["state"])
+            return None
+        return a
+    return None
+
+
+@require_http_methods(["GET", "POST"])
+def entry(request: HttpRequest, slug: str) -> HttpResponse:
+    """``/p/<slug>/``: platform entry; GET shows consent (or MTurk preview), POST consents and starts."""
+    if over_limit(request, "entry"):
+        return _message(request, "Too many requests", "Please wait a minute and try again.", 429)
+    exp = get_object_or_404(Experiment, slug=slug)
+    if exp.status != "live":
+        return _not_live(request, exp)
+    if exp.platform == "mturk" and request.GET.get("assignmentId") == MTURK_PREVIEW:
+        return render(request, "crowd/preview.html", {"exp": exp})
+    ids = _platform_ids(request, exp)
+    if ids is None:
+        need = {"prolific": "PROLIFIC_PID", "mturk": "workerId, assignmentId or a valid turkSubmitTo"}[
+            exp.platform
+        ]
+        return _message(
+            request,
+            "Missing study link parameters",
+            f"This link must be opened from {exp.get_platform_display()} ({need} missing).",
+            400,
+        )
+    found = _existing(exp, ids)
+    if found is not None:
+        return redirect("crowd:done" if found.state == "completed" else "crowd:task", token=found.token)
+    if request.method == "GET":
+        hidden = {
+            k: v
+            for k, v in request.GET.items()
+            if k
+            in {"PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "workerId", "assignmentId", "hitId", "turkSubmitTo"}
+        }
+        return render(request, "crowd/consent.html", {"exp": exp, "hidden": hidden})
+    if request.POST.get("consent") != "yes":
+        return _message(request, "Consent required", "You can only take part after giving consent.", 400)
+    participant, _ = Participant.objects.get_or_create(
+        experiment=exp,
+        platform=exp.platform,
+        platform_id=ids["platform_id"][:200],
+        defaults={"study_id": ids.get("study_id", ""), "session_id": ids.get("session_id", "")},
+    )
+    if participant.consent_at is None:
+        participant.consent_at = timezone.now()
+        participant.save(update_fields=["consent_at"])
+    extra = {k: ids[k][:500] for k in ("mturk_assignment_id", "hit_id", "turk_submit_to") if k in ids}
+    try:
+        assignment = create_assignment(exp.pk, participant, **extra)
+    except LookupError:
+        return _message(
+            request, "No more trials", "There are no more trials for you in this study. Thanks!", 410
+        )
+    request.session[f"crowd_token_{exp.slug}"] = str(assignment.token)
+    return redirect("crowd:task", token=assignment.token)
+
+
+def _assignment(token: uuid.UUID) -> Assignment:
+    try:
+        return Assignment.objects.select_related("experiment", "participant").get(token=token)
+    except Assignment.DoesNotExist as exc:
+        raise Http404("unknown assignment") from exc
+
+
+def _closed_reason(a: Assignment) -> str | None:
+    """Why this assignment cannot take judgments now (None = it can)."""
+    if a.experiment.status != "live":
+        return f"the study is {a.experiment.status}"
+    if a.state == "active" and a.expires_at < timezone.now():
+        Assignment.objects.filter(pk=a.pk, state="active").update(state="expired")
+        a.state = "expired"
+    if a.state != "active":
+        return f"this assignment is {a.state}"
+    return None
+
+
+@require_GET
+def task(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
+    """The judging page (instructions, practice, trials); all work happens in crowd/task.js."""
+    a = _assignment(token)
+    if a.state == "completed":
+        return redirect("crowd:done", token=a.token)
+    reason = _closed_reason(a)
+    if reason:
+        return _message(request, "Assignment not available", f"Sorry, {reason}.", 403)
+    return render(request, "crowd/task.html", {"a": a, "exp": a.experiment})
+
+
+def _item_json(a: Assignment, item: AssignmentItem, judged: dict[int, str]) -> dict:
+    base = reverse("crowd:image", kwargs={"token": a.token, "position": item.position, "side": "left"})[:-4]
+    out = {
+        "position": item.position,
+        "id": f"{a.token.hex[:8]}-{item.position}",
+        "left": base + "left",
+        "right": base + "right",
+        "ref": base + "ref" if a.experiment.mode == "triplet" else None,
+        "practice": item.is_practice,
+        "answered": judged.get(item.id),
+    }
+    if item.is_practice and item.trial.expected_id:  # feedback only for practice, never for sentinels
+        out["correct"] = "left" if item.left_stimulus().pk == item.trial.expected_id else "right"
+    return out
+
+
+@require_GET
+def state(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
+    """Items, which are answered, and the next unanswered position."""
+    a = _assignment(token)
+    items = list(a.items.select_related("trial").order_by("position"))
+    judged = dict(Judgment.objects.filter(assignment=a).values_list("item_id", "chosen_side"))
+    rows = [_item_json(a, it, judged) for it in items]
+    nxt = next((r["position"] for r in rows if r["answered"] is None), None)
+    exp = a.experiment
+    return JsonResponse(
+        {
+            "state": a.state,
+            "total": len(rows),
+            "next": nxt,
+            "items": rows,
+            "mode": exp.mode,
+            "question": exp.question,
+            "min_response_ms": exp.min_response_ms,
+            "practice_count": sum(r["practice"] for r in rows),
+        }
+    )
+
+
+@require_GET
+def image(request: HttpRequest, token: uuid.UUID, position: int, side: str) -> FileResponse:
+    """The PNG for one side of one item (or its reference), by opaque per-assignment position."""
+    a = _assignment(token)
+    item = get_object_or_404(
+        AssignmentItem.objects.select_related("trial__stimulus_a", "trial__stimulus_b", "trial__reference"),
+        assignment=a,
+        position=position,
+    )
+    if side == "left":
+        f = item.left_stimulus().decoded
+    elif side == "right":
+        f = item.right_stimulus().decoded
+    elif side == "ref" and a.experiment.mode == "triplet":
+        f = item.trial.reference.file
+    else:
+        raise Http404("no such image")
+    resp = FileResponse(f.open("rb"), content_type="image/png")
+    resp["Cache-Control"] = "private, max-age=86400"
+    return resp
+
+
+def _json_body(request: HttpRequest, token: uuid.UUID) -> tuple[dict | None, JsonResponse | None]:
+    """Parse a small JSON object body; return (data, None) or (None, error response)."""
+    if request.headers.get("X-Assignment-Token", "") != str(token):
+        return None, JsonResponse({"error": "missing or wrong X-Assignment-Token header"}, status=403)
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > settings.CROWD_MAX_BODY_BYTES:
+        return None, JsonResponse({"error": "request body too large"}, status=413)
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        return None, JsonResponse({"error": "request body too large"}, status=413)
+    if len(body) > settings.CROWD_MAX_BODY_BYTES:
+        return None, JsonResponse({"error": "request body too large"}, status=413)
+    try:
+        data = json.loads(body.decode("utf-8") or "null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, JsonResponse({"error": f"malformed JSON: {exc}"}, status=400)
+    if not isinstance(data, dict):
+        return None, JsonResponse({"error": "expected a JSON object"}, status=400)
+    return data, None
+
+
+def _validate_judgment(data: dict) -> tuple[dict | None, str | None]:
+    out = {}
+    try:
+        out["uuid"] = uuid.UUID(str(data["uuid"]))
+    except KeyError:
+        return None, "missing field: uuid"
+    except ValueError:
+        return None, "uuid: not a valid UUID"
+    for name in ("position", "response_ms"):
+        if name not in data:
+            return None, f"missing field: {name}"
+        v = data[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > 2**31 - 1:
+            return None, f"{name}: expected a non-negative integer"
+        out[name] = v
+    if data.get("choice") not in SIDES:
+        return None, 'choice: expected "left" or "right"' if "choice" in data else "missing field: choice"
+    out["choice"] = data["choice"]
+    ct = data.get("client_time")
+    out["client_time"] = None
+    if ct is not None:
+        try:
+            parsed = datetime.fromisoformat(str(ct).replace("Z", "+00:00"))
+        except ValueError:
+            return None, "client_time: expected an ISO 8601 timestamp or null"
+        out["client_time"] = parsed if parsed.tzinfo else timezone.make_aware(parsed, timezone.utc)
+    return out, None
+
+
+def _judgment_json(j: Judgment) -> dict:
+    return {
+        "uuid": str(j.client_uuid),
+        "position": j.item.position,
+        "choice": j.chosen_side,
+        "response_ms": j.response_ms,
+    }
+
+
+def _replay(a: Assignment, v: dict) -> JsonResponse | None:
+    """Answer a replayed uuid or an already-judged position from what is stored (None if neither)."""
+    j = Judgment.objects.select_related("item").filter(client_uuid=v["uuid"]).first()
+    if j is not None:
+        if j.assignment_id != a.pk or j.item.position != v["position"] or j.chosen_side != v["choice"]:
+            return JsonResponse({"error": "this uuid was already used for a different judgment"}, status=409)
+        return JsonResponse({"status": "duplicate", "judgment": _judgment_json(j)}, status=200)
+    j = (
+        Judgment.objects.select_related("item")
+        .filter(item__assignment=a, item__position=v["position"])
+        .first()
+    )
+    if j is not None:
+        return JsonResponse({"status": "already_judged", "judgment": _judgment_json(j)}, status=200)
+    return None
+
+
+@csrf_exempt
+@require_POST
+def judge(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
+    """Store one judgment: 201 new, 200 replay, 409 uuid reused, 400 bad input, 403 closed, 413 too big."""
+    a = _assignment(token)
+    data, err = _json_body(request, token)
+    if err:
+        return err
+    v, msg = _validate_judgment(data)
+    if msg:
+        return JsonResponse({"error": msg}, status=400)
+    reason = _closed_reason(a)
+    if reason:
+        return JsonResponse({"error": reason}, status=403)
+    replay = _replay(a, v)
+    if replay:
+        return replay
+    item = (
+        AssignmentItem.objects.select_related("trial__stimulus_a", "trial__stimulus_b")
+        .filter(assignment=a, position=v["position"])
+        .first()
+    )
+    if item is None:
+        return JsonResponse({"error": f"no item at position {v['position']}"}, status=400)
+    left = item.left_stimulus()
+    chosen = left if v["choice"] == "left" else item.right_stimulus()
+    try:
+        with transaction.atomic():
+            j = Judgment.objects.create(
+                assignment=a,
+                item=item,
+                trial=item.trial,
+                chosen=chosen,
+                chosen_side=v["choice"],
+                left_stimulus=left,
+                response_ms=v["response_ms"],
+                client_uuid=v["uuid"],
+                client_created=v["client_time"],
+            )
+    except IntegrityError:  # a concurrent request stored the same uuid or position first
+        replay = _replay(a, v)
+        if replay:
+            return replay
+        raise
+    return JsonResponse({"status": "created", "judgment": _judgment_json(j)}, status=201)
+
+
+@csrf_exempt
+@require_POST
+def device(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
+    """Record device facts (viewport, devicePixelRatio, user agent) sent by the page on start."""
+    a = _assignment(token)
+    data, err = _json_body(request, token)
+    if err:
+        return err
+
+    def size(v):  # [width, height] of non-negative numbers, else None
+        ok = isinstance(v, list) and len(v) == 2
+        ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1e6 for x in v)
+        return v if ok else None
+
+    dpr = data.get("dpr")
+    if not isinstance(dpr, (int, float)) or isinstance(dpr, bool) or not 0 < dpr < 100:
+        return JsonResponse({"error": "dpr: expected a positive number"}, status=400)
+    facts = {
+        "viewport": size(data.get("viewport")),
+        "dpr": dpr,
+        "user_agent": request.headers.get("User-Agent", "")[:500],
+        "screen": size(data.get("screen")),
+    }
+    Assignment.objects.filter(pk=a.pk).update(device=facts)
+    return JsonResponse({"status": "ok"})
+
+
+def _completion(a: Assignment) -> dict:
+    exp = a.experiment
+    out = {"code": a.completion_code, "done_url": reverse("crowd:done", kwargs={"token": a.token})}
+    if exp.platform == "prolific" and exp.completion_url:
+        sep = "&" if "?" in exp.completion_url else "?"
+        out["redirect"] = f"{exp.completion_url}{sep}{urlencode({'cc': a.completion_code})}"
+    return out
+
+
+@csrf_exempt
+@require_POST
+def complete(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
+    """Finish the assignment once every item is judged; returns the completion code (and redirect)."""
+    a = _assignment(token)
+    if request.headers.get("X-Assignment-Token", "") != str(token):
+        return JsonResponse({"error": "missing or wrong X-Assignment-Token header"}, status=403)
+    if a.state == "completed":
+        return JsonResponse(_completion(a))
+    reason = _closed_reason(a)
+    if reason:
+        return JsonResponse({"error": reason}, status=403)
+    missing = a.items.filter(judgment__isnull=True).count()
+    if missing:
+        return JsonResponse({"error": f"{missing} items are not judged yet"}, status=409)
+    with transaction.atomic():
+        locked = Assignment.objects.select_for_update().get(pk=a.pk)
+        if locked.state == "active":
+            locked.state = "completed"
+            locked.completed_at = timezone.now()
+            locked.completion_code = a.experiment.completion_code or get_random_string(10).upper()
+            locked.save(update_fields=["state", "completed_at", "completion_code"])
+    locked.experiment = a.experiment
+    return JsonResponse(_completion(locked))
+
+
+@require_GET
+def done(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
+    """Completion page: the code, the Prolific redirect link, or the MTurk submit form."""
+    a = _assignment(token)
+    if a.state != "completed":
+        return redirect("crowd:task", token=a.token)
+    info = _completion(a)
+    submit = ""
+    if a.experiment.platform == "mturk" and a.turk_submit_to:
+        submit = a.turk_submit_to.rstrip("/") + "/mturk/externalSubmit"
+    return render(request, "crowd/done.html", {"a": a, "exp": a.experiment, "info": info, "submit": submit})

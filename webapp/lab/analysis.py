@@ -1,0 +1,294 @@
+"""Numbers for the dashboard: progress, coverage, win rates, Bradley–Terry scale, agreement, metric 2AFC.
+
+All functions read the database with aggregate queries or streamed ``values_list`` rows, so memory grows with
+the number of trials / stimuli, never with the number of judgments. Only *normal* trials count (no practice,
+no sentinel); planned repeats count as further judgments of the same trial. ``exclude`` is a set of
+participant pks to leave out (e.g. the QC-flagged ones).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+from django.db.models import Count, Min, Q
+from django.db.models.functions import TruncHour, TruncMinute
+
+
+def _judgments(experiment, exclude: set[int] | None = None, normal_only: bool = True):
+    from webapp.crowd.models import Judgment
+
+    qs = Judgment.objects.filter(trial__experiment=experiment).exclude(item__is_practice=True)
+    qs = qs.filter(trial__kind="normal") if normal_only else qs.exclude(trial__kind="practice")
+    if exclude:
+        qs = qs.exclude(assignment__participant_id__in=exclude)
+    return qs
+
+
+def trial_counts(experiment, exclude: set[int] | None = None) -> dict[int, tuple[int, int]]:
+    """``{trial pk: (n judgments, n choosing stimulus_b = p1)}`` over normal trials with ≥1 judgment."""
+    from django.db.models import F
+
+    rows = (
+        _judgments(experiment, exclude)
+        .values("trial_id")
+        .annotate(n=Count("id"), nb=Count("id", filter=Q(chosen_id=F("trial__stimulus_b_id"))))
+        .order_by("trial_id")
+    )
+    return {r["trial_id"]: (r["n"], r["nb"]) for r in rows}
+
+
+def progress(experiment) -> dict:
+    """Collected judgments against the target (each trial capped at its target), plus participant counts."""
+    from webapp.crowd.models import Assignment, Participant
+    from webapp.experiments.models import Trial
+
+    counts = trial_counts(experiment)
+    target = collected = trials = 0
+    for tid, tgt in Trial.objects.filter(experiment=experiment, kind="normal").values_list(
+        "id", "target_judgments"
+    ):
+        trials += 1
+        tgt = tgt or experiment.judgments_per_trial or 0
+        target += tgt
+        collected += min(counts.get(tid, (0, 0))[0], tgt)
+    assignments = Assignment.objects.filter(experiment=experiment)
+    return {
+        "trials": trials,
+        "target_judgments": target,
+        "collected_judgments": collected,
+        "judgments": sum(n for n, _ in counts.values()),
+        "fraction": (collected / target) if target else 0.0,
+        "participants": Participant.objects.filter(experiment=experiment).count(),
+        "assignments_completed": assignments.filter(state="completed").count(),
+        "assignments_active": assignments.filter(state="active").count(),
+    }
+
+
+def coverage(experiment, exclude: set[int] | None = None) -> list[dict]:
+    """Per normal trial: judgments collected and the target."""
+    from webapp.experiments.models import Trial
+
+    counts = trial_counts(experiment, exclude)
+    return [
+        {"trial": tid, "n": counts.get(tid, (0, 0))[0], "target": tgt or experiment.judgments_per_trial}
+        for tid, tgt in Trial.objects.filter(experiment=experiment, kind="normal")
+        .order_by("id")
+        .values_list("id", "target_judgments")
+    ]
+
+
+def judgments_over_time(experiment) -> list[tuple]:
+    """``[(bucket start, judgments in bucket)]``, by minute when the data spans < 3 hours, else by hour."""
+    qs = _judgments(experiment, normal_only=False)
+    span = qs.aggregate(first=Min("created"))
+    if span["first"] is None:
+        return []
+    last = qs.order_by("-created").values_list("created", flat=True).first()
+    trunc = TruncMinute if (last - span["first"]).total_seconds() < 3 * 3600 else TruncHour
+    rows = qs.annotate(b=trunc("created")).values("b").annotate(n=Count("id")).order_by("b")
+    return [(r["b"], r["n"]) for r in rows]
+
+
+def setting_label(codec: str, quality, target_bpp) -> str:
+    """Human label of a codec setting, e.g. ``jpeg q=30`` or ``avif @0.25bpp``."""
+    if codec == "original":
+        return "original"
+    if quality is not None:
+        q = int(quality) if float(quality).is_integer() else quality
+        return f"{codec} q={q}"
+    if target_bpp is not None:
+        return f"{codec} @{target_bpp:g}bpp"
+    return codec
+
+
+def _stimulus_table(experiment) -> dict[int, dict]:
+    """Facts of every stimulus used by the experiment's normal trials, keyed by stimulus pk."""
+    from webapp.stimuli.models import Stimulus
+
+    ids = set()
+    from webapp.experiments.models import Trial
+
+    for a, b in Trial.objects.filter(experiment=experiment, kind="normal").values_list(
+        "stimulus_a_id", "stimulus_b_id"
+    ):
+        ids.update((a, b))
+    fields = ("id", "public_id", "codec", "codec_version", "quality", "target_bpp", "bpp", "psnr", "ssim")
+    return {r["id"]: r for r in Stimulus.objects.filter(id__in=ids).values(*fields)}
+
+
+def _pair_rows(experiment, exclude):
+    """Stream ``(stimulus_a, stimulus_b, chosen)`` for normal judgments."""
+    return (
+        _judgments(experiment, exclude)
+        .order_by("id")
+        .values_list("trial__stimulus_a_id", "trial__stimulus_b_id", "chosen_id")
+        .iterator(chunk_size=2000)
+    )
+
+
+def win_rates(experiment, exclude: set[int] | None = None) -> list[dict]:
+    """Per codec×setting: how often a stimulus of it was chosen when shown (wins / appearances)."""
+    stim = _stimulus_table(experiment)
+    wins: dict[tuple, int] = defaultdict(int)
+    shown: dict[tuple, int] = defaultdict(int)
+    bpps: dict[tuple, list[float]] = defaultdict(list)
+    key = {s: (r["codec"], r["quality"], r["target_bpp"]) for s, r in stim.items()}
+    for s, r in stim.items():
+        bpps[key[s]].append(r["bpp"] or 0.0)
+    for a, b, chosen in _pair_rows(experiment, exclude):
+        shown[key[a]] += 1
+        shown[key[b]] += 1
+        wins[key[chosen]] += 1
+    out = []
+    for k in sorted(shown, key=lambda k: (k[0], float(np.mean(bpps[k])))):
+        out.append(
+            {
+                "codec": k[0],
+                "quality": k[1],
+                "target_bpp": k[2],
+                "label": setting_label(*k),
+                "mean_bpp": float(np.mean(bpps[k])),
+                "wins": wins[k],
+                "shown": shown[k],
+                "win_rate": wins[k] / shown[k],
+            }
+        )
+    return out
+
+
+def bradley_terry(pairs: dict[tuple[int, int], int], prior: float = 0.5, iters: int = 500,
+                  tol: float = 1e-9) -> dict[int, float]:
+    """Bradley–Terry log-strengths by Hunter's MM algorithm; ``pairs[(i, j)]`` = times i beat j.
+
+    A ``prior`` of virtual wins and losses against a fixed player of strength 1 keeps the estimate finite for
+    unbeaten items and disconnected comparison graphs. Returned log-strengths are centred on mean 0.
+    """
+    items = sorted({i for p in pairs for i in p})
+    if not items:
+        return {}
+    idx = {s: k for k, s in enumerate(items)}
+    n = len(items)
+    wins = np.full(n, prior)
+    games = np.zeros((n, n))
+    for (i, j), c in pairs.items():
+        wins[idx[i]] += c
+        games[idx[i], idx[j]] += c
+        games[idx[j], idx[i]] += c
+    p = np.ones(n)
+    for _ in range(iters):
+        denom = (games / (p[:, None] + p[None, :])).sum(axis=1) + 2 * prior / (p + 1.0)
+        new = wins / denom
+        if np.max(np.abs(np.log(new) - np.log(p))) < tol:
+            p = new
+            break
+        p = new
+    logp = np.log(p)
+    logp -= logp.mean()
+    return {s: float(logp[idx[s]]) for s in items}
+
+
+def quality_scale(experiment, exclude: set[int] | None = None) -> dict:
+    """Bradley–Terry scale per stimulus and its mean (± sd) per codec×setting."""
+    stim = _stimulus_table(experiment)
+    pairs: dict[tuple[int, int], int] = defaultdict(int)
+    for a, b, chosen in _pair_rows(experiment, exclude):
+        loser = b if chosen == a else a
+        pairs[(chosen, loser)] += 1
+    scale = bradley_terry(pairs)
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    bpps: dict[tuple, list[float]] = defaultdict(list)
+    for s, v in scale.items():
+        r = stim[s]
+        k = (r["codec"], r["quality"], r["target_bpp"])
+        groups[k].append(v)
+        bpps[k].append(r["bpp"] or 0.0)
+    per_setting = [
+        {
+            "codec": k[0],
+            "quality": k[1],
+            "target_bpp": k[2],
+            "label": setting_label(*k),
+            "mean_bpp": float(np.mean(bpps[k])),
+            "scale": float(np.mean(v)),
+            "sd": float(np.std(v)),
+            "stimuli": len(v),
+        }
+        for k, v in sorted(groups.items(), key=lambda kv: (kv[0][0], float(np.mean(bpps[kv[0]]))))
+    ]
+    per_stimulus = [
+        {"stimulus": str(stim[s]["public_id"]), "label": setting_label(
+            stim[s]["codec"], stim[s]["quality"], stim[s]["target_bpp"]), "scale": v}
+        for s, v in sorted(scale.items(), key=lambda kv: kv[1])
+    ]
+    return {"per_setting": per_setting, "per_stimulus": per_stimulus}
+
+
+@dataclass
+class Agreement:
+    trials: int
+    majority_agreement: float | None
+    pairwise_agreement: float | None
+    split_half: float | None
+
+
+def agreement(experiment, exclude: set[int] | None = None, seed: int = 0) -> Agreement:
+    """Agreement between judges over normal trials with ≥2 judgments.
+
+    - majority agreement: mean share of a trial's judges who chose the majority stimulus;
+    - pairwise agreement: probability that two different judges of a trial agree (unbiased,
+      k(k-1)+(n-k)(n-k-1) over n(n-1)); this is the human 2AFC ceiling;
+    - split half: judges of each trial split at random in two halves; 2AFC score of half 1's
+      majority at predicting half 2's fraction (ties score 0.5).
+    """
+    rng = np.random.default_rng(seed)
+    maj, pair, split = [], [], []
+    for n, k in trial_counts(experiment, exclude).values():
+        if n < 2:
+            continue
+        maj.append(max(k, n - k) / n)
+        pair.append((k * (k - 1) + (n - k) * (n - k - 1)) / (n * (n - 1)))
+        votes = rng.permutation(np.r_[np.ones(k), np.zeros(n - k)])
+        h1, h2 = votes[: n // 2].mean(), votes[n // 2 :].mean()
+        split.append(h2 if h1 > 0.5 else (1 - h2) if h1 < 0.5 else 0.5)
+
+    def mean(v: list[float]) -> float | None:
+        return float(np.mean(v)) if v else None
+
+    return Agreement(len(maj), mean(maj), mean(pair), mean(split))
+
+
+def two_afc_score(d0: float, d1: float, h: float) -> float:
+    """2AFC score of a distance pair against the human fraction ``h`` choosing p1 (see DESIGN)."""
+    return (d0 < d1) * (1 - h) + (d1 < d0) * h + 0.5 * (d0 == d1)
+
+
+def metric_agreement(experiment, exclude: set[int] | None = None) -> dict:
+    """Mean 2AFC score of PSNR and SSIM (higher = closer / better) on the normal trials with judgments.
+
+    Also returns the human ceiling (pairwise agreement) on the same trials for comparison.
+    """
+    from webapp.experiments.models import Trial
+
+    counts = trial_counts(experiment, exclude)
+    stim = _stimulus_table(experiment)
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
+    for tid, a, b in Trial.objects.filter(id__in=counts).values_list("id", "stimulus_a_id", "stimulus_b_id"):
+        n, k = counts[tid]
+        h = k / n
+        for m in scores:
+            va, vb = stim[a][m], stim[b][m]
+            if va is None or vb is None or (isinstance(va, float) and math.isnan(va)):
+                continue
+            va = min(va, 1e6)  # PSNR of identical images is inf: treat as very high
+            vb = min(vb, 1e6)
+            scores[m].append(two_afc_score(-va, -vb, h))
+    ag = agreement(experiment, exclude)
+    return {
+        "trials": len(counts),
+        "psnr": float(np.mean(scores["psnr"])) if scores["psnr"] else None,
+        "ssim": float(np.mean(scores["ssim"])) if scores["ssim"] else None,
+        "human_ceiling": ag.pairwise_agreement,
+    }

@@ -1,0 +1,18 @@
+"""REST API under ``api/`` and its OpenAPI schema at ``api/schema/`` (YAML; ``?format=json`` for JSON)."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+
+from webapp.lab.api import views
+
+data_patterns = [
+    path("experiments/", views.ExperimentList.as_view(), name="api-experiments"),
+    path("experiments/<slug:slug>/", views.ExperimentDetail.as_view(), name="api-experiment"),
+    path("experiments/<slug:slug>/judgments/", views.JudgmentList.as_view(), name="api-judgments"),
+    path("experiments/<slug:slug>/qc/", views.ParticipantQC.as_view(), name="api-qc"),
+    path("experiments/<slug:slug>/export/", views.ExportZip.as_view(), name="api-export"),
+]
+
+urlpatterns = data_patterns + [
+    path("schema/", SpectacularAPIView.as_view(urlconf="webapp.lab.api.schema_urls"), name="api-schema"),
+]

@@ -1,0 +1,94 @@
+"""Researcher REST API: token (``Authorization: Token KEY``) or session auth; only owned experiments.
+
+Create a token with ``python manage.py drf_create_token USERNAME`` (or in the admin under Auth Token).
+"""
+
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from webapp.lab.access import experiment_for, experiments_for
+from webapp.lab.api import serializers as s
+from webapp.lab.qc import compute_qc, qc_rules
+
+
+class LabAPIMixin:
+    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+    schema = AutoSchema()
+
+
+class ExperimentList(LabAPIMixin, generics.ListAPIView):
+    """Experiments the caller owns (all for superusers), with progress."""
+
+    serializer_class = s.ExperimentSerializer
+    pagination_class = None
+
+    def get_queryset(self):
+        return experiments_for(self.request.user)
+
+
+class ExperimentDetail(LabAPIMixin, generics.RetrieveAPIView):
+    """One experiment with its settings and progress; 404 when not the caller's."""
+
+    serializer_class = s.ExperimentDetailSerializer
+    lookup_field = "slug"
+
+    def get_queryset(self):
+        return experiments_for(self.request.user)
+
+
+class JudgmentCursor(CursorPagination):
+    ordering = "id"
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+class JudgmentList(LabAPIMixin, generics.ListAPIView):
+    """All judgments of an experiment in storage order, cursor-paginated (``next`` link)."""
+
+    serializer_class = s.JudgmentSerializer
+    pagination_class = JudgmentCursor
+
+    def get_queryset(self):
+        from webapp.crowd.models import Judgment
+
+        exp = experiment_for(self.request.user, self.kwargs["slug"])
+        return (
+            Judgment.objects.filter(trial__experiment=exp)
+            .select_related("assignment", "item", "trial", "trial__stimulus_a", "trial__stimulus_b",
+                            "left_stimulus")
+            .defer("trial__stimulus_a__encoded", "trial__stimulus_b__encoded", "left_stimulus__encoded")
+        )
+
+
+@extend_schema(responses=s.QCResponseSerializer)  # on the class: keeps the spectacular AutoSchema base
+class ParticipantQC(LabAPIMixin, APIView):
+    """QC numbers per participant and the rules applied (practice trials excluded)."""
+
+    def get(self, request, slug):
+        exp = experiment_for(request.user, slug)
+        rows = list(compute_qc(exp).values())
+        return Response({"rules": qc_rules(exp),
+                         "participants": s.ParticipantQCSerializer(rows, many=True).data})
+
+
+@extend_schema(
+    parameters=[OpenApiParameter("exclude_flagged", OpenApiTypes.BOOL, description="leave out QC-flagged")],
+    responses={(200, "application/zip"): OpenApiTypes.BINARY},
+)
+class ExportZip(LabAPIMixin, APIView):
+    """The export (BAPPS layout + judgment log + manifest) as a zip built on the fly."""
+
+    def get(self, request, slug):
+        from webapp.lab.views import zip_response
+
+        exp = experiment_for(request.user, slug)
+        return zip_response(exp, request.query_params.get("exclude_flagged") in ("1", "true", "on"))

@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class LabConfig(AppConfig):
+    """Researcher side: dashboard, QC, analysis, export and the REST API."""
+
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "webapp.lab"
+    label = "lab"
+    verbose_name = "Researcher lab"

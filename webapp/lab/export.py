@@ -1,0 +1,364 @@
+"""Export an experiment as a dataset: BAPPS layout + raw judgment log + manifest.
+
+Layout written under ``out``::
+
+    <split>/<slug>/ref/NNNNNN.png      reference image
+    <split>/<slug>/p0/NNNNNN.png       trial.stimulus_a (decoded PNG shown to workers)
+    <split>/<slug>/p1/NNNNNN.png       trial.stimulus_b
+    <split>/<slug>/judge/NNNNNN.npy    float32 (1,): fraction of included judgments choosing p1
+    <split>/<slug>/judge_n/NNNNNN.npy  float32 (1,): number of included judgments
+    trials.csv                         split, index, trial id, reference sha256, stimulus ids, judge, n
+    judgments.csv / judgments.jsonl    one row per judgment (practice included, marked by ``kind``)
+    manifest.json                      settings, codecs, QC rules, excluded participants, counts, sha256s
+
+Only *normal* trials with at least one included judgment get a BAPPS entry; planned repeats count as further
+judgments of the same trial. With ``exclude_flagged`` the QC-flagged participants' judgments are left out of
+the BAPPS fractions *and* of the judgment log (the manifest lists who was excluded and why).
+
+Everything is read inside one read-only REPEATABLE READ transaction on PostgreSQL (a consistent snapshot
+while judging goes on) and streamed with ``.iterator()``: memory grows with trials, not with judgments.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+
+from webapp.lab import analysis
+from webapp.lab.qc import compute_qc, qc_rules
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+LOG_FIELDS = [
+    "judgment", "experiment", "participant", "platform", "platform_id_hash", "assignment", "trial", "kind",
+    "position", "is_repeat", "reference_sha256", "stimulus_a", "stimulus_a_codec", "stimulus_a_quality",
+    "stimulus_a_bpp", "stimulus_b", "stimulus_b_codec", "stimulus_b_quality", "stimulus_b_bpp", "chosen",
+    "chosen_side", "left_stimulus", "response_ms", "fast", "server_time", "client_time", "qc_flagged",
+    "qc_reasons",
+]
+
+
+class ExportError(Exception):
+    """Bad export request (non-empty directory, unknown experiment); nothing was written."""
+
+
+@contextmanager
+def snapshot():
+    """A read-only transaction; REPEATABLE READ on PostgreSQL when not already inside a transaction."""
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        with transaction.atomic():
+            with connection.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield
+    else:
+        with transaction.atomic():
+            yield
+
+
+def opaque_id(kind: str, value: str) -> str:
+    """A stable pseudonym (HMAC-SHA256 with SECRET_KEY, 16 hex chars) that does not reveal ``value``."""
+    return hmac.new(settings.SECRET_KEY.encode(), f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()[:16]
+
+
+class _Writer:
+    """Writes files under a root and records their sha256."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.sha256: dict[str, str] = {}
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self.sha256[rel] = hashlib.sha256(data).hexdigest()
+
+    def open_text(self, rel: str):
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _HashingText(self, rel, path)
+
+
+class _HashingText:
+    """A text file that hashes what is written to it (streaming)."""
+
+    def __init__(self, writer: _Writer, rel: str, path: Path):
+        self._w, self._rel, self._f, self._h = writer, rel, open(path, "w", encoding="utf-8", newline=""), (
+            hashlib.sha256()
+        )
+
+    def write(self, s: str) -> int:
+        self._h.update(s.encode("utf-8"))
+        return self._f.write(s)
+
+    def close(self) -> None:
+        self._f.close()
+        self._w.sha256[self._rel] = self._h.hexdigest()
+
+
+def _read_field(f) -> bytes:
+    try:
+        with f.storage.open(f.name, "rb") as fh:
+            return fh.read()
+    except (FileNotFoundError, ValueError) as e:
+        raise ExportError(f"file missing from media storage: {f.name or '(none)'}") from e
+
+
+def _png_bytes(f) -> bytes:
+    """The file's bytes if it is a PNG, else re-encoded losslessly as PNG."""
+    data = _read_field(f)
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return data
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _npy(value: float) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.array([value], dtype=np.float32))
+    return buf.getvalue()
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    """Refuse an existing non-directory or a non-empty directory unless ``force``."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ExportError(f"{out} is not empty (use --force to overwrite)")
+
+
+def _clear_previous(out: Path, slug: str) -> None:
+    for split in SPLITS:
+        d = out / split / slug
+        if d.is_dir():
+            shutil.rmtree(d)
+    for name in ("trials.csv", "judgments.csv", "judgments.jsonl", "manifest.json"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _experiment_settings(exp) -> dict:
+    keys = [
+        "slug", "title", "question", "mode", "pairs", "pairs_per_reference", "trials_per_assignment",
+        "judgments_per_trial", "sentinel_rate", "repeat_rate", "min_response_ms", "practice_trials",
+        "platform", "status", "assignment_timeout_minutes", "seed", "spec", "codec_settings",
+        "consent_text", "instructions_text",
+    ]
+    out = {k: getattr(exp, k, None) for k in keys}
+    out["created"] = exp.created.isoformat() if getattr(exp, "created", None) else None
+    out["owner"] = exp.owner.get_username() if exp.owner_id else None
+    return json.loads(json.dumps(out, default=str))
+
+
+def export_experiment(experiment, out: str | os.PathLike, exclude_flagged: bool = False, force: bool = False,
+                      progress: bool = False, chunk_size: int = 1000) -> dict:
+    """Write the dataset of ``experiment`` under ``out``; returns the manifest (also written).
+
+    Raises ExportError (nothing written) for a non-empty ``out`` without ``force``. If the export fails
+    midway, a directory that was missing or empty before is left empty again.
+    """
+    out = Path(out)
+    check_out_dir(out, force)
+    existed = out.is_dir()
+    was_empty = not existed or not any(out.iterdir())
+    out.mkdir(parents=True, exist_ok=True)
+    if force:
+        _clear_previous(out, experiment.slug)
+    try:
+        return _export(experiment, out, exclude_flagged, progress, chunk_size)
+    except BaseException:
+        # a failed export leaves no half-written dataset behind where it started from nothing
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        elif was_empty:
+            for p in out.iterdir():
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        raise
+
+
+def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_size: int) -> dict:
+    from tqdm import tqdm
+
+    from webapp.crowd.models import Judgment
+    from webapp.experiments.models import Trial
+    from webapp.stimuli.models import Stimulus
+
+    w = _Writer(out)
+    slug = experiment.slug
+    with snapshot():
+        qc = compute_qc(experiment)
+        rules = qc_rules(experiment)
+        excluded = {pid for pid, p in qc.items() if p.flagged} if exclude_flagged else set()
+        counts = analysis.trial_counts(experiment, excluded)
+
+        # 1. BAPPS triplets, split by the reference's split, numbered per split in trial order.
+        trials_csv = w.open_text("trials.csv")
+        tw = csv.writer(trials_csv)
+        tw.writerow(["split", "index", "trial", "reference_sha256", "stimulus_a", "stimulus_b", "judge", "n"])
+        per_split: dict[str, int] = {}
+        trials = (
+            Trial.objects.filter(experiment=experiment, kind="normal", id__in=list(counts))
+            .select_related("reference", "stimulus_a", "stimulus_b")
+            .defer("stimulus_a__encoded", "stimulus_b__encoded")
+            .order_by("reference__split", "id")
+        )
+        for t in tqdm(trials.iterator(chunk_size=chunk_size), total=len(counts), disable=not progress,
+                      desc="triplets"):
+            split = t.reference.split or "test"
+            i = per_split.get(split, 0)
+            per_split[split] = i + 1
+            n, nb = counts[t.id]
+            base = f"{split}/{slug}"
+            name = f"{i:06d}"
+            w.write_bytes(f"{base}/ref/{name}.png", _png_bytes(t.reference.file))
+            w.write_bytes(f"{base}/p0/{name}.png", _png_bytes(t.stimulus_a.decoded))
+            w.write_bytes(f"{base}/p1/{name}.png", _png_bytes(t.stimulus_b.decoded))
+            w.write_bytes(f"{base}/judge/{name}.npy", _npy(nb / n))
+            w.write_bytes(f"{base}/judge_n/{name}.npy", _npy(n))
+            tw.writerow([split, name, t.id, t.reference.sha256, t.stimulus_a.public_id,
+                         t.stimulus_b.public_id, f"{nb / n:.6f}", n])
+        trials_csv.close()
+
+        # 2. The raw judgment log, streamed row by row into CSV and JSONL.
+        csv_f, jsonl_f = w.open_text("judgments.csv"), w.open_text("judgments.jsonl")
+        cw = csv.DictWriter(csv_f, fieldnames=LOG_FIELDS)
+        cw.writeheader()
+        log = Judgment.objects.filter(trial__experiment=experiment)
+        if excluded:
+            log = log.exclude(assignment__participant_id__in=excluded)
+        cols = [
+            "id", "client_uuid", "assignment_id", "assignment__participant_id",
+            "assignment__participant__platform", "assignment__participant__platform_id", "trial_id",
+            "trial__kind", "item__position", "item__is_repeat",
+            "item__is_practice", "trial__reference__sha256", "trial__stimulus_a_id", "trial__stimulus_b_id",
+            "chosen_id", "chosen_side", "left_stimulus_id", "response_ms", "created", "client_created",
+        ]
+        stim_cache: dict[int, tuple] = {}
+
+        def stim(pk: int) -> tuple:
+            if pk not in stim_cache:
+                stim_cache[pk] = tuple(
+                    Stimulus.objects.filter(pk=pk).values_list("public_id", "codec", "quality", "bpp").get()
+                )
+            return stim_cache[pk]
+
+        n_log = 0
+        min_ms = rules["min_response_ms"]
+        for row in tqdm(log.order_by("id").values_list(*cols).iterator(chunk_size=chunk_size),
+                        disable=not progress, desc="judgments"):
+            r = dict(zip(cols, row))
+            pid = r["assignment__participant_id"]
+            pqc = qc.get(pid)
+            sa, sb, left = stim(r["trial__stimulus_a_id"]), stim(r["trial__stimulus_b_id"]), stim(
+                r["left_stimulus_id"])
+            kind = "practice" if r["item__is_practice"] else r["trial__kind"]
+            rec = {
+                "judgment": str(r["client_uuid"]),
+                "experiment": slug,
+                "participant": opaque_id("participant", str(pid)),
+                "platform": r["assignment__participant__platform"],
+                "platform_id_hash": opaque_id("platform", f"{r['assignment__participant__platform']}:"
+                                                          f"{r['assignment__participant__platform_id']}"),
+                "assignment": opaque_id("assignment", str(r["assignment_id"])),
+                "trial": r["trial_id"],
+                "kind": kind,
+                "position": r["item__position"],
+                "is_repeat": bool(r["item__is_repeat"]),
+                "reference_sha256": r["trial__reference__sha256"],
+                "stimulus_a": str(sa[0]), "stimulus_a_codec": sa[1], "stimulus_a_quality": sa[2],
+                "stimulus_a_bpp": sa[3],
+                "stimulus_b": str(sb[0]), "stimulus_b_codec": sb[1], "stimulus_b_quality": sb[2],
+                "stimulus_b_bpp": sb[3],
+                "chosen": "a" if r["chosen_id"] == r["trial__stimulus_a_id"] else "b",
+                "chosen_side": r["chosen_side"],
+                "left_stimulus": str(left[0]),
+                "response_ms": r["response_ms"],
+                "fast": r["response_ms"] < min_ms,
+                "server_time": r["created"].isoformat(),
+                "client_time": r["client_created"].isoformat() if r["client_created"] else None,
+                "qc_flagged": bool(pqc and pqc.flagged),
+                "qc_reasons": "; ".join(pqc.reasons) if pqc else "",
+            }
+            cw.writerow(rec)
+            jsonl_f.write(json.dumps(rec) + "\n")
+            n_log += 1
+        csv_f.close()
+        jsonl_f.close()
+
+        # 3. The manifest.
+        codecs = sorted(
+            {
+                (c, v or "")
+                for c, v in Stimulus.objects.filter(
+                    id__in=Trial.objects.filter(experiment=experiment).values("stimulus_a_id")
+                ).values_list("codec", "codec_version")
+            }
+            | {
+                (c, v or "")
+                for c, v in Stimulus.objects.filter(
+                    id__in=Trial.objects.filter(experiment=experiment).values("stimulus_b_id")
+                ).values_list("codec", "codec_version")
+            }
+        )
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "exported_at": datetime.now(UTC).isoformat(),
+            "experiment": _experiment_settings(experiment),
+            "codecs": [{"codec": c, "version": v} for c, v in codecs],
+            "layout": "BAPPS 2AFC: <split>/<experiment>/{ref,p0,p1}/NNNNNN.png, judge/NNNNNN.npy = fraction "
+                      "of judges preferring p1 (stimulus_b), judge_n/NNNNNN.npy = number of judgments",
+            "qc": {
+                "rules": rules,
+                "exclude_flagged": exclude_flagged,
+                "flagged": [
+                    {"participant": opaque_id("participant", str(pid)), "reasons": p.reasons,
+                     "excluded": pid in excluded}
+                    for pid, p in qc.items() if p.flagged
+                ],
+            },
+            "counts": {
+                "triplets": per_split,
+                "triplets_total": sum(per_split.values()),
+                "judgments_in_log": n_log,
+                "judgments_in_triplets": int(sum(n for n, _ in counts.values())),
+                "participants": len(qc),
+                "participants_flagged": sum(p.flagged for p in qc.values()),
+                "participants_excluded": len(excluded),
+            },
+            "files": dict(sorted(w.sha256.items())),
+        }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    return manifest
+
+
+def export_zip(experiment, exclude_flagged: bool = False):
+    """Build the export in a temp dir and zip it into an anonymous temp file; returns it rewound.
+
+    The caller owns (and closes) the returned binary file; the temp dir is removed before returning.
+    """
+    zf = tempfile.TemporaryFile(suffix=".zip")
+    with tempfile.TemporaryDirectory(prefix="export-") as tmp:
+        export_experiment(experiment, tmp, exclude_flagged=exclude_flagged)
+        root = Path(tmp)
+        with zipfile.ZipFile(zf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            for path in sorted(root.rglob("*")):
+                if path.is_file():
+                    z.write(path, f"{experiment.slug}/{path.relative_to(root).as_posix()}")
+    zf.seek(0)
+    return zf

@@ -1,0 +1,18 @@
+"""Researcher URLs: ``lab/...`` (dashboard), ``api/...`` (REST API), ``api/schema/`` (OpenAPI)."""
+
+from django.urls import include, path
+
+from webapp.lab import views
+
+app_name = "lab"
+
+urlpatterns = [
+    path("lab/", views.index, name="index"),
+    path("lab/login/", views.LoginView.as_view(), name="login"),
+    path("lab/logout/", views.logout_view, name="logout"),
+    path("lab/e/<slug:slug>/", views.experiment_detail, name="experiment"),
+    path("lab/e/<slug:slug>/plot/<str:name>.<str:fmt>", views.plot, name="plot"),
+    path("lab/e/<slug:slug>/status/", views.set_status, name="status"),
+    path("lab/e/<slug:slug>/export.zip", views.export, name="export"),
+    path("api/", include("webapp.lab.api.urls")),
+]

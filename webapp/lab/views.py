@@ -1,0 +1,113 @@
+"""Researcher dashboard: experiment list, experiment page, plots, status change, zip export."""
+
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
+from django.views.decorators.http import require_GET, require_POST
+
+from webapp.lab import analysis, plots
+from webapp.lab.access import experiment_for, experiments_for
+from webapp.lab.export import ExportError, export_zip
+from webapp.lab.qc import compute_qc, qc_rules
+
+LOGIN_URL = reverse_lazy("lab:login")
+STATUSES = ("draft", "live", "paused", "closed")
+PLOT_TITLES = {
+    "timeline": "Judgments over time",
+    "coverage": "Coverage per trial",
+    "qc": "QC per participant",
+    "winrate": "Win rate per codec and bitrate",
+    "scale": "Quality scale (Bradley–Terry)",
+    "agreement": "Agreement (judges, metrics)",
+}
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "lab/login.html"
+    redirect_authenticated_user = True
+
+    def get_default_redirect_url(self):
+        return str(reverse_lazy("lab:index"))
+
+
+def logout_view(request):
+    from django.contrib.auth import logout
+
+    if request.method == "POST":
+        logout(request)
+    return redirect("lab:login")
+
+
+@login_required(login_url=LOGIN_URL)
+@require_GET
+def index(request):
+    rows = [(exp, analysis.progress(exp)) for exp in experiments_for(request.user)]
+    return render(request, "lab/index.html", {"rows": rows})
+
+
+@login_required(login_url=LOGIN_URL)
+@require_GET
+def experiment_detail(request, slug: str):
+    exp = experiment_for(request.user, slug)
+    qc = list(compute_qc(exp).values())
+    context = {
+        "exp": exp,
+        "progress": analysis.progress(exp),
+        "qc": qc,
+        "qc_flagged": sum(p.flagged for p in qc),
+        "rules": qc_rules(exp),
+        "win_rates": analysis.win_rates(exp),
+        "scale": analysis.quality_scale(exp)["per_setting"],
+        "agreement": analysis.agreement(exp),
+        "metrics": analysis.metric_agreement(exp),
+        "plots": PLOT_TITLES.items(),
+        "statuses": STATUSES,
+    }
+    return render(request, "lab/experiment.html", context)
+
+
+@login_required(login_url=LOGIN_URL)
+@require_GET
+def plot(request, slug: str, name: str, fmt: str):
+    if name not in plots.PLOTS or fmt not in plots.FORMATS:
+        raise Http404("no such plot")
+    exp = experiment_for(request.user, slug)
+    resp = HttpResponse(plots.render(name, exp, fmt), content_type=plots.FORMATS[fmt])
+    if fmt == "svg" or request.GET.get("download"):
+        resp["Content-Disposition"] = f'attachment; filename="{exp.slug}-{name}.{fmt}"'
+    resp["Cache-Control"] = "no-store"
+    return resp
+
+
+@login_required(login_url=LOGIN_URL)
+@require_POST
+def set_status(request, slug: str):
+    exp = experiment_for(request.user, slug)
+    status = request.POST.get("status", "")
+    if status not in STATUSES:
+        return HttpResponseBadRequest(f"status must be one of {', '.join(STATUSES)}")
+    exp.status = status
+    exp.save(update_fields=["status"])
+    return redirect("lab:experiment", slug=exp.slug)
+
+
+def zip_response(exp, exclude_flagged: bool) -> HttpResponse:
+    """Stream a freshly built export zip (temp file, deleted when the response is closed)."""
+    suffix = "-excl" if exclude_flagged else ""
+    try:
+        zf = export_zip(exp, exclude_flagged=exclude_flagged)
+    except ExportError as e:
+        return HttpResponse(f"export failed: {e}\n", status=500, content_type="text/plain")
+    return FileResponse(zf, as_attachment=True,
+                        filename=f"{exp.slug}{suffix}.zip", content_type="application/zip")
+
+
+@login_required(login_url=LOGIN_URL)
+@require_GET
+def export(request, slug: str):
+    exp = experiment_for(request.user, slug)
+    return zip_response(exp, request.GET.get("exclude_flagged") in ("1", "true", "on"))

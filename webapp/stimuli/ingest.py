@@ -1,0 +1,166 @@
+"""Importing reference images (validate everything, then import in one transaction) and making stimuli."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from django.core.files.base import ContentFile
+from django.db import transaction
+from PIL import Image
+
+from learning.codecs.base import get_codec
+from learning.codecs.spec import Setting, encode_setting
+from learning.metrics import get_metric
+from webapp.stimuli.models import ReferenceImage, Stimulus
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+
+
+class IngestError(Exception):
+    """User-facing import error (one line)."""
+
+
+@dataclass
+class Checked:
+    path: Path
+    sha256: str
+    png: bytes
+    size: tuple[int, int]
+
+
+def split_for(sha256: str, seed: int, val_fraction: float, test_fraction: float) -> str:
+    """Deterministic split from the content hash and a seed (same image -> same split)."""
+    h = int(hashlib.sha256(f"{seed}:{sha256}".encode()).hexdigest()[:12], 16) / float(16**12)
+    if h < test_fraction:
+        return "test"
+    if h < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+def check_image(path: Path) -> Checked:
+    """Read and fully decode one image file; IngestError naming the file when it is not a usable image."""
+    data = path.read_bytes()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                rgb = im.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise IngestError(f"{path}: image too large (decompression bomb guard): {exc}") from exc
+    except Exception as exc:  # Pillow raises many types for broken files
+        raise IngestError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from exc
+    buf = io.BytesIO()
+    rgb.save(buf, format="PNG")
+    return Checked(path, hashlib.sha256(data).hexdigest(), buf.getvalue(), rgb.size)
+
+
+def import_images(
+    files: list[Path],
+    source: str = "",
+    licence: str = "",
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+) -> tuple[int, int]:
+    """Validate all files first, then import them in one transaction. Returns (created, already present)."""
+    checked = [check_image(p) for p in files]
+    created = existing = 0
+    with transaction.atomic():
+        seen: set[str] = set()
+        for c in checked:
+            if c.sha256 in seen or ReferenceImage.objects.filter(sha256=c.sha256).exists():
+                existing += 1
+                continue
+            seen.add(c.sha256)
+            ref = ReferenceImage(
+                sha256=c.sha256,
+                original_name=c.path.name[:255],
+                source=source,
+                licence=licence,
+                width=c.size[0],
+                height=c.size[1],
+                split=split_for(c.sha256, seed, val_fraction, test_fraction),
+            )
+            ref.file.save(f"{c.sha256}.png", ContentFile(c.png), save=False)
+            ref.save()
+            created += 1
+    return created, existing
+
+
+def _tensor(im: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+
+
+def setting_key(setting: Setting) -> str:
+    return f"{setting.kind}={setting.value:g}"
+
+
+def _png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def original_stimulus(ref: ReferenceImage) -> Stimulus:
+    """The lossless reference as a stimulus (used by sentinel and practice trials)."""
+    found = Stimulus.objects.filter(reference=ref, codec="original", setting_key="original").first()
+    if found:
+        return found
+    with ref.file.open("rb") as f:
+        data = f.read()
+    s = Stimulus(
+        reference=ref,
+        codec="original",
+        codec_version="",
+        params={},
+        setting_key="original",
+        bpp=8.0 * len(data) / (ref.width * ref.height),
+        encoded=data,
+        encoded_sha256=hashlib.sha256(data).hexdigest(),
+        psnr=None,
+        ssim=1.0,
+    )
+    s.decoded.save("x.png", ContentFile(data), save=False)
+    s.save()
+    return s
+
+
+def make_stimulus(ref: ReferenceImage, setting: Setting) -> tuple[Stimulus, bool]:
+    """Encode ``ref`` at ``setting`` (exact bytes, bpp, decoded PNG, PSNR, SSIM); (stimulus, created)."""
+    key = setting_key(setting)
+    found = Stimulus.objects.filter(reference=ref, codec=setting.codec, setting_key=key).first()
+    if found:
+        return found, False
+    with ref.file.open("rb") as f:
+        image = Image.open(io.BytesIO(f.read())).convert("RGB")
+    codec = get_codec(setting.codec)
+    enc = encode_setting(image, setting)
+    decoded = codec.decode(enc.data).convert("RGB")
+    x, y = _tensor(image), _tensor(decoded)
+    psnr = float(get_metric("psnr")(x, y)[0])
+    ssim = float(get_metric("ssim")(x, y)[0])
+    s = Stimulus(
+        reference=ref,
+        codec=setting.codec,
+        codec_version=codec.version(),
+        params={"kind": setting.kind, "value": setting.value, **enc.params},
+        setting_key=key,
+        quality=float(enc.quality) if setting.kind == "quality" else None,
+        target_bpp=setting.value if setting.kind == "bpp" else None,
+        bpp=enc.bpp,
+        encoded=enc.data,
+        encoded_sha256=hashlib.sha256(enc.data).hexdigest(),
+        psnr=psnr if np.isfinite(psnr) else None,
+        ssim=ssim,
+    )
+    s.decoded.save("x.png", ContentFile(_png(decoded)), save=False)
+    s.save()
+    return s, True
