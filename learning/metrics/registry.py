@@ -7,8 +7,8 @@ it points; ``distance`` always returns "smaller = closer", which is what 2AFC sc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -62,7 +62,6 @@ def test_snapshot_ignores_judgments_committed_meanwhile(media, users):
     if connection.vendor != "postgresql":
         pytest.skip("REPEATABLE READ needs PostgreSQL")
     from webapp.crowd.models import Judgment
-
     from webapp.lab.export import snapshot
 
     w = build_world(users["alice"])
