@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from learning.errors import LearningError
+from learning.saliency import load_map
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -39,29 +40,8 @@ def load_rgb(path: Path) -> torch.Tensor:
 
 
 def load_saliency(path: Path, size: tuple[int, int]) -> torch.Tensor:
-    """1×H×W saliency in [0, 1] at ``size`` = (W, H); uses ``learning.saliency.load_map`` when present."""
-    try:
-        from learning.saliency import load_map  # helper L2's loader, when it exists
-    except ImportError:
-        load_map = None
-    if load_map is not None:
-        m = load_map(path, size)
-        arr = m.detach().cpu().numpy() if torch.is_tensor(m) else np.asarray(m)
-        arr = np.squeeze(arr).astype(np.float32)
-        if arr.shape == (size[1], size[0]):
-            if arr.max() > 1.0:  # raw 8/16-bit values
-                arr = arr / (65535.0 if arr.max() > 255 else 255.0)
-            return torch.from_numpy(np.clip(arr, 0, 1)).unsqueeze(0)
-    try:
-        with Image.open(path) as im:
-            top = 65535.0 if im.mode.startswith("I") else 255.0  # 16-bit PNGs open as I;16 / I
-            if im.mode not in ("L", "F") and not im.mode.startswith("I"):
-                im = im.convert("L")
-            im = im.resize(size, Image.BILINEAR) if im.size != size else im
-            arr = np.asarray(im, dtype=np.float32)
-    except Exception as exc:
-        raise LearningError(f"cannot read saliency map {str(path)!r} ({exc})") from exc
-    return torch.from_numpy(np.clip(arr / top, 0, 1)).unsqueeze(0)
+    """1×H×W saliency in [0, 1] at ``size`` = (W, H), read by ``learning.saliency.load_map``."""
+    return torch.from_numpy(load_map(path, size)).unsqueeze(0)
 
 
 def saliency_weights(saliency: torch.Tensor, alpha: float) -> torch.Tensor:
