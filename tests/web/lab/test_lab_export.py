@@ -163,8 +163,8 @@ def test_snapshot_transaction_on_postgres(media, users, tmp_path):
 
 
 def test_bapps_reader_reads_export(judged, tmp_path):
-    """The learning side's BAPPS reader loads the exported folder (if helper L1's module exists)."""
-    bapps = pytest.importorskip("learning.data.bapps", reason="learning.data.bapps not written yet")
+    """The learning side's BAPPS reader loads the exported folder."""
+    from learning.data import bapps
     out = tmp_path / "ds"
     call_command("export_dataset", "exp1", "--out", str(out), verbosity=0)
     sets = bapps.load_2afc([out / "train", out / "test"])  # each split is a folder of sets

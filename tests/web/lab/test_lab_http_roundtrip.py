@@ -122,9 +122,30 @@ def test_real_pipeline_http_export_bapps(live_experiment, settings, tmp_path):
     out = tmp_path / "ds"
     manifest = _check_export(exp, out, expected, made, participants=6)
     assert {c["codec"] for c in manifest["codecs"]} >= {"jpeg"}
-    bapps = pytest.importorskip("learning.data.bapps", reason="learning.data.bapps not written yet")
+    from learning.data import bapps
     splits = [out / s for s in ("train", "val", "test") if (out / s).is_dir()]
     sets = bapps.load_2afc(splits)
     assert sum(len(s) for s in sets) == len(expected)
     got = sorted(float(j) for s in sets for j in s.judges)
     assert np.allclose(got, sorted(nb / n for n, nb in expected.values()))
+    # The hand-off to the learning side: fit DPL weights on the export with one command, score them
+    # against PSNR on the same folders, and load the weight file with DPL(weights=FILE).
+    import torch
+
+    from learning import DPL
+    from learning.__main__ import main as learning_main
+
+    weights, scores = tmp_path / "dpl.pt", tmp_path / "scores.json"
+    assert len(splits) >= 2  # references are split by reference: fit on one split, validate on the rest
+    assert learning_main(["fit", "--data", str(splits[0]), "--val", *map(str, splits[1:]),
+                          "--backbone", "random:0", "--out", str(weights),
+                          "--cache", str(tmp_path / "cache"), "--rounds", "3", "--quiet"]) == 0
+    assert learning_main(["score", "--data", *map(str, splits), "--metrics", f"psnr,dpl:{weights}",
+                          "--bootstrap", "0", "--json", str(scores)]) == 0
+    rows = json.loads(scores.read_text())["results"]
+    assert {r["metric"] for r in rows} == {"psnr", f"dpl:{weights}"}
+    assert all(0.0 <= r["score"] <= 1.0 and r["n"] > 0 for r in rows)
+    assert sum(r["n"] for r in rows if r["metric"] == "psnr") == len(expected)
+    dpl = DPL(weights=str(weights), backbone=None, seed=0)
+    x = torch.rand(1, 3, 64, 64)
+    assert dpl(x, x).abs().max() < 1e-6 and dpl(x, x.flip(-1)).item() > 0
