@@ -10,7 +10,7 @@ Maps are stored as 16-bit grayscale PNG (0..65535 ↔ 0..1), same stem as the im
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -87,15 +87,15 @@ def list_images(directory: str | Path, limit: int | None = None) -> list[Path]:
     return files
 
 
-def save_map(saliency: np.ndarray, path: str | Path) -> None:
-    """Write a [0, 1] map as a 16-bit grayscale PNG."""
+def save_map(saliency: np.ndarray, path: str | Path | BinaryIO) -> None:
+    """Write a [0, 1] map as a 16-bit grayscale PNG to a path or a binary file object."""
     arr = np.round(np.clip(saliency, 0.0, 1.0) * 65535.0).astype(np.uint16)
-    Image.fromarray(arr).save(Path(path), format="PNG")
+    Image.fromarray(arr).save(path if hasattr(path, "write") else Path(path), format="PNG")
 
 
-def load_map(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Read a saliency PNG (16- or 8-bit) as float32 H×W in [0, 1], resized to ``size`` = (W, H) if given."""
-    path = Path(path)
+def load_map(path: str | Path | BinaryIO, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a saliency PNG (16-/8-bit; path or binary file) as float32 H×W in [0, 1], resized to ``size``."""
+    path = path if hasattr(path, "read") else Path(path)
     try:
         with Image.open(path) as im:
             im.load()

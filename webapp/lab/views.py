@@ -66,6 +66,7 @@ def experiment_detail(request, slug: str):
         "metrics": analysis.metric_agreement(exp),
         "plots": PLOT_TITLES.items(),
         "statuses": STATUSES,
+        "references": list(exp.references.order_by("id")),
     }
     return render(request, "lab/experiment.html", context)
 
@@ -80,6 +81,21 @@ def plot(request, slug: str, name: str, fmt: str):
     if fmt == "svg" or request.GET.get("download"):
         resp["Content-Disposition"] = f'attachment; filename="{exp.slug}-{name}.{fmt}"'
     resp["Cache-Control"] = "no-store"
+    return resp
+
+
+@login_required(login_url=LOGIN_URL)
+@require_GET
+def saliency(request, slug: str, index: int):
+    """Overlay thumbnail of the experiment's ``index``-th reference (by id) and its saliency map."""
+    from webapp.stimuli.saliency import overlay_thumbnail
+
+    exp = experiment_for(request.user, slug)
+    refs = list(exp.references.order_by("id")[index : index + 1]) if index >= 0 else []
+    if not refs or not refs[0].saliency:
+        raise Http404("no saliency map for this reference")
+    resp = HttpResponse(overlay_thumbnail(refs[0]), content_type="image/png")
+    resp["Cache-Control"] = "private, max-age=300"
     return resp
 
 

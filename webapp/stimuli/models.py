@@ -11,6 +11,10 @@ def reference_path(instance: ReferenceImage, filename: str) -> str:
     return f"refs/{instance.sha256}.png"
 
 
+def saliency_path(instance: ReferenceImage, filename: str) -> str:
+    return f"saliency/{instance.sha256}.png"
+
+
 def stimulus_path(instance: Stimulus, filename: str) -> str:
     return f"stimuli/{instance.public_id}.png"
 
@@ -26,6 +30,9 @@ class ReferenceImage(models.Model):
     split = models.CharField(max_length=8, choices=SPLITS, default="train")
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
+    # 16-bit grayscale PNG at the reference's size (learning.saliency format) and the model that made it
+    saliency = models.FileField(upload_to=saliency_path, blank=True)
+    saliency_model = models.CharField(max_length=100, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -45,6 +45,8 @@ class Command(BaseCommand):
             exp = Experiment.objects.get(slug=spec["slug"])
         if not exp.trials.exists():
             call_command("make_stimuli", exp.slug, stdout=self.stdout)
+        if exp.references.filter(saliency="").exists():  # weight-free maps for the dashboard thumbnails
+            call_command("import_saliency", compute="spectral", missing_only=True, stdout=self.stdout)
         if exp.status != "live":
             exp.status = "live"
             exp.save(update_fields=["status"])
