@@ -2,7 +2,9 @@
 
 ``get_codec("ckpt:PATH")`` loads a checkpoint; encoding runs ``model.compress`` (rANS) and serialises
 the byte strings and latent shape into one bitstream, so bpp counts every byte a decoder needs besides
-the model itself:
+the model itself. A checkpoint has no quality knob: it is one rate point; several checkpoints (one per λ)
+make a curve, written ``ckpt:A.pt+B.pt+C.pt`` or ``ckpt:DIR/*.pt`` (see :func:`expand_checkpoints`).
+Bitstream layout:
 
     b"LRN1" | width u16 | height u16 | latent h u16 | latent w u16 | n groups u8 |
     per group: n strings u8, per string: length u32 + bytes
@@ -10,6 +12,7 @@ the model itself:
 
 from __future__ import annotations
 
+import glob
 import struct
 from pathlib import Path
 
@@ -22,6 +25,41 @@ from learning.codecs.base import Codec, register
 from learning.errors import LearningError
 
 MAGIC = b"LRN1"
+_GLOB_CHARS = set("*?[")
+
+
+def expand_checkpoints(spec: str) -> list[str]:
+    """``ckpt:P1+P2+...`` → checkpoint paths, in the order given; each Pi is a path or a glob pattern
+    (its matches sorted by name). A spec that names an existing file is taken whole (a '+' in a file
+    name still works). Errors: no paths, a pattern that matches nothing, a missing file, a checkpoint
+    listed twice. Only existence is checked here; loading validates the format.
+    """
+    body = spec[len("ckpt:"):] if spec.startswith("ckpt:") else spec
+    if not body.strip():
+        raise LearningError("ckpt: needs a checkpoint path: ckpt:PATH, ckpt:A.pt+B.pt or ckpt:DIR/*.pt")
+    if Path(body).is_file():
+        return [body]
+    paths: list[str] = []
+    for part in body.split("+"):
+        part = part.strip()
+        if not part:
+            raise LearningError(f"ckpt:{body}: empty path between '+' signs")
+        if _GLOB_CHARS & set(part):
+            matches = sorted(m for m in glob.glob(part) if Path(m).is_file())
+            if not matches:
+                raise LearningError(f"ckpt:{body}: pattern {part!r} matches no checkpoint file")
+            paths += matches
+        elif not Path(part).is_file():
+            raise LearningError(f"checkpoint {part!r} does not exist")
+        else:
+            paths.append(part)
+    seen: set[Path] = set()
+    for p in paths:
+        key = Path(p).resolve()
+        if key in seen:
+            raise LearningError(f"ckpt:{body}: checkpoint {p!r} is listed twice")
+        seen.add(key)
+    return paths
 
 
 def pack(strings: list[list[bytes]], shape: tuple[int, int], size: tuple[int, int]) -> bytes:
@@ -101,8 +139,11 @@ class LearnedCodec(Codec):
     extension = "lrn"
     description = "learned codec (CompressAI, our checkpoints): use ckpt:PATH"
 
-    def __init__(self, model: torch.nn.Module | None = None, arch: str = "", path: str = ""):
+    def __init__(
+        self, model: torch.nn.Module | None = None, arch: str = "", path: str = "", config: dict | None = None
+    ):
         self.model, self.arch, self.path = model, arch, path
+        self.config = dict(config or {})  # the training config stored in the checkpoint (loss, λ, ...)
         if path:
             self.name = f"ckpt:{path}"
 
@@ -112,13 +153,26 @@ class LearnedCodec(Codec):
         from learning.training.models import build_model
 
         if not Path(path).is_file():
+            if "+" in path or _GLOB_CHARS & set(path):
+                raise LearningError(
+                    f"ckpt:{path} names several checkpoints (a curve, for `rd` and stimulus specs); "
+                    "this needs exactly one checkpoint file"
+                )
             raise LearningError(f"checkpoint {path!r} does not exist")
         blob = load(path)
         model = build_model(blob["arch"], blob["N"], blob["M"])
         model.load_state_dict(blob["model"])
         model.update(force=True)
         model.eval()
-        return cls(model, blob["arch"], path)
+        return cls(model, blob["arch"], path, blob.get("config"))
+
+    def curve_label(self) -> str:
+        """``learned:<arch>/<loss>[+saliency]``: what checkpoints must share to lie on one R–D curve."""
+        loss = str(self.config.get("loss", "?"))
+        if loss.startswith("dpl:"):
+            loss = "dpl"
+        sal = "+saliency" if self.config.get("saliency") else ""
+        return f"learned:{self.arch or '?'}/{loss}{sal}"
 
     def available(self) -> bool:
         try:

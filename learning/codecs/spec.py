@@ -25,11 +25,18 @@ class Setting:
 
 
 def parse_codec_spec(spec: str) -> list[Setting]:
-    """Parse ``NAME:Q1,Q2``, ``NAME@BPP1,BPP2`` or ``ckpt:PATH`` into settings; unknown codecs: error."""
+    """Parse ``NAME:Q1,Q2``, ``NAME@BPP1,BPP2`` or ``ckpt:PATH`` into settings; unknown codecs: error.
+
+    ``ckpt:A.pt+B.pt`` / ``ckpt:DIR/*.pt`` give one setting per checkpoint (each its own rate point).
+    """
     spec = spec.strip()
-    if spec.startswith("ckpt:"):  # a learned-codec checkpoint: one rate point, no quality setting
-        get_codec(spec)
-        return [Setting(spec, "quality", 0)]
+    if spec.startswith("ckpt:"):  # learned-codec checkpoints: one rate point each, no quality setting
+        from learning.codecs.learned import expand_checkpoints
+
+        names = [f"ckpt:{p}" for p in expand_checkpoints(spec)]
+        for name in names:
+            get_codec(name)  # validates the checkpoint format
+        return [Setting(name, "quality", 0) for name in names]
     if "@" in spec:
         name, _, values, kind = *spec.partition("@"), "bpp"
     elif ":" in spec:

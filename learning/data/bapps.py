@@ -8,7 +8,10 @@ sorted stem. ``load_2afc`` accepts sets directly or parent folders holding sets 
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,17 +60,52 @@ def _is_set(path: Path) -> bool:
 
 def _stems(folder: Path, exts: set[str]) -> dict[str, Path]:
     out: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in exts:
-            if p.stem in out:
-                raise LearningError(f"{folder}: two files share the name {p.stem!r}")
-            out[p.stem] = p
+    with os.scandir(folder) as it:  # scandir + string sort: thousands of files, no stat or Path per entry
+        names = sorted(e.name for e in it if e.is_file())
+    for name in names:
+        stem, dot, ext = name.rpartition(".")
+        if dot and stem and f".{ext.lower()}" in exts:
+            if stem in out:
+                raise LearningError(f"{folder}: two files share the name {stem!r}")
+            out[stem] = folder / name
     return out
+
+
+_NPY_HEADERS: dict[bytes, tuple[np.dtype, int] | None] = {}
+
+
+def _npy_header(header: bytes) -> tuple[np.dtype, int] | None:
+    """(dtype, count) of a plain numeric C-order .npy header, else None (parsed once per distinct header)."""
+    if header not in _NPY_HEADERS:
+        try:
+            d = ast.literal_eval(header.decode("latin1"))
+            dtype = np.dtype(d["descr"])
+            ok = (not d["fortran_order"] and dtype.kind in "biuf" and isinstance(d["shape"], tuple)
+                  and all(isinstance(n, int) for n in d["shape"]))
+            _NPY_HEADERS[header] = (dtype, int(np.prod(d["shape"]))) if ok else None
+        except Exception:
+            _NPY_HEADERS[header] = None
+    return _NPY_HEADERS[header]
+
+
+def _npy_fast(raw: bytes) -> np.ndarray | None:
+    """The array of a plain v1.0 .npy file, or None for anything else (np.load then decides)."""
+    if raw[:8] != b"\x93NUMPY\x01\x00" or len(raw) < 10:
+        return None
+    start = 10 + int.from_bytes(raw[8:10], "little")
+    parsed = _npy_header(raw[10:start])
+    if parsed is None or len(raw) - start != parsed[0].itemsize * parsed[1]:
+        return None
+    return np.frombuffer(raw, parsed[0], parsed[1], start)
 
 
 def _read_scalar(path: Path, what: str) -> float:
     try:
-        arr = np.load(path, allow_pickle=False)
+        raw = path.read_bytes()
+        # thousands of tiny files per set: skip np.load's per-file header parsing where possible
+        arr = _npy_fast(raw)
+        if arr is None:
+            arr = np.load(io.BytesIO(raw), allow_pickle=False)
     except Exception as exc:
         raise LearningError(f"cannot read {what} file {path}: {type(exc).__name__}") from None
     arr = np.asarray(arr, dtype=np.float64).reshape(-1)

@@ -2,6 +2,9 @@
 
 Each backbone is a module with attributes ``slice1..sliceK`` (``nn.Sequential`` whose children are named by
 their index in torchvision's ``features``), so its state dict matches ``lpips.LPIPS(...).net`` key for key.
+The architectures are written out here (equal to torchvision's, checked by the tests) so that random and
+file backbones need no torchvision import (seconds of start-up); torchvision is imported only to fetch its
+ImageNet weights.
 """
 
 from __future__ import annotations
@@ -37,35 +40,124 @@ def check_net(net: str) -> str:
     return net
 
 
-def _classifier(net: str, backbone: str | Path | None, seed: int) -> tuple[nn.Module, str]:
-    """Build the torchvision classifier; return it and a description of where its weights came from."""
-    tv = models()
-    ctor = getattr(tv, _CONSTRUCTORS[net])
-    if backbone is None:
-        torch.manual_seed(seed)
-        return ctor(weights=None), f"random:{seed}"
-    if backbone == "imagenet":
-        enum = getattr(tv, _WEIGHT_ENUMS[net]).DEFAULT
-        try:
-            return ctor(weights=enum), f"imagenet:{enum}"
-        except Exception as exc:  # no internet, proxy, corrupt download ...
-            raise LearningError(
-                f"could not load torchvision's ImageNet weights for {net} ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}); pass a local state dict file as the "
-                "backbone instead") from None
-    path = Path(backbone)
+def _conv_relu(cin: int, cout: int, k: int, stride: int = 1, padding: int = 0) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, kernel_size=k, stride=stride, padding=padding), nn.ReLU(inplace=True)]
+
+
+class Fire(nn.Module):
+    """torchvision's SqueezeNet Fire block (same submodule names, so state dicts match)."""
+
+    def __init__(self, inplanes: int, squeeze: int, expand1x1: int, expand3x3: int) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(inplanes, squeeze, kernel_size=1)
+        self.squeeze_activation = nn.ReLU(inplace=True)
+        self.expand1x1 = nn.Conv2d(squeeze, expand1x1, kernel_size=1)
+        self.expand1x1_activation = nn.ReLU(inplace=True)
+        self.expand3x3 = nn.Conv2d(squeeze, expand3x3, kernel_size=3, padding=1)
+        self.expand3x3_activation = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.squeeze_activation(self.squeeze(x))
+        return torch.cat([self.expand1x1_activation(self.expand1x1(x)),
+                          self.expand3x3_activation(self.expand3x3(x))], 1)
+
+
+def _features(net: str) -> nn.Sequential:
+    """``features`` of torchvision's alexnet / vgg16 / squeezenet1_1, built module for module in the same
+    order (so a seeded default init draws the same numbers)."""
+    if net == "alex":
+        return nn.Sequential(
+            *_conv_relu(3, 64, 11, 4, 2), nn.MaxPool2d(3, 2),
+            *_conv_relu(64, 192, 5, 1, 2), nn.MaxPool2d(3, 2),
+            *_conv_relu(192, 384, 3, 1, 1), *_conv_relu(384, 256, 3, 1, 1), *_conv_relu(256, 256, 3, 1, 1),
+            nn.MaxPool2d(3, 2))
+    if net == "vgg":
+        layers: list[nn.Module] = []
+        cin = 3
+        for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"):
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += _conv_relu(cin, int(v), 3, 1, 1)
+                cin = int(v)
+        return nn.Sequential(*layers)
+    pool = nn.MaxPool2d  # squeezenet 1.1
+    return nn.Sequential(
+        *_conv_relu(3, 64, 3, 2), pool(3, 2, ceil_mode=True), Fire(64, 16, 64, 64), Fire(128, 16, 64, 64),
+        pool(3, 2, ceil_mode=True), Fire(128, 32, 128, 128), Fire(256, 32, 128, 128),
+        pool(3, 2, ceil_mode=True), Fire(256, 48, 192, 192), Fire(384, 48, 192, 192),
+        Fire(384, 64, 256, 256), Fire(512, 64, 256, 256))
+
+
+def _head(net: str) -> nn.Module:
+    """The classifier part of the torchvision model (1000 classes), for RNG replay and key checks."""
+    if net == "alex":
+        return nn.Sequential(nn.Dropout(), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True), nn.Dropout(),
+                             nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Linear(4096, 1000))
+    if net == "vgg":
+        return nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, 4096),
+                             nn.ReLU(True), nn.Dropout(), nn.Linear(4096, 1000))
+    return nn.Sequential(nn.Dropout(), nn.Conv2d(512, 1000, kernel_size=1), nn.ReLU(inplace=True),
+                         nn.AdaptiveAvgPool2d((1, 1)))
+
+
+def _random_features(net: str, seed: int) -> nn.Sequential:
+    """The features of ``torchvision.models.<ctor>(weights=None)`` after ``torch.manual_seed(seed)``,
+    bit for bit, without importing torchvision (its import costs seconds of start-up)."""
+    torch.manual_seed(seed)
+    features = _features(net)
+    if net == "alex":  # no re-init; the classifier is drawn after the features, so skip it
+        return features
+    _head(net)  # drawn before the re-init below: replay it to keep the generator in step
+    for m in features.modules():
+        if isinstance(m, nn.Conv2d):
+            if net == "vgg":
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            else:
+                nn.init.kaiming_uniform_(m.weight)
+            nn.init.constant_(m.bias, 0)
+    return features
+
+
+def _file_features(net: str, path: Path) -> nn.Sequential:
+    """Features loaded from a torchvision classifier state dict (all keys and shapes must match)."""
     if not path.is_file():
         raise LearningError(f"backbone file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise LearningError(f"cannot read backbone state dict {path}: {type(exc).__name__}") from None
-    model = ctor(weights=None)
-    try:
-        model.load_state_dict(state)
-    except Exception:
-        raise LearningError(f"{path} is not a torchvision {_CONSTRUCTORS[net]} state dict") from None
-    return model, f"file:{path.name}"
+    with torch.device("meta"):
+        skeleton = nn.Module()
+        skeleton.features, skeleton.classifier = _features(net), _head(net)
+    want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    got = ({k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+           if isinstance(state, dict) else {})
+    if not isinstance(state, dict) or got != want or len(state) != len(want):
+        raise LearningError(f"{path} is not a torchvision {_CONSTRUCTORS[net]} state dict")
+    with torch.device("meta"):
+        features = _features(net)
+    features.to_empty(device="cpu")
+    features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
+    return features
+
+
+def _load_features(net: str, backbone: str | Path | None, seed: int) -> tuple[nn.Sequential, str]:
+    """The backbone's ``features``; return it and a description of where its weights came from."""
+    if backbone is None:
+        return _random_features(net, seed), f"random:{seed}"
+    if backbone == "imagenet":
+        tv = models()
+        enum = getattr(tv, _WEIGHT_ENUMS[net]).DEFAULT
+        try:
+            return getattr(tv, _CONSTRUCTORS[net])(weights=enum).features, f"imagenet:{enum}"
+        except Exception as exc:  # no internet, proxy, corrupt download ...
+            raise LearningError(
+                f"could not load torchvision's ImageNet weights for {net} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); pass a local state dict file as the "
+                "backbone instead") from None
+    path = Path(backbone)
+    return _file_features(net, path), f"file:{path.name}"
 
 
 class Backbone(nn.Module):
@@ -74,8 +166,7 @@ class Backbone(nn.Module):
     def __init__(self, net: str = "alex", backbone: str | Path | None = "imagenet", seed: int = 0) -> None:
         super().__init__()
         self.net = check_net(net)
-        classifier, self.source = _classifier(net, backbone, seed)
-        features = classifier.features
+        features, self.source = _load_features(net, backbone, seed)
         self.n_slices = len(SLICES[net])
         for k, (a, b) in enumerate(SLICES[net], start=1):
             seq = nn.Sequential()

@@ -25,8 +25,17 @@ _SCALE = torch.tensor([0.458, 0.448, 0.450])
 EPS = 1e-10  # as lpips.normalize_tensor
 
 
-def _normalize(f: torch.Tensor) -> torch.Tensor:
-    return f / (torch.sqrt(torch.sum(f * f, dim=1, keepdim=True)) + EPS)
+def _unit(f: torch.Tensor) -> torch.Tensor:
+    """N×C×H×W features -> N×(H·W)×C, unit-normalised over channels (a free view of channels_last
+    features: the channel reduction and everything after it run over contiguous memory)."""
+    n, c, h, w = f.shape
+    g = f.permute(0, 2, 3, 1).reshape(n, h * w, c)
+    return g / (torch.linalg.vector_norm(g, dim=2, keepdim=True) + EPS)
+
+
+def _sq_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    d = a - b
+    return d.square() if torch.is_grad_enabled() else d.square_()  # in place only when no graph is kept
 
 
 class DPL(nn.Module):
@@ -102,46 +111,64 @@ class DPL(nn.Module):
                                 f"{self.net} "
                                 "backbone; use larger images or patches") from None
 
-    def _diffs(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    def _unit_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per layer, the N×(H·W)×C unit-normalised features of ``x``."""
+        return [_unit(f) for f in self._features(x)]
+
+    def _pair_input(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.shape != y.shape:
             raise LearningError(f"DPL inputs differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
-        n = x.shape[0]
-        feats = self._features(torch.cat([x, y], 0))  # one backbone pass for both inputs
-        out = []
-        for f in feats:
-            f = _normalize(f)
-            out.append((f[:n] - f[n:]).square())
-        return out
+        return torch.cat([x, y], 0)  # one backbone pass for both inputs
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, spatial: bool = False) -> torch.Tensor:
         """N distances (or N×1×H×W maps with ``spatial=True``, each layer upsampled as lpips does)."""
-        diffs = self._diffs(x, y)
-        if spatial:
-            total = 0
-            for d, w in zip(diffs, self.weights):
-                m = torch.einsum("nchw,c->nhw", d, w).unsqueeze(1)
+        n = x.shape[0]
+        feats = self._features(self._pair_input(x, y))
+        total: torch.Tensor | int = 0
+        for f, w in zip(feats, self.weights):
+            h, wd = f.shape[2:]
+            g = _unit(f)
+            d = _sq_diff(g[:n], g[n:])
+            if spatial:
+                m = (d @ w).view(n, 1, h, wd)
                 total = total + F.interpolate(m, size=x.shape[2:], mode="bilinear", align_corners=False)
-            return total
-        return torch.cat([d.mean((2, 3)) for d in diffs], 1) @ torch.cat(list(self.weights))
+            else:
+                total = total + d.mean(1) @ w
+        return total
 
     def channel_distances(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """N×C_total per-channel spatial means m_lc (concatenated over layers).
 
         The distance is ``channel_distances(x, y) @ flat_weights()``."""
-        return torch.cat([d.mean((2, 3)) for d in self._diffs(x, y)], 1)
+        n = x.shape[0]
+        return torch.cat([_sq_diff(g[:n], g[n:]).mean(1)
+                          for g in self._unit_features(self._pair_input(x, y))], 1)
 
     def triplet_channel_distances(self, ref: torch.Tensor, p0: torch.Tensor,
                                   p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """m(ref, p0) and m(ref, p1) with one backbone pass over ref, p0, p1 (ref features reused)."""
         n = ref.shape[0]
-        feats = self._features(torch.cat([ref, p0, p1], 0))
         m0, m1 = [], []
-        for f in feats:
-            f = _normalize(f)
-            r, a, b = f[:n], f[n:2 * n], f[2 * n:]
-            m0.append((r - a).square().mean((2, 3)))
-            m1.append((r - b).square().mean((2, 3)))
+        for g in self._unit_features(torch.cat([ref, p0, p1], 0)):
+            m0.append(_sq_diff(g[:n], g[n:2 * n]).mean(1))
+            m1.append(_sq_diff(g[:n], g[2 * n:]).mean(1))
         return torch.cat(m0, 1), torch.cat(m1, 1)
+
+    def grouped_channel_distances(self, images: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        """One backbone pass over ``images``, laid out as groups one after another: a reference followed by
+        the ``sizes[g] − 1`` images compared with it. Returns the Σ(sizes − 1)×C_total vectors
+        m(reference, image), group by group (each image computed once, however many pairs share it)."""
+        if sum(sizes) != images.shape[0] or min(sizes, default=2) < 2:
+            raise LearningError("group sizes must be >= 2 and add up to the number of images")
+        starts = [0]
+        for k in sizes[:-1]:
+            starts.append(starts[-1] + k)
+        out = []
+        for g in self._unit_features(images):
+            # slices of the reference-major layout: views, no gathered copies
+            out.append(torch.cat([_sq_diff(g[s + 1:s + k], g[s:s + 1]).mean(1)
+                                  for s, k in zip(starts, sizes)]))
+        return torch.cat(out, 1)
 
     def train(self, mode: bool = True) -> DPL:
         super().train(mode)

@@ -1,22 +1,31 @@
-"""Per-triplet channel-distance vectors m(ref, p0), m(ref, p1), computed once and cached on disk.
+"""Channel-distance vectors m(ref, distorted) of 2AFC triplets, computed once per unique image and cached.
 
-Cache layout: ``CACHE/<net>-<backbone sha256[:20]>/shard-<sha>.pt``, each shard a dict of tensors
-``keys`` (N×32 uint8: sha256 of the three image files + crop), ``m0``, ``m1`` (N×C float32). A refit
-loads every shard of its backbone and computes only the triplets it has not seen.
+2AFC data compare many distortions of the same reference (the site builds trials from pairs of stimuli of
+one reference, and its export writes the same bytes wherever an image is shown), so images are identified
+by content: image key = sha256(file bytes) (+ the crop with ``patch``). A triplet needs two pair vectors,
+m(ref, p0) and m(ref, p1), keyed by sha256(ref key ‖ distorted key). Missing pairs are computed grouped
+by reference, in backbone batches laid out reference-major: a reference judged against ten distortions
+goes through the backbone once, not twenty times, and so does each distortion.
+
+Cache layout: ``CACHE/<net>-<backbone sha256[:20]>/pairs-<sha>.pt``, each shard a dict of tensors ``keys``
+(N×32 uint8 pair keys) and ``m`` (N×C float32). A refit computes only the pairs it has not seen.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from learning.data.bapps import Triplet, read_triplet, to_tensor, triplet_key
+from learning.data.bapps import Triplet, read_image, to_tensor
 from learning.dpl.model import DPL
+from learning.errors import LearningError
 
 DEFAULT_CACHE = Path(os.environ.get("DPL_CACHE", Path.home() / ".cache" / "dpl-lab"))
 
@@ -26,67 +35,161 @@ def _crop_rng(t: Triplet, seed: int) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def _load_shards(folder: Path) -> dict[bytes, tuple[torch.Tensor, torch.Tensor]]:
-    index: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
-    if not folder.is_dir():
-        return index
-    for shard in sorted(folder.glob("shard-*.pt")):
-        try:
-            data = torch.load(shard, map_location="cpu", weights_only=True)
-        except Exception:
-            continue  # a torn or foreign file is just a miss
-        for k, a, b in zip(data["keys"].numpy(), data["m0"], data["m1"]):
-            index[k.tobytes()] = (a, b)
-    return index
+class _Store:
+    """The pair vectors of one cache folder: ``row`` maps a pair key to a row of ``m``."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.row: dict[bytes, int] = {}
+        parts = []
+        if folder is not None and folder.is_dir():
+            for shard in sorted(folder.glob("pairs-*.pt")):
+                try:
+                    data = torch.load(shard, map_location="cpu", weights_only=True)
+                    keys, m = data["keys"].numpy(), data["m"]
+                except Exception:
+                    continue  # a torn or foreign file is just a miss
+                base = sum(len(p) for p in parts)
+                self.row.update((k.tobytes(), base + i) for i, k in enumerate(keys))
+                parts.append(m)
+        self.m = torch.cat(parts) if parts else None
+
+    def save(self, keys: list[bytes], m: torch.Tensor) -> None:
+        if self.folder is None or not keys:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        arr = torch.from_numpy(np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 32).copy())
+        name = hashlib.sha256(b"".join(keys)).hexdigest()[:24]
+        tmp = self.folder / f"tmp-{name}-{os.getpid()}.pt"
+        torch.save({"keys": arr, "m": m.contiguous()}, tmp)
+        os.replace(tmp, self.folder / f"pairs-{name}.pt")
+
+
+def _file_digest(path: Path) -> bytes:
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError as exc:
+        raise LearningError(f"cannot read image {path}: {type(exc).__name__}") from None
+
+
+def _crop_of(t: Triplet, patch: int, seed: int) -> tuple[int, int]:
+    """The seeded random crop corner of a triplet (same draw as ``bapps.triplet_key``), from the header."""
+    try:
+        with Image.open(t.ref) as im:
+            W, H = im.size
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise LearningError(f"cannot read image {t.ref}: {type(exc).__name__}") from None
+    if H < patch or W < patch:
+        raise LearningError(f"{t.ref}: image {H}×{W} is smaller than the {patch}×{patch} patch")
+    rng = _crop_rng(t, seed)
+    return int(rng.integers(0, H - patch + 1)), int(rng.integers(0, W - patch + 1))
+
+
+def _decode(path: Path, crop: tuple[int, int] | None, patch: int | None) -> np.ndarray:
+    img = read_image(path)
+    if crop is not None and patch is not None:
+        y, x = crop
+        img = img[y:y + patch, x:x + patch]
+    return img
 
 
 def channel_vectors(model: DPL, triplets: list[Triplet], cache_dir: Path | None = DEFAULT_CACHE,
                     patch: int | None = None, seed: int = 0, batch_size: int = 64,
                     desc: str = "features", progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """N×C tensors m0 = m(ref, p0), m1 = m(ref, p1) for ``triplets``; returns (m0, m1, n_computed)."""
+    """N×C tensors m0 = m(ref, p0), m1 = m(ref, p1) for ``triplets``; returns (m0, m1, n_computed), the
+    last being the number of triplets with a vector not found in the cache. One backbone batch holds at
+    most ``3 × batch_size`` images."""
     folder = None
-    index: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
     if cache_dir is not None:
         folder = Path(cache_dir) / f"{model.net}-{model.backbone.sha256()[:20]}"
-        index = _load_shards(folder)
+    store = _Store(folder)
+
+    # 1. content keys: images, then (ref, distorted) pairs
+    source: dict[bytes, tuple[Path, tuple[int, int] | None]] = {}  # image key -> where to decode it
+    pair_id: dict[bytes, int] = {}
+    pairs: list[tuple[bytes, bytes, bytes]] = []  # (pair key, ref key, distorted key)
+    rows = np.empty((len(triplets), 2), dtype=np.int64)
+    for i, t in enumerate(tqdm(triplets, desc=f"{desc} (hashing)", unit="triplet", disable=not progress,
+                               leave=False)):
+        crop = _crop_of(t, patch, seed) if patch else None
+        tag = f"crop:{crop[0]},{crop[1]},{patch}".encode() if crop else b""
+        keys = []
+        for p in (t.ref, t.p0, t.p1):
+            k = _file_digest(p)
+            if tag:
+                k = hashlib.sha256(k + tag).digest()
+            source.setdefault(k, (p, crop))
+            keys.append(k)
+        for j in (1, 2):
+            pk = hashlib.sha256(keys[0] + keys[j]).digest()
+            rows[i, j - 1] = pair_id.setdefault(pk, len(pairs))
+            if rows[i, j - 1] == len(pairs):
+                pairs.append((pk, keys[0], keys[j]))
+
+    # 2. pairs found in the cache, and the missing ones grouped by reference
     C = sum(model.channels)
-    m0 = torch.empty(len(triplets), C)
-    m1 = torch.empty(len(triplets), C)
-    new_keys, new_rows = [], []
-    pending: list[tuple[int, bytes, np.ndarray, np.ndarray, np.ndarray]] = []
+    vectors = torch.empty(len(pairs), C)
+    hit_ids, hit_rows, missing = [], [], {}
+    for n, (pk, rk, _) in enumerate(pairs):
+        if pk in store.row:
+            hit_ids.append(n)
+            hit_rows.append(store.row[pk])
+        else:
+            missing.setdefault(rk, []).append(n)
+    if hit_ids:
+        vectors[torch.tensor(hit_ids)] = store.m[torch.tensor(hit_rows)]
 
-    def flush() -> None:
-        if not pending:
-            return
-        by_shape: dict[tuple, list] = {}
-        for item in pending:
-            by_shape.setdefault(item[2].shape, []).append(item)
-        for items in by_shape.values():
-            ref, a, b = (to_tensor([it[j] for it in items]) for j in (2, 3, 4))
-            with torch.inference_mode():
-                v0, v1 = model.triplet_channel_distances(ref, a, b)
-            for row, it in enumerate(items):
-                m0[it[0]], m1[it[0]] = v0[row], v1[row]
-                new_keys.append(it[1])
-                new_rows.append(it[0])
-        pending.clear()
+    # 3. backbone batches of unique images: a reference and its distortions (split if too many)
+    limit = max(2, 3 * batch_size)
+    chunks: list[list[tuple[bytes, list[int]]]] = [[]]
+    size = 0
+    for rk, ids in missing.items():
+        for s in range(0, len(ids), limit - 1):
+            part = ids[s:s + limit - 1]
+            if size and size + 1 + len(part) > limit:
+                chunks.append([])
+                size = 0
+            chunks[-1].append((rk, part))
+            size += 1 + len(part)
 
-    for i, t in enumerate(tqdm(triplets, desc=desc, unit="triplet", disable=not progress, leave=False)):
-        key, crop = triplet_key(t, patch, _crop_rng(t, seed) if patch else None)
-        if key in index:  # cache hit: the images are not even decoded
-            m0[i], m1[i] = index[key]
-            continue
-        ref, a, b = read_triplet(t, patch, crop)
-        pending.append((i, key, ref, a, b))
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    if folder is not None and new_keys:
-        folder.mkdir(parents=True, exist_ok=True)
-        rows = torch.tensor(new_rows)
-        keys = torch.from_numpy(np.frombuffer(b"".join(new_keys), dtype=np.uint8).reshape(-1, 32).copy())
-        name = hashlib.sha256(b"".join(new_keys)).hexdigest()[:24]
-        tmp = folder / f"tmp-{name}-{os.getpid()}.pt"
-        torch.save({"keys": keys, "m0": m0[rows].clone(), "m1": m1[rows].clone()}, tmp)
-        os.replace(tmp, folder / f"shard-{name}.pt")
-    return m0, m1, len(new_keys)
+    def load(chunk: list[tuple[bytes, list[int]]]) -> dict[bytes, np.ndarray]:
+        keys = dict.fromkeys(k for rk, ids in chunk for k in [rk] + [pairs[n][2] for n in ids])
+        return {k: _decode(*source[k], patch) for k in keys}
+
+    new_ids: list[int] = []
+    bar = tqdm(total=sum(len(v) for v in missing.values()), desc=desc, unit="pair", disable=not progress,
+               leave=False)
+    with ThreadPoolExecutor(1) as pool:  # decode the next batch while the backbone runs on this one
+        nxt = pool.submit(load, chunks[0]) if missing else None
+        for c, chunk in enumerate(chunks if missing else []):
+            imgs = nxt.result()
+            if c + 1 < len(chunks):
+                nxt = pool.submit(load, chunks[c + 1])
+            by_shape: dict[tuple, list[tuple[bytes, list[int]]]] = {}
+            for rk, ids in chunk:
+                shape = imgs[rk].shape
+                for n in ids:
+                    got = imgs[pairs[n][2]].shape
+                    if got != shape:
+                        raise LearningError(
+                            f"{source[rk][0].name}: images of different sizes in one triplet (reference "
+                            f"{'×'.join(map(str, shape[:2]))}, {source[pairs[n][2]][0]} "
+                            f"{'×'.join(map(str, got[:2]))})")
+                by_shape.setdefault(shape, []).append((rk, ids))
+            for groups in by_shape.values():
+                # reference-major layout [ref, its images, next ref, ...] (see DPL.grouped_channel_distances)
+                batch = [imgs[k] for rk, ids in groups for k in [rk] + [pairs[n][2] for n in ids]]
+                with torch.inference_mode():
+                    m = model.grouped_channel_distances(to_tensor(batch), [1 + len(ids) for _, ids in groups])
+                ids = [n for _, part in groups for n in part]
+                vectors[torch.tensor(ids)] = m
+                new_ids.extend(ids)
+                bar.update(len(ids))
+    bar.close()
+    if new_ids:
+        idx = torch.tensor(new_ids)
+        store.save([pairs[n][0] for n in new_ids], vectors[idx])
+    computed = np.zeros(len(pairs), dtype=bool)
+    computed[new_ids] = True
+    r = torch.from_numpy(rows)
+    return vectors[r[:, 0]], vectors[r[:, 1]], int(computed[rows].any(1).sum())

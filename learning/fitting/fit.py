@@ -5,8 +5,8 @@ Model: w = softplus(θ) ≥ 0 (one per channel), d_i = m_i @ w, and
     logit P(p1 preferred) = (d0 − d1) + c · (d0 − d1) / (d0 + d1 + ε),   c = softplus(γ) ≥ 0
 
 which increases with d0 and decreases with d1 (monotone) and is antisymmetric in (p0, p1). The loss is
-the binary cross-entropy against the judge fractions. Full-batch L-BFGS in rounds, early stopping on the
-validation loss (the best round's parameters are kept).
+the binary cross-entropy against the judge fractions. Full-batch L-BFGS (scipy), the validation loss checked
+every round of 10 iterations, early stopping on it (the best round's parameters are kept).
 """
 
 from __future__ import annotations
@@ -47,51 +47,71 @@ def fit_weights(m0: torch.Tensor, m1: torch.Tensor, h: torch.Tensor, v0: torch.T
                 vh: torch.Tensor, max_rounds: int = 60, iters_per_round: int = 10, patience: int = 5,
                 init: torch.Tensor | None = None, log=None) -> FitResult:
     """Fit on (m0, m1, h), early-stop on (v0, v1, vh). Tensors are N×C, N×C, N (float32)."""
+    # scipy's L-BFGS rather than torch.optim.LBFGS: constructing any torch optimizer imports torch._dynamo,
+    # seconds of start-up for a fit that itself takes a fraction of a second
+    from scipy.optimize import minimize
+
     m0, m1, v0, v1 = (t.double() for t in (m0, m1, v0, v1))
     h, vh = h.double(), vh.double()
-    C = m0.shape[1]
+    N, C = m0.shape
     base = torch.ones(C, dtype=torch.float64) if init is None else init.double().clamp_min(1e-6)
     spread = float((m0 @ base - m1 @ base).std()) or 1.0
-    theta = _inv_softplus(base / spread).clone().requires_grad_(True)  # start: logits of unit spread
-    gamma = torch.tensor(-4.0, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([theta, gamma], lr=1, max_iter=iters_per_round, history_size=20,
-                            line_search_fn="strong_wolfe")
+    x0 = torch.cat([_inv_softplus(base / spread), torch.tensor([-4.0], dtype=torch.float64)])  # θ, γ
 
-    def train_loss() -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(_logit(m0, m1, F.softplus(theta), F.softplus(gamma)), h)
+    def loss(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(_logit(a, b, F.softplus(x[:C]), F.softplus(x[C])), y)
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = train_loss()
-        loss.backward()
-        return loss
+    def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
+        # loss and its gradient written out (no autograd graph: two matvecs each way per evaluation)
+        t = torch.from_numpy(x)
+        w, c = F.softplus(t[:C]), F.softplus(t[C])
+        d0, d1 = m0 @ w, m1 @ w
+        delta, s = d0 - d1, d0 + d1 + EPS
+        z = delta + c * delta / s
+        value = F.binary_cross_entropy_with_logits(z, h)
+        g = (torch.sigmoid(z) - h) / N
+        dz = c * delta / (s * s)
+        grad_w = m0.T @ (g * (1 + c / s - dz)) + m1.T @ (g * (-1 - c / s - dz))
+        grad = torch.cat([grad_w * torch.sigmoid(t[:C]), (g * delta / s).sum().view(1) * torch.sigmoid(t[C])])
+        return float(value), grad.numpy()
 
-    def val_loss() -> float:
-        with torch.no_grad():
-            return float(F.binary_cross_entropy_with_logits(
-                _logit(v0, v1, F.softplus(theta), F.softplus(gamma)), vh))
+    def val_loss(x: np.ndarray) -> float:
+        return float(loss(torch.from_numpy(x), v0, v1, vh))
 
-    best = (val_loss(), theta.detach().clone(), gamma.detach().clone(), 0)
-    history, bad = [], 0
-    for r in range(1, max_rounds + 1):
-        opt.step(closure)
-        with torch.no_grad():
-            tl = float(train_loss())
-        vl = val_loss()
-        history.append((r, tl, vl))
+    best = [val_loss(x0.numpy()), x0.numpy().copy(), 0]
+    history: list[tuple[int, float, float]] = []
+    state = {"iter": 0, "bad": 0}
+
+    def end_of_round(x: np.ndarray, train: float) -> bool:
+        r = len(history) + 1
+        vl = val_loss(x)
+        history.append((r, train, vl))
         if log:
-            log(f"round {r:3d}  train loss {tl:.5f}  val loss {vl:.5f}")
+            log(f"round {r:3d}  train loss {train:.5f}  val loss {vl:.5f}")
         if vl < best[0] - 1e-7:
-            best, bad = (vl, theta.detach().clone(), gamma.detach().clone(), r), 0
+            best[:] = [vl, x.copy(), r]
+            state["bad"] = 0
         else:
-            bad += 1
-            if bad >= patience:
-                break
-    w = F.softplus(best[1]).float()
-    c = float(F.softplus(best[2]))
+            state["bad"] += 1
+        return state["bad"] >= patience
+
+    def callback(intermediate_result) -> None:
+        state["iter"] += 1
+        if state["iter"] % iters_per_round == 0 and end_of_round(intermediate_result.x,
+                                                                 float(intermediate_result.fun)):
+            raise StopIteration
+
+    res = minimize(objective, x0.numpy(), jac=True, method="L-BFGS-B", callback=callback,
+                   options={"maxiter": max_rounds * iters_per_round, "maxcor": 20, "ftol": 1e-9,
+                            "gtol": 1e-7})
+    if state["iter"] % iters_per_round and state["bad"] < patience and len(history) < max_rounds:
+        end_of_round(res.x, float(res.fun))  # converged inside a round
+    xb = torch.from_numpy(best[1])
+    w = F.softplus(xb[:C]).float()
+    c = float(F.softplus(xb[C]))
     tr = twoafc.score((m0.float() @ w).numpy(), (m1.float() @ w).numpy(), h.numpy())
     va = twoafc.score((v0.float() @ w).numpy(), (v1.float() @ w).numpy(), vh.numpy())
-    return FitResult(w, c, tr, va, best[0], best[3], history)
+    return FitResult(w, c, tr, va, best[0], best[2], history)
 
 
 def split_weights(flat: torch.Tensor, channels: list[int]) -> list[torch.Tensor]:

@@ -56,19 +56,42 @@ def _codec(img: Image.Image, rng: np.random.Generator) -> np.ndarray:
         return np.asarray(out.convert("RGB"))
 
 
-def make_triplets(sources: list[Path], n: int, size: int = 64, seed: int = 0,
-                  mix: bool = True) -> list[tuple[np.ndarray, ...]]:
-    """``n`` (ref, p0, p1) uint8 patch triplets from random crops of ``sources``, distorted by codecs."""
+def make_triplets(sources: list[Path], n: int, size: int = 64, seed: int = 0, mix: bool = True,
+                  distortions: int | None = None,
+                  pairs_per_ref: int | None = None) -> list[tuple[np.ndarray, ...]]:
+    """``n`` (ref, p0, p1) uint8 patch triplets from random crops of ``sources``, distorted by codecs.
+
+    Default: a fresh reference patch and two fresh distortions per triplet. With ``distortions`` D (and
+    ``pairs_per_ref`` P, default all D·(D−1)/2), each reference patch gets D distorted versions and P of
+    their pairs (sampled without replacement, sides shuffled) become triplets, as the site's experiments
+    build trials; repeated images are the same array objects."""
     rng = np.random.default_rng(seed)
     images = [np.asarray(Image.open(p).convert("RGB")) for p in sources]
-    out = []
-    for _ in range(n):
+    f = _distort if mix else _codec
+
+    def patch() -> np.ndarray:
         src = images[int(rng.integers(len(images)))]
         y, x = int(rng.integers(0, src.shape[0] - size + 1)), int(rng.integers(0, src.shape[1] - size + 1))
-        ref = np.ascontiguousarray(src[y:y + size, x:x + size])
+        return np.ascontiguousarray(src[y:y + size, x:x + size])
+
+    out: list[tuple[np.ndarray, ...]] = []
+    if distortions is None:
+        for _ in range(n):
+            ref = patch()
+            pil = Image.fromarray(ref)
+            out.append((ref, f(pil, rng), f(pil, rng)))
+        return out
+    if distortions < 2 or (pairs_per_ref is not None and pairs_per_ref < 1):
+        raise ValueError("need distortions >= 2 and pairs_per_ref >= 1")
+    all_pairs = [(i, j) for i in range(distortions) for j in range(i + 1, distortions)]
+    per_ref = min(pairs_per_ref or len(all_pairs), len(all_pairs))
+    while len(out) < n:
+        ref = patch()
         pil = Image.fromarray(ref)
-        f = _distort if mix else _codec
-        out.append((ref, f(pil, rng), f(pil, rng)))
+        dist = [f(pil, rng) for _ in range(distortions)]
+        for k in rng.permutation(len(all_pairs))[:min(per_ref, n - len(out))]:
+            i, j = all_pairs[k] if rng.random() < 0.5 else all_pairs[k][::-1]
+            out.append((ref, dist[i], dist[j]))
     return out
 
 
@@ -76,13 +99,22 @@ def make_triplets(sources: list[Path], n: int, size: int = 64, seed: int = 0,
 def judge(observer: DPL, triplets: list[tuple[np.ndarray, ...]], n_judges: int = 5, noise: float = 0.1,
           seed: int = 0, batch_size: int = 128,
           tau: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Judge fractions h, true distance pairs (N×2), and τ (pass ``tau`` to reuse one across splits)."""
+    """Judge fractions h, true distance pairs (N×2), and τ (pass ``tau`` to reuse one across splits).
+    Each distinct (ref, distorted) pair of array objects is measured once."""
+    pair_of: dict[tuple[int, int], int] = {}
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    rows = np.empty((len(triplets), 2), dtype=np.int64)
+    for i, t in enumerate(triplets):
+        for j in (1, 2):
+            k = pair_of.setdefault((id(t[0]), id(t[j])), len(pairs))
+            if k == len(pairs):
+                pairs.append((t[0], t[j]))
+            rows[i, j - 1] = k
     d = []
-    for i in range(0, len(triplets), batch_size):
-        chunk = triplets[i:i + batch_size]
-        r, a, b = (to_tensor([t[j] for t in chunk]) for j in range(3))
-        d.append(torch.stack([observer(r, a), observer(r, b)], 1))
-    dist = torch.cat(d).double().numpy()
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i:i + batch_size]
+        d.append(observer(to_tensor([p[0] for p in chunk]), to_tensor([p[1] for p in chunk])))
+    dist = torch.cat(d).double().numpy()[rows]
     if tau is None:
         tau = float(noise * np.std(dist[:, 0] - dist[:, 1]))
     p1 = 1 / (1 + np.exp(-(dist[:, 0] - dist[:, 1]) / tau))
@@ -92,15 +124,25 @@ def judge(observer: DPL, triplets: list[tuple[np.ndarray, ...]], n_judges: int =
 
 def write_bapps(root: Path, triplets: list[tuple[np.ndarray, ...]], h: np.ndarray,
                 n_judges: int | None = None) -> Path:
-    """Write one set: ``root/{ref,p0,p1}/NNNNNN.png``, ``judge/NNNNNN.npy`` (and ``judge_n/``)."""
+    """Write one set: ``root/{ref,p0,p1}/NNNNNN.png``, ``judge/NNNNNN.npy`` (and ``judge_n/``). Like the
+    site's export, an image shown in several triplets is written to each (same bytes, encoded once)."""
     root = Path(root)
     dirs = ["ref", "p0", "p1", "judge"] + (["judge_n"] if n_judges else [])
     for sub in dirs:
         (root / sub).mkdir(parents=True, exist_ok=True)
+    encoded: dict[int, tuple[np.ndarray, bytes]] = {}
+
+    def png(img: np.ndarray) -> bytes:
+        if id(img) not in encoded:
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, "PNG", compress_level=1)
+            encoded[id(img)] = (img, buf.getvalue())  # keep img alive so its id stays unique
+        return encoded[id(img)][1]
+
     for i, (t, hi) in enumerate(zip(triplets, h)):
         name = f"{i:06d}"
         for sub, img in zip(("ref", "p0", "p1"), t):
-            Image.fromarray(img).save(root / sub / f"{name}.png", compress_level=1)
+            (root / sub / f"{name}.png").write_bytes(png(img))
         np.save(root / "judge" / f"{name}.npy", np.array([hi], dtype=np.float32))
         if n_judges:
             np.save(root / "judge_n" / f"{name}.npy", np.array([n_judges], dtype=np.int64))
@@ -109,14 +151,16 @@ def write_bapps(root: Path, triplets: list[tuple[np.ndarray, ...]], h: np.ndarra
 
 def make_dataset(root: Path, sources: list[Path], net: str = "alex", backbone_seed: int = 0,
                  n_train: int = 1000, n_val: int = 400, size: int = 64, n_judges: int = 5,
-                 noise: float = 0.1, seed: int = 0, mix: bool = True) -> dict:
+                 noise: float = 0.1, seed: int = 0, mix: bool = True, distortions: int | None = None,
+                 pairs_per_ref: int | None = None) -> dict:
     """Write ``root/train/synth`` and ``root/val/synth`` (val patches from the second half of ``sources``,
-    so no reference image is shared); return truth weights, τ, and the true-weight val distances."""
+    so no reference image is shared); return truth weights, τ, and the true-weight val distances.
+    ``distortions`` / ``pairs_per_ref``: see ``make_triplets``."""
     observer = DPL(net, backbone=None, seed=backbone_seed)
     observer.set_weights(truth_weights(observer.channels, seed))
     half = max(1, len(sources) // 2)
-    tr = make_triplets(sources[:half], n_train, size, seed, mix)
-    va = make_triplets(sources[half:] or sources, n_val, size, seed + 1, mix)
+    tr = make_triplets(sources[:half], n_train, size, seed, mix, distortions, pairs_per_ref)
+    va = make_triplets(sources[half:] or sources, n_val, size, seed + 1, mix, distortions, pairs_per_ref)
     h_tr, d_tr, tau = judge(observer, tr, n_judges, noise, seed)
     h_va, d_va, _ = judge(observer, va, n_judges, noise, seed + 1, tau=tau)
     write_bapps(Path(root) / "train" / "synth", tr, h_tr, n_judges)

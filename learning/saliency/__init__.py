@@ -9,6 +9,7 @@ Maps are stored as 16-bit grayscale PNG (0..65535 ↔ 0..1), same stem as the im
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -97,20 +98,24 @@ def load_map(path: str | Path | BinaryIO, size: tuple[int, int] | None = None) -
     """Read a saliency PNG (16-/8-bit; path or binary file) as float32 H×W in [0, 1], resized to ``size``."""
     path = path if hasattr(path, "read") else Path(path)
     try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                scale = 65535.0
-            elif mode in ("L", "P", "RGB", "RGBA", "LA"):
-                arr = np.asarray(im.convert("L"), dtype=np.float64)
-                scale = 255.0
-            else:
-                raise LearningError(f"{path}: unsupported saliency map mode {mode}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                mode = im.mode
+                if mode in ("I;16", "I;16B", "I;16L", "I"):
+                    arr = np.asarray(im, dtype=np.float64)
+                    scale = 65535.0
+                elif mode in ("L", "P", "RGB", "RGBA", "LA"):
+                    arr = np.asarray(im.convert("L"), dtype=np.float64)
+                    scale = 255.0
+                else:
+                    raise LearningError(f"{path}: unsupported saliency map mode {mode}")
     except FileNotFoundError as exc:
         raise LearningError(f"{path}: no such saliency map") from exc
-    except (UnidentifiedImageError, OSError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise LearningError(f"{path}: image too large (decompression bomb guard)") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # how Pillow says "broken"
         raise LearningError(f"{path}: unreadable saliency map") from exc
     out = np.clip(arr / scale, 0.0, 1.0).astype(np.float32)
     if size is not None and (out.shape[1], out.shape[0]) != tuple(size):

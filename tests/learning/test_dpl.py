@@ -72,6 +72,19 @@ def test_seeded_random_backbone_is_reproducible() -> None:
     assert a.backbone.sha256() != DPL("squeeze", backbone=None, seed=6).backbone.sha256()
 
 
+@pytest.mark.parametrize("net,ctor", [("alex", "alexnet"), ("vgg", "vgg16"), ("squeeze", "squeezenet1_1")])
+def test_random_backbone_equals_torchvision(net: str, ctor: str) -> None:
+    """Our own layer definitions (no torchvision import) draw the very weights torchvision draws."""
+    from learning.compat import models
+    from learning.dpl.backbones import Backbone
+
+    ours = {k.split(".", 1)[1]: v for k, v in Backbone(net, None, seed=5).state_dict().items()}
+    torch.manual_seed(5)
+    theirs = getattr(models(), ctor)(weights=None).features.state_dict()
+    assert set(ours) == set(theirs)
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
 def test_backbone_state_dict_file(tmp_path) -> None:
     from learning.compat import models
 

@@ -69,3 +69,38 @@ def test_fit_recovers_synthetic_observer(synth, capsys) -> None:
     err = capsys.readouterr().err
     assert "train features: 1000 cached, 0 computed" in err and "val features: 400 cached, 0 computed" in err
     assert torch.equal(torch.cat(load_weights(root / "refit.dpl")["weights"]), fitted)
+
+
+def test_cache_runs_each_unique_image_once(tmp_path) -> None:
+    """References and stimuli repeat across triplets (as in the site's exports): the backbone sees each
+    unique image once, the vectors equal the per-triplet computation, and a refit computes only new pairs."""
+    if not KODAK:
+        pytest.skip("Kodak images not found")
+    from learning.data.bapps import load_2afc
+    from learning.fitting.cache import channel_vectors
+    from learning.fitting.synthetic import make_triplets, write_bapps
+
+    torch.set_num_threads(2)
+    trip = make_triplets(KODAK[:2], 18, 64, seed=3, mix=False, distortions=4, pairs_per_ref=6)
+    assert len({id(t[0]) for t in trip}) == 3 and len(trip) == 18
+    write_bapps(tmp_path / "a", trip[:12], [0.5] * 12)
+    write_bapps(tmp_path / "b", trip, [0.5] * 18)
+    model = DPL("alex", backbone=None, seed=0)
+    seen = []
+    model.backbone.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+
+    def unique_images(ts):
+        return len({id(img) for t in ts for img in t})
+
+    first = load_2afc(tmp_path / "a")[0].triplets
+    m0, m1, n_new = channel_vectors(model, first, tmp_path / "cache", batch_size=2, progress=False)
+    assert n_new == 12 and sum(seen) == unique_images(trip[:12]) < 3 * 12
+    with torch.inference_mode():
+        r0, r1 = model.triplet_channel_distances(*(to_tensor([t[j] for t in trip[:12]]) for j in range(3)))
+    assert torch.allclose(m0, r0, atol=1e-6) and torch.allclose(m1, r1, atol=1e-6)
+
+    seen.clear()  # the same images under other paths: the 12 cached triplets are found by content
+    allt = load_2afc(tmp_path / "b")[0].triplets
+    a0, a1, n_new = channel_vectors(model, allt, tmp_path / "cache", batch_size=2, progress=False)
+    assert torch.equal(a0[:12], m0) and torch.equal(a1[:12], m1)
+    assert n_new == 6 and sum(seen) == unique_images(trip[12:])  # the third reference's 6 triplets

@@ -208,3 +208,129 @@ def test_rd_from_csv_merges_runs(images, tmp_path, psnr_metric):
     assert len(rows) == 2 * 3 * 3
     bd = {r["codec"] for r in csv.DictReader(open(merged / "bd_rate.csv"))}
     assert bd == {"webp", "jpeg2000"}
+
+
+# --- learned codecs: several checkpoints (one per λ) make one curve --------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> Path:
+    """Three tiny real train-codec checkpoints (2 steps each; seeds differ so the points differ)."""
+    root = tmp_path_factory.mktemp("learned")
+    data = root / "train"
+    data.mkdir()
+    for i in (1, 2, 4, 5):
+        Image.open(KODAK / f"kodim{i:02d}.png").convert("RGB").resize((96, 64)).save(data / f"k{i}.png")
+    torch.set_num_threads(2)
+    for k, lmbda in enumerate(("0.002", "0.02", "0.2")):
+        args = ["train-codec", "--arch", "bmshj2018-factorized", "--N", "16", "--M", "16"]
+        args += ["--data", str(data), "--crop", "32", "--batch", "4", "--lr", "1e-3", "--lmbda", lmbda]
+        args += ["--steps", "2", "--seed", str(k), "--no-progress", "--out", str(root / f"mse_{lmbda}.pt")]
+        assert main(args) == 0
+    return root
+
+
+def _rd(images, out, codecs, metric, *extra) -> int:
+    args = ["rd", "--images", str(images), "--codecs", codecs, "--bpp", "0.5,1,2", "--metrics", metric]
+    return main([*args, "--no-progress", "--out", str(out), *extra])
+
+
+def test_rd_learned_curve_from_several_checkpoints(images, checkpoints, tmp_path, psnr_metric, capsys):
+    from learning.codecs import get_codec
+
+    paths = sorted(str(p) for p in checkpoints.glob("mse_*.pt"))
+    out = tmp_path / "rd"
+    plus = "ckpt:" + "+".join(paths)
+    glob = f"ckpt:{checkpoints}/mse_*.pt"
+    label = "learned:bmshj2018-factorized/mse"
+    # the same three checkpoints twice (joined with + and as a glob): two curves, the second "#2"
+    rc = _rd(images, out, f"jpeg,{plus},{glob}", psnr_metric, "--limit", "2", "--anchor", label)
+    assert rc == 0
+    capsys.readouterr()
+    rows = list(csv.DictReader(open(out / "rd.csv")))
+    learned = [r for r in rows if r["codec"] == label]
+    assert len(learned) == 2 * 3 and {r["checkpoint"] for r in learned} == set(paths)
+    assert len([r for r in rows if r["codec"] == f"{label} #2"]) == 2 * 3
+    ref = {}
+    for r in learned:
+        assert r["target_bpp"] == "" and r["quality"] == "" and "no bpp target" in r["note"]
+        # the row is the real bitstream of that checkpoint on that image
+        img = Image.open(images / r["image"]).convert("RGB")
+        codec = get_codec(f"ckpt:{r['checkpoint']}")
+        enc = codec.encode(img, 0)
+        assert float(r["achieved_bpp"]) == pytest.approx(8 * len(enc.data) / (192 * 128), abs=1e-5)
+        ref_t = torch.from_numpy(np.asarray(img, np.float32) / 255).permute(2, 0, 1)[None]
+        dec_t = torch.from_numpy(np.asarray(codec.decode(enc.data), np.float32) / 255).permute(2, 0, 1)[None]
+        assert float(r[psnr_metric]) == pytest.approx(float(_psnr(ref_t, dec_t)[0]), abs=1e-5)
+        ref.setdefault(r["checkpoint"], []).append((float(r["achieved_bpp"]), float(r[psnr_metric])))
+    assert all(r["checkpoint"] == "" and r["target_bpp"] for r in rows if r["codec"] == "jpeg")
+    bd = {r["codec"]: r for r in csv.DictReader(open(out / "bd_rate.csv"))}
+    # an identical curve has a BD-rate of exactly 0 against it; jpeg is compared over the overlap only
+    assert float(bd[f"{label} #2"]["bd_rate_test-psnr_pct"]) == pytest.approx(0, abs=1e-9)
+    lq = [np.mean([p[1] for p in v]) for v in ref.values()]
+    jq = [float(r[psnr_metric]) for r in rows if r["codec"] == "jpeg"]
+    if max(min(lq), min(jq)) < min(max(lq), max(jq)):  # overlap (rare for 2-step models): a number
+        float(bd["jpeg"]["bd_rate_test-psnr_pct"])
+        assert bd["jpeg"]["overlap_test-psnr"]
+    else:
+        assert "do not overlap" in bd["jpeg"]["bd_rate_test-psnr_pct"]
+    assert "Quality range" in (out / "bd_rate.md").read_text()
+    # re-plotting from the CSV keeps each checkpoint a point of the learned curve
+    again = tmp_path / "again"
+    assert main(["rd", "--from-csv", str(out / "rd.csv"), "--anchor", label, "--out", str(again)]) == 0
+    assert (again / "bd_rate.csv").read_text() == (out / "bd_rate.csv").read_text()
+
+
+def test_learned_curve_points_are_checkpoints_and_bd_rate_uses_the_overlap(tmp_path):
+    from learning.rd.evaluate import Row, curves
+    from learning.rd.report import write_report
+
+    jpeg = {0.25: (0.26, 26), 0.5: (0.5, 29), 1.0: (1.0, 32), 2.0: (2.1, 35)}
+    # learned rows come in a different checkpoint order per image; c.pt lacks image b
+    learned = {
+        "a.png": [("b.pt", 0.6, 31), ("a.pt", 0.3, 28), ("c.pt", 0.9, 40)],
+        "b.png": [("a.pt", 0.3, 28), ("b.pt", 0.6, 31)],
+    }
+    rows = []
+    for im, shift in (("a.png", 0.0), ("b.png", 1.0)):
+        for t, (b, q) in jpeg.items():
+            rows.append(Row(im, "jpeg", t, b, 50, 3, {"psnr": q + shift}))
+        for ck, b, q in learned[im]:
+            rows.append(Row(im, "learned:x/mse", None, b, None, 1, {"psnr": q + shift}, "", ck))
+    cv = curves(rows, "psnr")
+    assert cv["learned:x/mse"][0] == pytest.approx([0.3, 0.6])  # c.pt dropped: not on every image
+    assert cv["learned:x/mse"][1] == pytest.approx([28.5, 31.5])
+    write_report(rows, ["psnr"], {"psnr": True}, "jpeg", "pchip", tmp_path)
+    bd = next(csv.DictReader(open(tmp_path / "bd_rate.csv")))
+    ja, jq = cv["jpeg"]
+    assert float(bd["bd_rate_psnr_pct"]) == pytest.approx(bd_rate(ja, jq, [0.3, 0.6], [28.5, 31.5]), abs=0.05)
+    assert bd["overlap_psnr"] == "28.5..31.5"
+    assert float(bd["bd_rate_psnr_pct"]) < 0  # at 28.5 dB: 0.3 bpp against JPEG's ~0.45
+
+
+def test_rd_learned_bad_specs_are_clear_errors(images, checkpoints, tmp_path, psnr_metric, capsys):
+    from learning.codecs import get_codec
+    from learning.codecs.spec import parse_codec_spec
+
+    a, b = checkpoints / "mse_0.002.pt", checkpoints / "mse_0.02.pt"
+    other = tmp_path / "hyper.pt"
+    args = ["train-codec", "--arch", "bmshj2018-hyperprior", "--N", "16", "--M", "16", "--data"]
+    args += [str(checkpoints / "train"), "--crop", "64", "--batch", "4", "--lmbda", "0.01", "--steps", "1"]
+    assert main([*args, "--no-progress", "--out", str(other)]) == 0
+    out = tmp_path / "rd"
+    cases = [
+        (f"ckpt:{checkpoints}/*.nothing", "matches no checkpoint"),
+        (f"ckpt:{a}+{tmp_path}/missing.pt", "does not exist"),
+        (f"ckpt:{a}+{checkpoints}/mse_0.00*.pt", "listed twice"),
+        (f"ckpt:{a}+", "empty path"),
+        ("ckpt:", "needs a checkpoint path"),
+        (f"ckpt:{a}+{other}", "must share architecture and loss"),
+        ("jpeg,webp,jpeg", "listed twice"),
+    ]
+    for spec, message in cases:
+        assert _rd(images, out, spec, psnr_metric) == 2, spec
+        assert message in capsys.readouterr().err, spec
+    assert not out.exists()
+    with pytest.raises(LearningError, match="names several checkpoints"):
+        get_codec(f"ckpt:{a}+{b}")  # `encode` takes one checkpoint
+    assert [s.codec for s in parse_codec_spec(f"ckpt:{a}+{b}")] == [f"ckpt:{a}", f"ckpt:{b}"]

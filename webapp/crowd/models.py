@@ -85,8 +85,23 @@ class Judgment(models.Model):
     client_created = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["id"]
-        indexes = [models.Index(fields=["trial"]), models.Index(fields=["assignment"])]
+        ordering = ["id"]  # trial and assignment are indexed as foreign keys (no second index)
 
     def __str__(self) -> str:
         return f"judgment {self.pk}: {self.chosen_side}"
+
+
+class TrialSlots(models.Model):
+    """How many slots of a normal trial are held: first showings in active or completed assignments plus
+    judged ones in expired assignments (what the balancing rule of ``assign.py`` ranks trials by).
+
+    Kept up to date by ``create_assignment`` (+1 per trial taken) and ``expire`` (-1 per unjudged slot
+    given back), both under the experiment's row lock, so taking an assignment costs the same whether the
+    experiment has ten assignments or a million. ``recount_slots`` recomputes it from the items.
+    """
+
+    trial = models.OneToOneField(Trial, primary_key=True, on_delete=models.CASCADE, related_name="slots")
+    held = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"trial {self.trial_id}: {self.held} slots held"

@@ -9,23 +9,25 @@ preflight (none is allowed), and cannot know the token. The consent form keeps D
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import get_random_string
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from webapp.crowd.assign import create_assignment
+from webapp.crowd.assign import create_assignment, expire
 from webapp.crowd.models import Assignment, AssignmentItem, Judgment, Participant
 from webapp.crowd.ratelimit import over_limit
 from webapp.experiments.models import Experiment
@@ -51,7 +53,7 @@ def _platform_ids(request: HttpRequest, exp: Experiment) -> dict | None:
     """Platform identity from the query string (GET) or the consent form (POST); None if missing."""
     src = request.POST if request.method == "POST" else request.GET
     if exp.platform == "prolific":
-        pid = src.get("PROLIFIC_PID", "").strip()
+        pid = src.get("PROLIFIC_PID", "").strip()[:200]  # the column's width, for lookups and storage alike
         if not pid:
             return None
         return {
@@ -60,7 +62,7 @@ def _platform_ids(request: HttpRequest, exp: Experiment) -> dict | None:
             "session_id": src.get("SESSION_ID", "")[:200],
         }
     if exp.platform == "mturk":
-        worker, aid = src.get("workerId", "").strip(), src.get("assignmentId", "").strip()
+        worker, aid = src.get("workerId", "").strip()[:200], src.get("assignmentId", "").strip()[:200]
         if not worker or not aid:
             return None
         submit_to = src.get("turkSubmitTo", "").rstrip("/")
@@ -88,8 +90,7 @@ def _existing(exp: Experiment, ids: dict) -> Assignment | None:
     qs = qs.exclude(state="expired").order_by("-created")
     for a in qs[:1]:
         if a.state == "active" and a.expires_at < timezone.now():
-            a.state = "expired"
-            a.save(update_fields=["state"])
+            expire(a.experiment_id, [a.pk])
             return None
         return a
     return None
@@ -105,6 +106,10 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
         return _not_live(request, exp)
     if exp.platform == "mturk" and request.GET.get("assignmentId") == MTURK_PREVIEW:
         return render(request, "crowd/preview.html", {"exp": exp})
+    src = request.POST if request.method == "POST" else request.GET
+    if any("\x00" in v for _, values in src.lists() for v in values):  # no database column can hold NUL
+        return _message(request, "Invalid study link", "The link contains a character that is not allowed.",
+                        400)
     ids = _platform_ids(request, exp)
     if ids is None:
         need = {"prolific": "PROLIFIC_PID", "mturk": "workerId, assignmentId or a valid turkSubmitTo"}[
@@ -138,7 +143,7 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
     if participant.consent_at is None:
         participant.consent_at = timezone.now()
         participant.save(update_fields=["consent_at"])
-    extra = {k: ids[k][:500] for k in ("mturk_assignment_id", "hit_id", "turk_submit_to") if k in ids}
+    extra = {k: ids[k] for k in ("mturk_assignment_id", "hit_id", "turk_submit_to") if k in ids}
     try:
         assignment = create_assignment(exp.pk, participant, **extra)
     except LookupError:
@@ -156,16 +161,26 @@ def _assignment(token: uuid.UUID) -> Assignment:
         raise Http404("unknown assignment") from exc
 
 
+def _closed_reason_for(
+    pk: int, experiment_id: int, state: str, expires_at: datetime, study_status: str
+) -> str | None:
+    """Why the assignment ``pk`` cannot take judgments now (None = it can); marks it expired if overdue."""
+    if study_status != "live":
+        return f"the study is {study_status}"
+    if state == "active" and expires_at < timezone.now():
+        expire(experiment_id, [pk])
+        state = "expired"
+    if state != "active":
+        return f"this assignment is {state}"
+    return None
+
+
 def _closed_reason(a: Assignment) -> str | None:
     """Why this assignment cannot take judgments now (None = it can)."""
-    if a.experiment.status != "live":
-        return f"the study is {a.experiment.status}"
-    if a.state == "active" and a.expires_at < timezone.now():
-        Assignment.objects.filter(pk=a.pk, state="active").update(state="expired")
+    reason = _closed_reason_for(a.pk, a.experiment_id, a.state, a.expires_at, a.experiment.status)
+    if reason == "this assignment is expired":
         a.state = "expired"
-    if a.state != "active":
-        return f"this assignment is {a.state}"
-    return None
+    return reason
 
 
 @require_GET
@@ -236,7 +251,8 @@ def image(request: HttpRequest, token: uuid.UUID, position: int, side: str) -> F
         f = item.trial.reference.file
     else:
         raise Http404("no such image")
-    resp = FileResponse(f.open("rb"), content_type="image/png")
+    # an explicit neutral file name: the stored one is the stimulus' public id or the reference's sha256
+    resp = FileResponse(f.open("rb"), content_type="image/png", filename=f"{position}-{side}.png")
     resp["Cache-Control"] = "private, max-age=86400"
     return resp
 
@@ -245,10 +261,14 @@ def _json_body(request: HttpRequest, token: uuid.UUID) -> tuple[dict | None, Jso
     """Parse a small JSON object body; return (data, None) or (None, error response)."""
     if request.headers.get("X-Assignment-Token", "") != str(token):
         return None, JsonResponse({"error": "missing or wrong X-Assignment-Token header"}, status=403)
+    if request.content_type != "application/json":
+        return None, JsonResponse({"error": "Content-Type must be application/json"}, status=415)
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        length = 0
+        length = -1
+    if length < 0:  # request.body would raise on it
+        return None, JsonResponse({"error": "invalid Content-Length header"}, status=400)
     if length > settings.CROWD_MAX_BODY_BYTES:
         return None, JsonResponse({"error": "request body too large"}, status=413)
     try:
@@ -259,7 +279,7 @@ def _json_body(request: HttpRequest, token: uuid.UUID) -> tuple[dict | None, Jso
         return None, JsonResponse({"error": "request body too large"}, status=413)
     try:
         data = json.loads(body.decode("utf-8") or "null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError covers decode errors; deep nesting recurses
         return None, JsonResponse({"error": f"malformed JSON: {exc}"}, status=400)
     if not isinstance(data, dict):
         return None, JsonResponse({"error": "expected a JSON object"}, status=400)
@@ -289,9 +309,11 @@ def _validate_judgment(data: dict) -> tuple[dict | None, str | None]:
     if ct is not None:
         try:
             parsed = datetime.fromisoformat(str(ct).replace("Z", "+00:00"))
-        except ValueError:
-            return None, "client_time: expected an ISO 8601 timestamp or null"
-        out["client_time"] = parsed if parsed.tzinfo else timezone.make_aware(parsed, timezone.utc)
+            # in UTC now: an offset that pushes it past year 1..9999 would store a row no one can read back
+            parsed = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except (ValueError, OverflowError):
+            return None, "client_time: expected an ISO 8601 timestamp (years 1-9999 in UTC) or null"
+        out["client_time"] = parsed
     return out, None
 
 
@@ -304,16 +326,17 @@ def _judgment_json(j: Judgment) -> dict:
     }
 
 
-def _replay(a: Assignment, v: dict) -> JsonResponse | None:
+def _replay(assignment_id: int, v: dict) -> JsonResponse | None:
     """Answer a replayed uuid or an already-judged position from what is stored (None if neither)."""
     j = Judgment.objects.select_related("item").filter(client_uuid=v["uuid"]).first()
     if j is not None:
-        if j.assignment_id != a.pk or j.item.position != v["position"] or j.chosen_side != v["choice"]:
+        same = j.assignment_id == assignment_id and j.item.position == v["position"]
+        if not same or j.chosen_side != v["choice"]:
             return JsonResponse({"error": "this uuid was already used for a different judgment"}, status=409)
         return JsonResponse({"status": "duplicate", "judgment": _judgment_json(j)}, status=200)
     j = (
         Judgment.objects.select_related("item")
-        .filter(item__assignment=a, item__position=v["position"])
+        .filter(item__assignment_id=assignment_id, item__position=v["position"])
         .first()
     )
     if j is not None:
@@ -321,51 +344,81 @@ def _replay(a: Assignment, v: dict) -> JsonResponse | None:
     return None
 
 
+@functools.cache
+def _judge_lookup_sql() -> str:
+    """One indexed lookup for the judge view: the assignment by token (unique), its study's status, and the
+    item at the posted position with its trial's stimuli (unique (assignment, position)); item columns are
+    NULL when there is no item at that position."""
+    from webapp.experiments.models import Trial
+
+    return (
+        "SELECT a.id, a.experiment_id, a.state, a.expires_at, e.status, i.id, i.trial_id, i.left_is_a, "
+        "t.stimulus_a_id, t.stimulus_b_id "
+        f"FROM {Assignment._meta.db_table} a "
+        f"JOIN {Experiment._meta.db_table} e ON e.id = a.experiment_id "
+        f"LEFT JOIN {AssignmentItem._meta.db_table} i ON i.assignment_id = a.id AND i.position = %s "
+        f"LEFT JOIN {Trial._meta.db_table} t ON t.id = i.trial_id "
+        "WHERE a.token = %s"
+    )
+
+
 @csrf_exempt
 @require_POST
 def judge(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
-    """Store one judgment: 201 new, 200 replay, 409 uuid reused, 400 bad input, 403 closed, 413 too big."""
-    a = _assignment(token)
+    """Store one judgment: 201 new, 200 replay, 409 uuid reused, 400 bad input, 403 closed, 413 too big.
+
+    The hot path under load is one SELECT (``_judge_lookup_sql``, written by hand because compiling the
+    equivalent ORM queries cost more than running them) and one single-row INSERT in its own transaction;
+    the unique constraints on ``client_uuid`` and ``item`` do the deduplication, so replays and races
+    cost the extra queries of ``_replay`` only when they happen. Nothing here scans a table.
+    """
     data, err = _json_body(request, token)
-    if err:
-        return err
-    v, msg = _validate_judgment(data)
-    if msg:
+    v, msg = (None, None) if err else _validate_judgment(data)
+    row = None
+    if v is not None:
+        with connection.cursor() as cur:
+            cur.execute(_judge_lookup_sql(), [v["position"], _token_db_value(token)])
+            row = cur.fetchone()
+    if row is None:  # an unknown token is 404 before any complaint about the request
+        _assignment(token)
+        if err:
+            return err
         return JsonResponse({"error": msg}, status=400)
-    reason = _closed_reason(a)
+    a_id, exp_id, state, expires_at, study_status, item_id, trial_id, left_is_a, stim_a, stim_b = row
+    if isinstance(expires_at, str):  # SQLite hands raw-cursor timestamps back as text
+        expires_at = parse_datetime(expires_at)
+        expires_at = expires_at if expires_at.tzinfo else timezone.make_aware(expires_at, timezone.utc)
+    reason = _closed_reason_for(a_id, exp_id, state, expires_at, study_status)
     if reason:
         return JsonResponse({"error": reason}, status=403)
-    replay = _replay(a, v)
-    if replay:
-        return replay
-    item = (
-        AssignmentItem.objects.select_related("trial__stimulus_a", "trial__stimulus_b")
-        .filter(assignment=a, position=v["position"])
-        .first()
-    )
-    if item is None:
-        return JsonResponse({"error": f"no item at position {v['position']}"}, status=400)
-    left = item.left_stimulus()
-    chosen = left if v["choice"] == "left" else item.right_stimulus()
+    if item_id is None:
+        return _replay(a_id, v) or JsonResponse({"error": f"no item at position {v['position']}"}, status=400)
+    left, right = (stim_a, stim_b) if left_is_a else (stim_b, stim_a)
     try:
         with transaction.atomic():
-            j = Judgment.objects.create(
-                assignment=a,
-                item=item,
-                trial=item.trial,
-                chosen=chosen,
+            Judgment(
+                assignment_id=a_id,
+                item_id=item_id,
+                trial_id=trial_id,
+                chosen_id=left if v["choice"] == "left" else right,
                 chosen_side=v["choice"],
-                left_stimulus=left,
+                left_stimulus_id=left,
                 response_ms=v["response_ms"],
                 client_uuid=v["uuid"],
                 client_created=v["client_time"],
-            )
-    except IntegrityError:  # a concurrent request stored the same uuid or position first
-        replay = _replay(a, v)
+            ).save(force_insert=True)
+    except IntegrityError:  # the uuid or the slot is already stored (a replay, or a concurrent request)
+        replay = _replay(a_id, v)
         if replay:
             return replay
         raise
-    return JsonResponse({"status": "created", "judgment": _judgment_json(j)}, status=201)
+    out = {"uuid": str(v["uuid"]), "position": v["position"], "choice": v["choice"],
+           "response_ms": v["response_ms"]}
+    return JsonResponse({"status": "created", "judgment": out}, status=201)
+
+
+def _token_db_value(token: uuid.UUID):
+    return Assignment._meta.get_field("token").get_db_prep_value(token, connection)
 
 
 @csrf_exempt
@@ -388,7 +441,7 @@ def device(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
     facts = {
         "viewport": size(data.get("viewport")),
         "dpr": dpr,
-        "user_agent": request.headers.get("User-Agent", "")[:500],
+        "user_agent": request.headers.get("User-Agent", "").replace("\x00", "")[:500],  # jsonb refuses NUL
         "screen": size(data.get("screen")),
     }
     Assignment.objects.filter(pk=a.pk).update(device=facts)

@@ -50,24 +50,39 @@ def load_file(path: Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"{path}: cannot read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SpecError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+        data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+    # ValueError: also PyYAML's impossible dates and over-long JSON integers; RecursionError: deep nesting
+    except (ValueError, RecursionError, yaml.YAMLError) as exc:
+        raise SpecError(f"{path}: not valid {kind}: {str(exc)[:300]}") from exc
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping of fields at the top level")
     return data
 
 
+def _storable(text: str) -> bool:
+    """PostgreSQL text holds neither NUL nor unpaired surrogates (which have no UTF-8 form)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate(data: dict) -> dict[str, Any]:
     """Check every field; return Experiment field values (+ ``codec_settings``)."""
-    unknown = sorted(set(data) - KNOWN)
+    unknown = sorted(map(str, set(data) - KNOWN))  # YAML keys can be numbers, booleans or null too
     if unknown:
         raise SpecError(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(KNOWN))}")
     out: dict[str, Any] = {}
     slug = data.get("slug")
-    if not isinstance(slug, str) or not slug or slugify(slug) != slug:
-        raise SpecError(f"slug: required, lowercase letters, digits and dashes only (got {slug!r})")
+    if not isinstance(slug, str) or not slug or slugify(slug) != slug or len(slug) > 100:
+        raise SpecError(f"slug: required, at most 100 lowercase letters, digits and dashes (got {slug!r})")
     out["slug"] = slug
     if not isinstance(data.get("title"), str) or not data["title"].strip():
         raise SpecError("title: required text")
@@ -76,6 +91,8 @@ def validate(data: dict) -> dict[str, Any]:
             v = data[name]
             if not isinstance(v, str) or len(v) > limit:
                 raise SpecError(f"{name}: expected text of at most {limit} characters")
+            if not _storable(v):
+                raise SpecError(f"{name}: contains a NUL character or an unpaired surrogate")
             out[name] = v
     for name, allowed in _CHOICES.items():
         if name in data:

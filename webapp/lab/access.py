@@ -18,3 +18,17 @@ def experiments_for(user):
 def experiment_for(user, slug: str):
     """The experiment ``slug`` if ``user`` may see it, else Http404 (never reveals that it exists)."""
     return get_object_or_404(experiments_for(user), slug=slug)
+
+
+FLAG_VALUES = {"1": True, "true": True, "on": True, "yes": True, "0": False, "false": False, "off": False,
+               "no": False, "": False}
+
+
+def parse_flag(value: str | None) -> bool:
+    """A boolean query option (absent = False); ValueError naming the accepted spellings otherwise."""
+    if value is None:
+        return False
+    try:
+        return FLAG_VALUES[value.strip().lower()]
+    except KeyError:
+        raise ValueError("expected one of 1, 0, true, false, on, off, yes, no") from None

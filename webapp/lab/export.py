@@ -177,7 +177,10 @@ def export_experiment(experiment, out: str | os.PathLike, exclude_flagged: bool 
     check_out_dir(out, force)
     existed = out.is_dir()
     was_empty = not existed or not any(out.iterdir())
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent is a file, no permission, read-only file system...
+        raise ExportError(f"{out}: cannot create the output directory ({exc.strerror or exc})") from exc
     if force:
         _clear_previous(out, experiment.slug)
     try:

@@ -10,7 +10,7 @@ from django.urls import reverse_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.lab import analysis, plots
-from webapp.lab.access import experiment_for, experiments_for
+from webapp.lab.access import experiment_for, experiments_for, parse_flag
 from webapp.lab.export import ExportError, export_zip
 from webapp.lab.qc import compute_qc, qc_rules
 
@@ -126,4 +126,8 @@ def zip_response(exp, exclude_flagged: bool) -> HttpResponse:
 @require_GET
 def export(request, slug: str):
     exp = experiment_for(request.user, slug)
-    return zip_response(exp, request.GET.get("exclude_flagged") in ("1", "true", "on"))
+    try:
+        exclude = parse_flag(request.GET.get("exclude_flagged"))
+    except ValueError as exc:
+        return HttpResponseBadRequest(f"exclude_flagged: {exc}\n", content_type="text/plain")
+    return zip_response(exp, exclude)

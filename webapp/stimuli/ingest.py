@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from django.core.files.base import ContentFile
 from django.db import transaction
-from PIL import Image
+from PIL import Image, ImageCms
 
 from learning.codecs.base import get_codec
 from learning.codecs.spec import Setting, encode_setting
@@ -44,6 +44,25 @@ def split_for(sha256: str, seed: int, val_fraction: float, test_fraction: float)
     return "train"
 
 
+def to_plain_srgb(im: Image.Image) -> Image.Image:
+    """RGB pixels in sRGB with no metadata: an embedded ICC profile is applied, then dropped.
+
+    Every PNG shown to participants must look the same on the wire whatever made it: a profile (the JXL
+    decoder attaches one, cameras do too) would both change how browsers render that one image and tell
+    a participant which codec produced it. Raises ``ImageCms.PyCMSError`` for a broken profile.
+    """
+    icc = im.info.get("icc_profile")
+    if icc:
+        src = im if im.mode in ("RGB", "CMYK", "L") else im.convert("RGB")  # modes a profile describes
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        rgb = ImageCms.profileToProfile(src, profile, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    else:
+        rgb = im.convert("RGB")
+    plain = Image.new("RGB", rgb.size)
+    plain.paste(rgb)
+    return plain
+
+
 def check_image(path: Path) -> Checked:
     """Read and fully decode one image file; IngestError naming the file when it is not a usable image."""
     data = path.read_bytes()
@@ -52,7 +71,7 @@ def check_image(path: Path) -> Checked:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
-                rgb = im.convert("RGB")
+                rgb = to_plain_srgb(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise IngestError(f"{path}: image too large (decompression bomb guard): {exc}") from exc
     except Exception as exc:  # Pillow raises many types for broken files
@@ -143,7 +162,7 @@ def make_stimulus(ref: ReferenceImage, setting: Setting) -> tuple[Stimulus, bool
         image = Image.open(io.BytesIO(f.read())).convert("RGB")
     codec = get_codec(setting.codec)
     enc = encode_setting(image, setting)
-    decoded = codec.decode(enc.data).convert("RGB")
+    decoded = to_plain_srgb(codec.decode(enc.data))
     x, y = _tensor(image), _tensor(decoded)
     psnr = float(get_metric("psnr")(x, y)[0])
     ssim = float(get_metric("ssim")(x, y)[0])

@@ -3,17 +3,21 @@
 Create a token with ``python manage.py drf_create_token USERNAME`` (or in the admin under Auth Token).
 """
 
+from base64 import b64decode
+from urllib.parse import parse_qs
+
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webapp.lab.access import experiment_for, experiments_for
+from webapp.lab.access import experiment_for, experiments_for, parse_flag
 from webapp.lab.api import serializers as s
 from webapp.lab.qc import compute_qc, qc_rules
 
@@ -45,10 +49,31 @@ class ExperimentDetail(LabAPIMixin, generics.RetrieveAPIView):
 
 
 class JudgmentCursor(CursorPagination):
+    """DRF's cursor pagination, but malformed ``page_size`` / ``cursor`` values are refused (400 / 404)
+    instead of silently falling back to the defaults / the first page."""
+
     ordering = "id"
     page_size = 100
     page_size_query_param = "page_size"
     max_page_size = 1000
+
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is not None and not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
+            raise ValidationError({"page_size": f"expected an integer from 1 to {self.max_page_size}"})
+        return super().get_page_size(request)
+
+    def decode_cursor(self, request):
+        encoded = request.query_params.get(self.cursor_query_param)
+        if encoded is not None:
+            try:
+                fields = parse_qs(b64decode(encoded.encode("ascii"), validate=True).decode("ascii"),
+                                  keep_blank_values=True, strict_parsing=True)
+            except ValueError:  # not ASCII, not base64, not a query string
+                raise NotFound(self.invalid_cursor_message) from None
+            if not set(fields) <= {"o", "r", "p"}:
+                raise NotFound(self.invalid_cursor_message)
+        return super().decode_cursor(request)
 
 
 class JudgmentList(LabAPIMixin, generics.ListAPIView):
@@ -91,4 +116,8 @@ class ExportZip(LabAPIMixin, APIView):
         from webapp.lab.views import zip_response
 
         exp = experiment_for(request.user, slug)
-        return zip_response(exp, request.query_params.get("exclude_flagged") in ("1", "true", "on"))
+        try:
+            exclude = parse_flag(request.query_params.get("exclude_flagged"))
+        except ValueError as exc:
+            raise ValidationError({"exclude_flagged": str(exc)}) from None
+        return zip_response(exp, exclude)

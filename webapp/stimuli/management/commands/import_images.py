@@ -25,6 +25,9 @@ class Command(BaseCommand):
             and o["val_fraction"] + o["test_fraction"] <= 1
         ):
             raise CommandError("--val-fraction and --test-fraction must be in [0, 1] and sum to at most 1")
+        for name in ("source", "licence"):
+            if len(o[name]) > 255:  # the column's width
+                raise CommandError(f"--{name}: at most 255 characters (got {len(o[name])})")
         files: list[Path] = []
         for p in map(Path, o["paths"]):
             if p.is_dir():

@@ -1,0 +1,586 @@
+"""Load benchmark of the judging path: 1,000+ simulated crowdworkers against gunicorn + PostgreSQL.
+
+    python bench/load.py --clients 1000 --duration 60 --think 1.5
+
+What it does, in one run on this machine:
+
+1. creates a scratch PostgreSQL database (``--db``, default ``loadbench``; dropped at the end unless
+   ``--keep-db``), migrates it, loads the demo experiment (``manage.py load_demo``) and sets
+   ``trials_per_assignment`` to every normal trial (about 50 items per assignment, like a real study);
+2. measures the raw single-row INSERT throughput of this PostgreSQL server with pgbench: autocommit
+   single-row INSERTs into a copy of the judgment table (same columns and indexes, no foreign keys), with
+   as many concurrent connections as gunicorn can hold (workers x threads), synchronous_commit as the
+   server has it;
+3. starts gunicorn exactly as ``make serve-prod`` does (``DEBUG=0``, ``webapp/gunicorn.conf.py``) on a
+   free loopback port; the per-IP entry rate limit is switched off (``CROWD_RATE_LIMIT=0``) because all
+   simulated workers share 127.0.0.1;
+4. runs ``--clients`` asyncio/aiohttp workers for ``--duration`` seconds: each arrives during the ramp,
+   consents on ``/p/demo/`` (CSRF form), reads the state, posts its device, then judges item after item
+   with exponential think times (mean ``--think`` s), retrying with the same uuid on a timeout, a
+   connection error or a 5xx with doubling backoff, like ``webapp/crowd/static/crowd/task.js``; about
+   ``--replay`` of the acknowledged judgments are posted again (a lost ack); a finished assignment is
+   completed and the worker takes a new one. After the deadline no new judgment is started; retries in
+   flight may finish during ``--grace`` seconds;
+5. prints judgments/s, judge POST latency p50/p95/p99, errors, the ratio of judgments/s to the raw
+   INSERT/s, and audits the database: judgments stored == distinct judgments acknowledged, 0 duplicates,
+   0 lost, every stored answer equal to the acknowledged one.
+
+The module is also imported by tests/web/reliability/test_faults.py (``simulate`` and ``audit``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+CSRF_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+PGBENCH_PATHS = ("/usr/lib/postgresql/15/bin/pgbench", "pgbench")
+RETRY_START_S, RETRY_MAX_S = 0.5, 30.0  # as in task.js
+JUDGMENT_COLUMNS = (
+    "assignment_id, item_id, trial_id, chosen_id, chosen_side, left_stimulus_id, response_ms, "
+    "client_uuid, created, client_created"
+)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Simulated workers
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """What the simulated workers saw. ``acked`` maps uuid -> (token, position, choice) of every judgment
+    the server acknowledged (200/201); latencies are per HTTP attempt that got a response."""
+
+    clients: int = 0
+    started: float = 0.0
+    deadline: float = 0.0
+    ended: float = 0.0
+    acked: dict[str, tuple[str, int, str]] = field(default_factory=dict)
+    acked_in_window: int = 0
+    judge_latency: list[float] = field(default_factory=list)
+    other_latency: list[float] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+    judge_posts: int = 0
+    retries: int = 0
+    replays: int = 0
+    replay_mismatch: int = 0
+    unacked: int = 0  # judgments abandoned at the hard stop without an ack
+    assignments: int = 0
+    completed: int = 0
+    active_workers: set[int] = field(default_factory=set)
+    in_flight: int = 0
+    peak_in_flight: int = 0
+
+    @property
+    def window_s(self) -> float:
+        return self.deadline - self.started
+
+
+class _Gone(Exception):
+    """The assignment is no longer open (403/404): the page stops, so does the worker."""
+
+
+async def _request(sess, method: str, url: str, res: Result, kind: str, **kw):
+    """One HTTP attempt; returns (status, json-or-text) or raises the aiohttp/timeout error."""
+    t0 = time.perf_counter()
+    res.in_flight += 1
+    res.peak_in_flight = max(res.peak_in_flight, res.in_flight)
+    try:
+        async with sess.request(method, url, allow_redirects=False, **kw) as r:
+            if r.content_type == "application/json":
+                body = await r.json()
+            else:
+                body = await r.text()
+            status, location = r.status, r.headers.get("Location", "")
+    finally:
+        res.in_flight -= 1
+    (res.judge_latency if kind == "judge" else res.other_latency).append(time.perf_counter() - t0)
+    if status >= 400:
+        res.errors[f"{kind} HTTP {status}"] += 1
+    return status, body, location
+
+
+async def _with_retries(coro_fn, res: Result, kind: str, hard_stop: float):
+    """Call ``coro_fn`` until it returns a status < 500 (not 429); back off like task.js in between."""
+    import aiohttp
+
+    backoff = RETRY_START_S
+    while True:
+        try:
+            status, body, location = await coro_fn()
+            if status < 500 and status != 429:
+                return status, body, location
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            res.errors[f"{kind} {type(e).__name__}"] += 1
+        if time.monotonic() + backoff > hard_stop:
+            return None, None, None
+        res.retries += 1
+        await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+        backoff = min(backoff * 2, RETRY_MAX_S)
+
+
+async def _enter(sess, base: str, slug: str, res: Result, hard_stop: float) -> str | None:
+    """Consent on /p/<slug>/ (GET form + POST with CSRF); returns the assignment token or None."""
+    url = f"{base}/p/{slug}/"
+    status, page, _ = await _with_retries(lambda: _request(sess, "GET", url, res, "entry"), res, "entry",
+                                          hard_stop)
+    if status != 200:
+        return None
+    m = CSRF_RE.search(page)
+    if not m:
+        res.errors["entry no CSRF field"] += 1
+        return None
+    data = {"consent": "yes", "csrfmiddlewaretoken": m.group(1)}
+    status, _, location = await _with_retries(
+        lambda: _request(sess, "POST", url, res, "consent", data=data, headers={"Referer": url}),
+        res, "consent", hard_stop)
+    if status != 302 or "/a/" not in location:
+        return None
+    return location.rstrip("/").split("/")[-1]
+
+
+async def _judge(sess, base: str, token: str, body: dict, res: Result, hard_stop: float) -> dict | None:
+    """POST one judgment, retrying with the same uuid until answered; returns the stored judgment."""
+    url, hdr = f"{base}/a/{token}/judge", {"X-Assignment-Token": token}
+
+    async def attempt():
+        res.judge_posts += 1
+        return await _request(sess, "POST", url, res, "judge", json=body, headers=hdr)
+
+    status, data, _ = await _with_retries(attempt, res, "judge", hard_stop)
+    if status is None:
+        return None
+    if status in (200, 201):
+        return data["judgment"]
+    if status in (403, 404):
+        raise _Gone(status)
+    return None  # 400/409: rejected, the page drops it too (counted in errors)
+
+
+async def _worker(wid: int, base: str, slug: str, connector, res: Result, rng: random.Random, ramp: float,
+                  think: float, replay: float, images: bool, hard_stop: float) -> None:
+    import aiohttp
+
+    await asyncio.sleep(rng.uniform(0, ramp))
+    timeout = aiohttp.ClientTimeout(total=10)
+    while time.monotonic() < res.deadline:
+        jar = aiohttp.CookieJar(unsafe=True)  # a new browser profile = a new participant
+        async with aiohttp.ClientSession(connector=connector, connector_owner=False, cookie_jar=jar,
+                                         timeout=timeout) as sess:
+            token = await _enter(sess, base, slug, res, hard_stop)
+            if token is None:
+                await asyncio.sleep(1)
+                continue
+            res.assignments += 1
+            hdr = {"X-Assignment-Token": token}
+            status, state, _ = await _with_retries(
+                lambda t=token: _request(sess, "GET", f"{base}/a/{t}/state", res, "state"), res, "state",
+                hard_stop)
+            if status != 200:
+                continue
+            await _with_retries(lambda t=token: _request(
+                sess, "POST", f"{base}/a/{t}/device", res, "device", headers=hdr,
+                json={"viewport": [1600, 1000], "dpr": 1, "screen": [1920, 1080]}), res, "device", hard_stop)
+            try:
+                done = 0
+                for item in state["items"]:
+                    if images:
+                        for side in ("left", "right", "ref"):
+                            if item.get(side):
+                                await _with_retries(lambda u=item[side]: _request(sess, "GET", base + u, res,
+                                                                                  "image"), res, "image",
+                                                    hard_stop)
+                    await asyncio.sleep(rng.expovariate(1 / think) if think > 0 else 0)
+                    if time.monotonic() >= res.deadline:
+                        break
+                    body = {"uuid": str(uuid.uuid4()), "position": item["position"],
+                            "choice": rng.choice(("left", "right")), "response_ms": rng.randint(300, 4000),
+                            "client_time": None}
+                    stored = await _judge(sess, base, token, body, res, hard_stop)
+                    if stored is None:
+                        res.unacked += 1
+                        continue
+                    res.acked[body["uuid"]] = (token, body["position"], stored["choice"])
+                    if time.monotonic() < res.deadline:
+                        res.acked_in_window += 1
+                    res.active_workers.add(wid)
+                    done += 1
+                    if stored["choice"] != body["choice"] or stored["uuid"] != body["uuid"]:
+                        res.errors["judge ack differs from the answer sent"] += 1
+                    if rng.random() < replay:  # the ack was lost: the page sends the same judgment again
+                        res.replays += 1
+                        again = await _judge(sess, base, token, body, res, hard_stop)
+                        if again is None or again["uuid"] != body["uuid"] or again["choice"] != body["choice"]:
+                            res.replay_mismatch += 1
+                if done == len(state["items"]):
+                    status, _, _ = await _with_retries(lambda t=token: _request(
+                        sess, "POST", f"{base}/a/{t}/complete", res, "complete", headers=hdr), res,
+                        "complete", hard_stop)
+                    res.completed += status == 200
+            except _Gone:
+                res.errors["assignment closed mid-run"] += 1
+
+
+async def simulate(base: str, slug: str, clients: int, duration: float, think: float = 1.5,
+                   replay: float = 0.05, ramp: float | None = None, grace: float = 30.0, images: bool = False,
+                   seed: int = 0, progress: bool = True, during=None) -> Result:
+    """Run ``clients`` simulated workers against ``base`` for ``duration`` s (+ ``grace`` for retries).
+
+    ``during`` (optional) is an ``async def f(res)`` run alongside (the fault test injects faults there).
+    """
+    import aiohttp
+    from tqdm import tqdm
+
+    res = Result(clients=clients)
+    now = time.monotonic()
+    res.started, res.deadline = now, now + duration
+    hard_stop = res.deadline + grace
+    ramp = min(duration / 4, 15.0) if ramp is None else ramp
+    connector = aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True)
+    master = random.Random(seed)
+    tasks = [asyncio.create_task(_worker(i, base, slug, connector, res, random.Random(master.random()), ramp,
+                                         think, replay, images, hard_stop)) for i in range(clients)]
+    extra = [asyncio.create_task(during(res))] if during else []
+
+    async def show():
+        with tqdm(total=int(duration), unit="s", disable=not progress, desc="load") as bar:
+            while time.monotonic() < res.deadline:
+                await asyncio.sleep(1)
+                bar.update(1)
+                bar.set_postfix(acked=len(res.acked), in_flight=res.in_flight, errors=sum(res.errors.values()))
+
+    shower = asyncio.create_task(show())
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks, *extra), timeout=duration + grace + 30)
+    finally:
+        shower.cancel()
+        for t in tasks + extra:
+            t.cancel()
+        await connector.close()
+    res.ended = time.monotonic()
+    return res
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100, nearest rank) of ``values``; nan if empty."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(q / 100 * len(s) + 0.5)) - 1))]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Audit (from the database, after the run)
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Audit:
+    stored: int
+    acked: int
+    lost: list[str]  # acknowledged but not stored
+    unacknowledged_stored: int  # stored but never acknowledged (a client gave up at the hard stop)
+    wrong_content: int  # stored answer differs from the acknowledged one
+    duplicate_uuid: int
+    duplicate_slot: int
+
+    @property
+    def ok(self) -> bool:
+        """Every acknowledged judgment stored exactly once, with the acknowledged answer."""
+        return (not self.lost and not self.wrong_content and not self.duplicate_uuid
+                and not self.duplicate_slot and self.stored == self.acked + self.unacknowledged_stored)
+
+    def line(self) -> str:
+        return (f"stored {self.stored}, acknowledged {self.acked}, lost {len(self.lost)}, duplicates "
+                f"{self.duplicate_uuid} (uuid) + {self.duplicate_slot} (slot), wrong answer "
+                f"{self.wrong_content}, stored without ack {self.unacknowledged_stored}")
+
+
+def audit(cursor, slug: str, res: Result) -> Audit:
+    """Compare what the server acknowledged with what the database holds for experiment ``slug``."""
+    cursor.execute(
+        """SELECT j.client_uuid::text, a.token::text, i.position, j.chosen_side, j.item_id
+           FROM crowd_judgment j JOIN crowd_assignment a ON a.id = j.assignment_id
+           JOIN crowd_assignmentitem i ON i.id = j.item_id
+           JOIN experiments_experiment e ON e.id = a.experiment_id WHERE e.slug = %s""", [slug])
+    rows = cursor.fetchall()
+    by_uuid = {r[0]: r for r in rows}
+    lost = [u for u in res.acked if u not in by_uuid]
+    wrong = sum(1 for u, (tok, pos, ch) in res.acked.items()
+                if u in by_uuid and (by_uuid[u][1].replace("-", "") != tok.replace("-", "")
+                                     or by_uuid[u][2] != pos or by_uuid[u][3] != ch))
+    return Audit(stored=len(rows), acked=len(res.acked), lost=lost,
+                 unacknowledged_stored=sum(1 for u in by_uuid if u not in res.acked), wrong_content=wrong,
+                 duplicate_uuid=len(rows) - len(by_uuid), duplicate_slot=len(rows) - len({r[4] for r in rows}))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Raw INSERT baseline
+# --------------------------------------------------------------------------------------------------------
+
+
+def raw_insert_rate(db_url: str, connections: int, seconds: float) -> tuple[float, str]:
+    """Single-row autocommit INSERTs/s into a copy of crowd_judgment (same indexes, no FKs); (rate, how)."""
+    import psycopg2
+
+    with psycopg2.connect(db_url) as conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS bench_raw_insert")
+        cur.execute("CREATE TABLE bench_raw_insert (LIKE crowd_judgment INCLUDING DEFAULTS INCLUDING "
+                    "IDENTITY INCLUDING INDEXES)")
+        cur.execute("SHOW synchronous_commit")
+        sync = cur.fetchone()[0]
+    conn.close()
+    stmt = (f"INSERT INTO bench_raw_insert ({JUDGMENT_COLUMNS}) VALUES ((random()*1e6)::int, "
+            "(random()*1e15)::bigint, (random()*1e3)::int, (random()*1e3)::int, 'left', "
+            "(random()*1e3)::int, 900, gen_random_uuid(), now(), now());\n")
+    pgbench = next((p for p in PGBENCH_PATHS if shutil.which(p)), None)
+    try:
+        if pgbench:
+            with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+                f.write(stmt)
+            u = urlsplit(db_url)
+            cmd = [pgbench, "-n", "-f", f.name, "-c", str(connections), "-j", str(min(connections, 2)),
+                   "-T", str(int(seconds)), "-h", u.hostname or "127.0.0.1", "-p", str(u.port or 5432),
+                   "-U", u.username or "postgres", u.path.lstrip("/")]
+            env = {**os.environ, **({"PGPASSWORD": u.password} if u.password else {})}
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+            os.unlink(f.name)
+            rate = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out).group(1))
+            how = f"pgbench -c {connections} -j {min(connections, 2)} -T {int(seconds)}"
+        else:  # the equivalent psycopg2 loop, one thread per connection
+            import threading
+
+            counts = [0] * connections
+            stop = time.monotonic() + seconds
+
+            def loop(k: int) -> None:
+                c = psycopg2.connect(db_url)
+                c.autocommit = True
+                with c.cursor() as cu:
+                    while time.monotonic() < stop:
+                        cu.execute(stmt)
+                        counts[k] += 1
+                c.close()
+
+            threads = [threading.Thread(target=loop, args=(k,)) for k in range(connections)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            rate, how = sum(counts) / seconds, f"psycopg2 loop, {connections} threads, {seconds:.0f} s"
+    finally:
+        with psycopg2.connect(db_url) as conn, conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS bench_raw_insert")
+        conn.close()
+    return rate, f"{how}, synchronous_commit={sync}"
+
+
+# --------------------------------------------------------------------------------------------------------
+# gunicorn
+# --------------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(db_url: str, media: str, static: str, port: int, workers: int | None,
+               threads: int | None = None) -> dict[str, str]:
+    """Environment for manage.py / gunicorn in production mode on plain-HTTP loopback."""
+    env = {**os.environ, "DEBUG": "0", "SECRET_KEY": "bench-" + uuid.uuid4().hex * 2,
+           "ALLOWED_HOSTS": "127.0.0.1,localhost", "SECURE_SSL_REDIRECT": "0", "SECURE_COOKIES": "0",
+           "DATABASE_URL": db_url, "MEDIA_ROOT": media, "STATIC_ROOT": static, "CROWD_RATE_LIMIT": "0",
+           "GUNICORN_BIND": f"127.0.0.1:{port}", "PYTHONPATH": str(ROOT)}
+    if workers:
+        env["GUNICORN_WORKERS"] = str(workers)
+    if threads:
+        env["GUNICORN_THREADS"] = str(threads)
+    return env
+
+
+def start_gunicorn(env: dict[str, str], log_path: str, wait_s: float = 60) -> subprocess.Popen:
+    """Start gunicorn like ``make serve-prod``; return once it answers on GUNICORN_BIND."""
+    import urllib.request
+
+    log = open(log_path, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "webapp.wsgi:application", "-c",
+                             "webapp/gunicorn.conf.py"], cwd=ROOT, env=env, stdout=log, stderr=log,
+                            start_new_session=True)
+    url = f"http://{env['GUNICORN_BIND']}/static/crowd/task.css"
+    stop = time.monotonic() + wait_s
+    while time.monotonic() < stop:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}; see {log_path}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"gunicorn did not answer within {wait_s} s; see {log_path}")
+
+
+def stop_gunicorn(proc: subprocess.Popen) -> None:
+    """Graceful stop (SIGTERM to the master), then SIGKILL to its process group if needed."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def worker_pids(master_pid: int) -> list[int]:
+    """PIDs of the gunicorn workers (children of the master), from /proc."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                stat = (p / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == master_pid:
+                out.append(int(p.name))
+    return sorted(out)
+
+
+# --------------------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------------------
+
+
+def _db_url(admin_url: str, name: str) -> str:
+    u = urlsplit(admin_url)
+    return urlunsplit((u.scheme, u.netloc, "/" + name, u.query, u.fragment))
+
+
+def _gunicorn_capacity(env: dict[str, str]) -> tuple[int, int, str]:
+    """(workers, threads, worker_class) as webapp/gunicorn.conf.py resolves them in ``env``."""
+    code = ("import runpy; c = runpy.run_path('webapp/gunicorn.conf.py'); "
+            "print(c['workers'], c.get('threads', 1), c.get('worker_class', 'sync'))")
+    w, t, k = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                             check=True).stdout.split()
+    return int(w), int(t), k
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=1000, help="simulated workers (default 1000)")
+    ap.add_argument("--duration", type=float, default=60, help="seconds of judging (default 60)")
+    ap.add_argument("--think", type=float, default=1.5, help="mean think time per judgment, s (default 1.5)")
+    ap.add_argument("--replay", type=float, default=0.05, help="fraction of acks re-posted (default 0.05)")
+    ap.add_argument("--ramp", type=float, default=None, help="arrival spread, s (default duration/4, <=15)")
+    ap.add_argument("--grace", type=float, default=30, help="s after the deadline for retries in flight")
+    ap.add_argument("--images", action="store_true", help="also GET the 2-3 images of every trial")
+    ap.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: gunicorn.conf.py)")
+    ap.add_argument("--threads", type=int, default=None, help="gunicorn threads per worker (default: conf)")
+    ap.add_argument("--baseline-seconds", type=float, default=10)
+    ap.add_argument("--admin-url", default="postgres://postgres@127.0.0.1:5432/postgres",
+                    help="a PostgreSQL URL allowed to CREATE/DROP DATABASE")
+    ap.add_argument("--db", default="loadbench", help="scratch database (dropped and recreated)")
+    ap.add_argument("--keep-db", action="store_true")
+    a = ap.parse_args()
+    if not a.admin_url.startswith("postgres"):
+        sys.exit("error: --admin-url must be a PostgreSQL URL")
+    import psycopg2
+
+    db_url = _db_url(a.admin_url, a.db)
+
+    def admin(sql: str) -> None:
+        c = psycopg2.connect(a.admin_url)
+        c.autocommit = True
+        with c.cursor() as cur:
+            cur.execute(sql)
+        c.close()
+
+    admin(f'DROP DATABASE IF EXISTS "{a.db}" WITH (FORCE)')
+    admin(f'CREATE DATABASE "{a.db}"')
+    tmp = Path(tempfile.mkdtemp(prefix="loadbench-"))
+    port = free_port()
+    env = server_env(db_url, str(tmp / "media"), str(tmp / "static"), port, a.workers, a.threads)
+    workers, threads, kind = _gunicorn_capacity(env)
+    proc = None
+    try:
+        print(f"[1/4] scratch database {a.db}: migrate, load_demo, collectstatic", flush=True)
+        for cmd in (["migrate", "-v0"], ["load_demo"], ["collectstatic", "--noinput", "-v0"]):
+            subprocess.run([sys.executable, "manage.py", *cmd], cwd=ROOT, env=env, check=True,
+                           capture_output=True)
+        with psycopg2.connect(db_url) as conn, conn.cursor() as cur:
+            cur.execute("UPDATE experiments_experiment SET trials_per_assignment = (SELECT count(*) FROM "
+                        "experiments_trial t WHERE t.experiment_id = experiments_experiment.id AND "
+                        "t.kind = 'normal') WHERE slug = 'demo' RETURNING trials_per_assignment")
+            per_assignment = cur.fetchone()[0]
+        conn.close()
+        conns = workers * threads
+        print(f"[2/4] raw INSERT baseline, {conns} connections", flush=True)
+        raw, raw_how = raw_insert_rate(db_url, conns, a.baseline_seconds)
+        print(f"[3/4] gunicorn {workers} workers x {threads} threads ({kind}) on 127.0.0.1:{port}", flush=True)
+        proc = start_gunicorn(env, str(tmp / "gunicorn.log"))
+        print(f"[4/4] {a.clients} simulated workers for {a.duration:.0f} s", flush=True)
+        res = asyncio.run(simulate(f"http://127.0.0.1:{port}", "demo", a.clients, a.duration, a.think,
+                                   a.replay, a.ramp, a.grace, a.images))
+        stop_gunicorn(proc)
+        with psycopg2.connect(db_url) as conn, conn.cursor() as cur:
+            report = audit(cur, "demo", res)
+        conn.close()
+    finally:
+        if proc is not None:
+            stop_gunicorn(proc)
+        if not a.keep_db:
+            admin(f'DROP DATABASE IF EXISTS "{a.db}" WITH (FORCE)')
+        log = tmp / "gunicorn.log"
+        tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    rate = res.acked_in_window / res.window_s
+    lat = res.judge_latency
+    ms = [1000 * percentile(lat, q) for q in (50, 95, 99)]
+    print()
+    print(f"machine: {os.cpu_count()} cores; server and clients on the same machine (loopback)")
+    print(f"gunicorn: {workers} workers x {threads} threads ({kind}), DEBUG=0, CROWD_RATE_LIMIT=0 (off)")
+    print(f"simulated workers: {a.clients} started, {len(res.active_workers)} made >= 1 judgment, peak "
+          f"{res.peak_in_flight} requests in flight; think time exp(mean {a.think} s), "
+          f"{per_assignment} normal trials per assignment")
+    print(f"assignments taken {res.assignments}, completed {res.completed}")
+    print(f"judgments acknowledged in the {res.window_s:.0f} s window: {res.acked_in_window} = {rate:.1f} "
+          f"judgments/s ({len(res.acked)} incl. retries finishing in the grace period)")
+    print(f"judge POSTs {res.judge_posts} (retries {res.retries}, replays {res.replays}, replay answers "
+          f"differing {res.replay_mismatch}); latency per attempt p50 {ms[0]:.1f} ms, p95 {ms[1]:.1f} ms, "
+          f"p99 {ms[2]:.1f} ms, max {1000 * max(lat, default=0):.0f} ms")
+    other = res.other_latency
+    print(f"other requests (entry, state, device, complete{', images' if a.images else ''}): {len(other)}, "
+          f"p50 {1000 * percentile(other, 50):.1f} ms, p99 {1000 * percentile(other, 99):.1f} ms")
+    print(f"errors: {sum(res.errors.values())} {dict(res.errors) if res.errors else ''}; judgments abandoned "
+          f"without ack {res.unacked}")
+    print(f"raw PostgreSQL single-row INSERT: {raw:.1f}/s ({raw_how})")
+    print(f"ratio judgments/s / raw INSERT/s = {rate / raw:.3f}")
+    print(f"audit: {report.line()} -> {'OK' if report.ok else 'FAILED'}")
+    if res.errors and tail:
+        print("gunicorn log tail:\n  " + "\n  ".join(tail))
+    if not report.ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
