@@ -32,3 +32,16 @@ def parse_flag(value: str | None) -> bool:
         return FLAG_VALUES[value.strip().lower()]
     except KeyError:
         raise ValueError("expected one of 1, 0, true, false, on, off, yes, no") from None
+
+
+class OwnedByResearcherAdmin:
+    """Admin mixin: researchers (staff, not superusers) see and edit only rows of their own experiments.
+
+    ``owner_field`` is the lookup from the model to the experiment's owner, e.g. ``"experiment__owner"``.
+    """
+
+    owner_field = "owner"
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        return qs if request.user.is_superuser else qs.filter(**{self.owner_field: request.user})

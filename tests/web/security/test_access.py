@@ -224,6 +224,34 @@ def test_staff_researcher_without_permissions_sees_no_one_in_admin(researchers):
     assert_clean("access.staff", 20)
 
 
+def test_staff_researcher_with_permissions_sees_only_own_experiments_in_admin(researchers):
+    """A staff researcher granted view/change permissions on experiments and crowd data sees his own
+    experiments' rows in the admin and none of another researcher's (superusers see everything)."""
+    from django.contrib.auth.models import Permission
+
+    from webapp.crowd.models import Assignment, Participant
+    from webapp.experiments.models import Experiment
+
+    exp, bob = researchers["exp"], researchers["bob"]
+    bob.user_permissions.add(*Permission.objects.filter(
+        content_type__app_label__in=["experiments", "crowd"], codename__startswith="view_"))
+    own = Experiment.objects.create(slug="bobs-study", title="Bob's study", owner=bob, question="?")
+    enter(Client(), exp)  # a participant + assignment in alice's experiment
+    c = Client(raise_request_exception=False)
+    c.force_login(bob)
+    listing = c.get("/admin/experiments/experiment/")
+    assert listing.status_code == 200 and b"bobs-study" in listing.content
+    assert exp.slug.encode() not in listing.content
+    assert c.get(f"/admin/experiments/experiment/{exp.pk}/change/").status_code == 302  # "does not exist"
+    assert c.get(f"/admin/experiments/experiment/{own.pk}/change/").status_code == 200
+    for model, obj in (("participant", Participant.objects.get(experiment=exp)),
+                       ("assignment", Assignment.objects.get(experiment=exp))):
+        assert c.get(f"/admin/crowd/{model}/{obj.pk}/change/").status_code == 302, model
+    root = Client()
+    root.force_login(researchers["root"])
+    assert exp.slug.encode() in root.get("/admin/experiments/experiment/").content
+
+
 def test_admin_cannot_upload_images(researchers, media_root):
     """Even a superuser cannot add references or stimuli through the admin (uploads would skip the
     import checks); existing rows can be relabelled but their files, hashes and sizes are read-only."""
