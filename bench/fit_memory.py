@@ -2,15 +2,18 @@
 
 Two figures, each measured in a fresh subprocess (``ru_maxrss``):
 
-* ``fit-stage``: the weight fit (``learning.fitting.fit.fit_weights``) on N cached vector pairs
-  (N×1152 float32 ×2 for AlexNet) — the part whose memory grows with the dataset. The vectors are real
-  DPL channel distances of K codec-distorted Kodak patches (random AlexNet), tiled to N rows with small
-  multiplicative jitter; judges from a synthetic observer. Default N = 50,000 (train) + 10,000 (val).
-* ``command``: the full ``python -m learning fit`` (PNG reading, backbone, cache, fit) on a BAPPS dataset of
-  ``--command-triplets`` triplets on disk — making 50,000 PNG triplets takes too long on 2 cores, so this
-  one runs at a smaller N; its growth with N is the cached vectors (4.6 KB per vector) plus the fit.
+* ``command``: the whole ``python -m learning fit`` (set reading, hashing, PNG decoding, backbone, cache
+  writing, the fit, the weight file) with a cold cache on a BAPPS dataset of ``--command-triplets``
+  training triplets (+ 20 % validation triplets) on disk. Default 50,000, made like the site's data
+  (``--distortions 10 --pairs-per-ref 10``: each 64×64 Kodak reference patch has 10 real-codec
+  distortions, 10 of their pairs are triplets; every triplet's ref/p0/p1 files are written, so images
+  repeat across files as in an export). ``--distortions 0``: a fresh reference per triplet.
+* ``fit-stage``: the weight fit (``learning.fitting.fit.fit_weights``) alone on N cached vector pairs
+  (N×1152 float32 ×2 for AlexNet): real DPL channel distances of K codec-distorted Kodak patches (random
+  AlexNet), tiled to N rows with small multiplicative jitter; judges from a synthetic observer.
 
-Usage: python bench/fit_memory.py [--n 50000] [--k 2000] [--command-triplets 2000]
+Usage: python bench/fit_memory.py [--n 50000] [--k 2000] [--command-triplets 50000] [--distortions 10]
+       [--pairs-per-ref 10] [--stage fit|command]
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,35 +72,45 @@ def fit_stage(n: int, k: int) -> None:
           f"(before the fit {rss_before:.0f} MiB)")
 
 
-def command(n: int) -> None:
+def command(n: int, distortions: int, pairs_per_ref: int) -> None:
     from learning.fitting.synthetic import make_dataset
 
     work = Path(tempfile.mkdtemp(prefix="fit_memory_"))
-    make_dataset(work / "data", sorted(KODAK.glob("*.png")), n_train=n, n_val=max(50, n // 5), mix=False)
+    design = dict(distortions=distortions, pairs_per_ref=pairs_per_ref) if distortions else {}
+    t0 = time.perf_counter()
+    make_dataset(work / "data", sorted(KODAK.glob("*.png")), n_train=n, n_val=max(50, n // 5), mix=False,
+                 **design)
+    print(f"command: dataset of {n} train + {max(50, n // 5)} val triplets (64x64, "
+          + (f"{distortions} distortions x {pairs_per_ref} pairs per reference" if design
+             else "a fresh reference per triplet") + f") made in {time.perf_counter() - t0:.0f}s")
     cmd = [sys.executable, "-m", "learning", "fit", "--data", str(work / "data" / "train"), "--val",
            str(work / "data" / "val"), "--backbone", "random:0", "--out", str(work / "w.dpl"), "--cache",
            str(work / "cache"), "--quiet", "--threads", "2"]
     t0 = time.perf_counter()
-    subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, capture_output=True)
+    out = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, capture_output=True,
+                         text=True).stdout
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"command: python -m learning fit on {n} train triplets (64x64, cold cache): "
+    print(f"command: python -m learning fit on {n} train triplets (cold cache): "
           f"{time.perf_counter() - t0:.1f}s, peak RSS {peak:.0f} MiB")
+    print("  " + out.strip().replace("\n", "\n  "))
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=50000)
     ap.add_argument("--k", type=int, default=2000)
-    ap.add_argument("--command-triplets", type=int, default=2000)
-    ap.add_argument("--stage", choices=["fit", "command"], help=argparse.SUPPRESS)
+    ap.add_argument("--command-triplets", type=int, default=50000)
+    ap.add_argument("--distortions", type=int, default=10, help="0: a fresh reference per triplet")
+    ap.add_argument("--pairs-per-ref", type=int, default=10)
+    ap.add_argument("--stage", choices=["fit", "command"], help="run one stage only")
     args = ap.parse_args()
-    if args.stage == "fit":
-        return fit_stage(args.n, args.k)
-    if args.stage == "command":
-        return command(args.command_triplets)
-    for stage in ("fit", "command"):
-        subprocess.run([sys.executable, __file__, "--stage", stage, "--n", str(args.n), "--k", str(args.k),
-                        "--command-triplets", str(args.command_triplets)], check=True)
+    for stage in [args.stage] if args.stage else ["fit", "command"]:
+        # each stage in a fresh process: ru_maxrss is a high-water mark
+        code = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import fit_memory as m; "
+                + (f"m.fit_stage({args.n}, {args.k})" if stage == "fit" else
+                   f"m.command({args.command_triplets}, {args.distortions}, {args.pairs_per_ref})"))
+        subprocess.run([sys.executable, "-c", code], check=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from learning import twoafc  # noqa: E402
+from learning.cli.fit import keep_freed_memory  # noqa: E402
 from learning.compat import ensure_torchvision  # noqa: E402
 from learning.fitting.synthetic import make_dataset  # noqa: E402
 
@@ -49,6 +51,11 @@ def tensors(triplets, h):
     r, a, b = (torch.from_numpy(np.stack([t[j] for t in triplets])).permute(0, 3, 1, 2).float() / 255
                for j in range(3))
     return r, a, b, torch.as_tensor(h, dtype=torch.float32)
+
+
+def children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def main() -> None:
@@ -62,6 +69,7 @@ def main() -> None:
     ap.add_argument("--pairs-per-ref", type=int, default=10)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # what the fit command does for itself; here it helps the trainer and the floor
     sources = sorted(Path(args.kodak).glob("*.png"))
     n_val = max(50, args.triplets // 5)
     n_train = args.triplets - n_val
@@ -78,53 +86,56 @@ def main() -> None:
           + f": {len(unique)} unique images in {3 * args.triplets} triplet slots ({made:.0f}s to make)")
     ceiling = twoafc.score(info["val_dist"][:, 0], info["val_dist"][:, 1], info["val_h"])
     print(f"val 2AFC of the true weights (ceiling): {ceiling:.4f}")
+    print("times: wall seconds, and CPU seconds (user+sys, all threads) in brackets: the machine is shared, "
+          "CPU time drifts less with the load")
 
     # --- cold fit, as a user runs it (run again after the trainer: the load of a shared machine drifts,
     # the slower of the two counts)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 
-    def fit_cmd(tag: str) -> list[str]:
+    def fit_cmd(tag: str, out: str | None = None) -> list[str]:
         return [sys.executable, "-m", "learning", "fit", "--data", str(work / "data" / "train"), "--val",
                 str(work / "data" / "val"), "--net", "alex", "--backbone", "random:0",
-                "--out", str(work / f"w-{tag}.dpl"), "--cache", str(work / f"cache-{tag}"),
+                "--out", str(work / f"w-{out or tag}.dpl"), "--cache", str(work / f"cache-{tag}"),
                 "--threads", str(args.threads), "--quiet"]
 
-    def cold_fit(tag: str) -> tuple[float, float]:
-        t0 = time.perf_counter()
-        out = subprocess.run(fit_cmd(tag), env=env, capture_output=True, text=True, check=True).stdout
-        dt = time.perf_counter() - t0
+    def timed_run(cmd: list[str]) -> tuple[float, float, str]:
+        c0, t0 = children_cpu(), time.perf_counter()
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        return time.perf_counter() - t0, children_cpu() - c0, out
+
+    def cold_fit(tag: str) -> tuple[float, float, float]:
+        wall, cpu, out = timed_run(fit_cmd(tag))
         score = float(re.search(r"val 2AFC ([0-9.]+)", out).group(1))
-        print(f"fit (cold, subprocess, run {tag}): {dt:.1f}s  val 2AFC {score:.4f} "
+        print(f"fit (cold, subprocess, run {tag}): {wall:.1f}s [{cpu:.1f}s]  val 2AFC {score:.4f} "
               f"({score / ceiling:.1%} of ceiling)")
         print("  " + out.strip().replace("\n", "\n  "))
-        return dt, score
+        return wall, cpu, score
 
-    t_fit, fit_val = cold_fit("1")
-    t0 = time.perf_counter()
-    refit = [str(work / "w-refit.dpl") if c == str(work / "w-1.dpl") else c for c in fit_cmd("1")]
-    out2 = subprocess.run(refit, env=env, capture_output=True, text=True, check=True).stdout
-    t_refit = time.perf_counter() - t0
-    print(f"refit (warm cache, subprocess): {t_refit:.1f}s")
-    print("  " + out2.strip().replace("\n", "\n  "))
+    fit1 = cold_fit("1")
+    fit_val = fit1[2]
+    wall, cpu, out = timed_run(fit_cmd("1", "refit"))
+    print(f"refit (warm cache, subprocess): {wall:.1f}s [{cpu:.1f}s]")
+    print("  " + out.strip().replace("\n", "\n  "))
 
     # --- floor: one backbone pass over every unique image (and, for contrast, over every triplet slot)
     model = info["observer"]
     tr = tensors(info["train"], info["train_h"])
     va = tensors(info["val"], info["val_h"])
 
-    def backbone_pass(imgs: torch.Tensor) -> float:
-        t0 = time.perf_counter()
+    def backbone_pass(imgs: torch.Tensor) -> tuple[float, float]:
+        c0, t0 = time.process_time(), time.perf_counter()
         with torch.inference_mode():
             for i in range(0, len(imgs), 192):
                 model._features(imgs[i:i + 192])
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     uniq = torch.from_numpy(np.stack(list(unique.values()))).permute(0, 3, 1, 2).float() / 255
-    t_floor = backbone_pass(uniq)
-    t_slots = backbone_pass(torch.cat([torch.cat(tr[:3]), torch.cat(va[:3])]))
-    print(f"floor (one backbone pass over the {len(uniq)} unique images, in memory): {t_floor:.1f}s; "
-          f"fit is {t_fit / t_floor:.2f}x the floor")
-    print(f"  (a pass over all {3 * args.triplets} triplet slots: {t_slots:.1f}s)")
+    floor = backbone_pass(uniq)
+    slots = backbone_pass(torch.cat([torch.cat(tr[:3]), torch.cat(va[:3])]))
+    print(f"floor (one backbone pass over the {len(uniq)} unique images, in memory): {floor[0]:.1f}s "
+          f"[{floor[1]:.1f}s]; cold fit is {fit1[0] / floor[0]:.2f}x the floor [{fit1[1] / floor[1]:.2f}x]")
+    print(f"  (a pass over all {3 * args.triplets} triplet slots: {slots[0]:.1f}s [{slots[1]:.1f}s])")
 
     # --- lpips.Trainer, its best chance
     ensure_torchvision()
@@ -136,9 +147,9 @@ def main() -> None:
     to_pm1 = [x * 2 - 1 for x in tr[:3]]
     val_pm1 = [x * 2 - 1 for x in va[:3]]
     g = torch.Generator().manual_seed(0)
-    t_lp, best, reached, best_at = 0.0, 0.0, None, (0, 0.0)
+    wall_lp, cpu_lp, best, reached, best_at = 0.0, 0.0, 0.0, None, (0, 0.0, 0.0)
     for epoch in range(1, args.max_epochs + 1):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         trainer.net.train()
         perm = torch.randperm(n_train, generator=g)
         for i in range(0, n_train, 50):
@@ -146,29 +157,31 @@ def main() -> None:
             trainer.set_input({"ref": to_pm1[0][idx], "p0": to_pm1[1][idx], "p1": to_pm1[2][idx],
                                "judge": tr[3][idx].view(-1, 1, 1, 1)})
             trainer.optimize_parameters()
-        t_lp += time.perf_counter() - t0
+        wall_lp += time.perf_counter() - t0
+        cpu_lp += time.process_time() - c0
         trainer.net.eval()
         with torch.inference_mode():
             d = [torch.cat([trainer.forward(val_pm1[0][i:i + 100], val_pm1[j][i:i + 100]).flatten()
                             for i in range(0, n_val, 100)]).numpy() for j in (1, 2)]
-        score = twoafc.score(d[0], d[1], va[3].numpy())
+        score = round(twoafc.score(d[0], d[1], va[3].numpy()), 4)  # fit's score is read as printed
         if score > best:
-            best, best_at = score, (epoch, t_lp)
-        print(f"  lpips.Trainer epoch {epoch}: {t_lp:.1f}s cumulative training, val 2AFC {score:.4f}")
+            best, best_at = score, (epoch, wall_lp, cpu_lp)
+        print(f"  lpips.Trainer epoch {epoch}: {wall_lp:.1f}s [{cpu_lp:.1f}s] cumulative training, "
+              f"val 2AFC {score:.4f}")
         if score >= fit_val:
-            reached = (epoch, t_lp)
+            reached = (epoch, wall_lp, cpu_lp)
             break
-    t_fit2, _ = cold_fit("2")
-    t_fit = max(t_fit, t_fit2)
-    print(f"cold fit, slower of the two runs: {t_fit:.1f}s")
+    fit2 = cold_fit("2")
+    t_fit, c_fit = max(fit1[0], fit2[0]), max(fit1[1], fit2[1])
+    print(f"cold fit, slower of the two runs: {t_fit:.1f}s [{c_fit:.1f}s]")
     if reached:
-        print(f"lpips.Trainer reached fit's val 2AFC after {reached[0]} epochs, {reached[1]:.1f}s: "
-              f"fit is {reached[1] / t_fit:.1f}x faster")
+        print(f"lpips.Trainer reached fit's val 2AFC after {reached[0]} epochs, {reached[1]:.1f}s "
+              f"[{reached[2]:.1f}s]: fit is {reached[1] / t_fit:.1f}x faster [{reached[2] / c_fit:.1f}x]")
     else:
-        print(f"lpips.Trainer did not reach {fit_val:.4f} in {args.max_epochs} epochs ({t_lp:.1f}s, best "
-              f"{best:.4f} after {best_at[0]} epochs, {best_at[1]:.1f}s): fit is at least "
-              f"{t_lp / t_fit:.1f}x faster; {best_at[1] / t_fit:.1f}x against the trainer's time to its own "
-              "(lower) best")
+        print(f"lpips.Trainer did not reach {fit_val:.4f} in {args.max_epochs} epochs ({wall_lp:.1f}s "
+              f"[{cpu_lp:.1f}s], best {best:.4f} after {best_at[0]} epochs): fit is at least "
+              f"{wall_lp / t_fit:.1f}x faster [{cpu_lp / c_fit:.1f}x]; against the trainer's time to its own "
+              f"(lower) best: {best_at[1] / t_fit:.1f}x [{best_at[2] / c_fit:.1f}x]")
     print(f"work folder: {work}")
 
 

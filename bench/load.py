@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CSRF_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 PGBENCH_PATHS = ("/usr/lib/postgresql/15/bin/pgbench", "pgbench")
 RETRY_START_S, RETRY_MAX_S = 0.5, 30.0  # as in task.js
+REQUEST_TIMEOUT_S = 30  # the browser waits longer; 30 s is gunicorn's worker timeout
 JUDGMENT_COLUMNS = (
     "assignment_id, item_id, trial_id, chosen_id, chosen_side, left_stimulus_id, response_ms, "
     "client_uuid, created, client_created"
@@ -75,6 +76,8 @@ class Result:
     acked: dict[str, tuple[str, int, str]] = field(default_factory=dict)
     acked_in_window: int = 0
     judge_latency: list[float] = field(default_factory=list)
+    judge_at: list[float] = field(default_factory=list)  # monotonic time each judge_latency sample ended
+    ack_at: list[float] = field(default_factory=list)  # monotonic time of each first ack
     other_latency: list[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     judge_posts: int = 0
@@ -85,6 +88,7 @@ class Result:
     assignments: int = 0
     completed: int = 0
     active_workers: set[int] = field(default_factory=set)
+    ramp: float = 0.0
     in_flight: int = 0
     peak_in_flight: int = 0
 
@@ -111,7 +115,11 @@ async def _request(sess, method: str, url: str, res: Result, kind: str, **kw):
             status, location = r.status, r.headers.get("Location", "")
     finally:
         res.in_flight -= 1
-    (res.judge_latency if kind == "judge" else res.other_latency).append(time.perf_counter() - t0)
+    if kind == "judge":
+        res.judge_latency.append(time.perf_counter() - t0)
+        res.judge_at.append(time.monotonic())
+    else:
+        res.other_latency.append(time.perf_counter() - t0)
     if status >= 400:
         res.errors[f"{kind} HTTP {status}"] += 1
     return status, body, location
@@ -127,7 +135,7 @@ async def _with_retries(coro_fn, res: Result, kind: str, hard_stop: float):
             status, body, location = await coro_fn()
             if status < 500 and status != 429:
                 return status, body, location
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             res.errors[f"{kind} {type(e).__name__}"] += 1
         if time.monotonic() + backoff > hard_stop:
             return None, None, None
@@ -179,7 +187,7 @@ async def _worker(wid: int, base: str, slug: str, connector, res: Result, rng: r
     import aiohttp
 
     await asyncio.sleep(rng.uniform(0, ramp))
-    timeout = aiohttp.ClientTimeout(total=10)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     while time.monotonic() < res.deadline:
         jar = aiohttp.CookieJar(unsafe=True)  # a new browser profile = a new participant
         async with aiohttp.ClientSession(connector=connector, connector_owner=False, cookie_jar=jar,
@@ -195,8 +203,8 @@ async def _worker(wid: int, base: str, slug: str, connector, res: Result, rng: r
                 hard_stop)
             if status != 200:
                 continue
-            await _with_retries(lambda t=token: _request(
-                sess, "POST", f"{base}/a/{t}/device", res, "device", headers=hdr,
+            await _with_retries(lambda t=token, h=hdr: _request(
+                sess, "POST", f"{base}/a/{t}/device", res, "device", headers=h,
                 json={"viewport": [1600, 1000], "dpr": 1, "screen": [1920, 1080]}), res, "device", hard_stop)
             try:
                 done = 0
@@ -218,6 +226,7 @@ async def _worker(wid: int, base: str, slug: str, connector, res: Result, rng: r
                         res.unacked += 1
                         continue
                     res.acked[body["uuid"]] = (token, body["position"], stored["choice"])
+                    res.ack_at.append(time.monotonic())
                     if time.monotonic() < res.deadline:
                         res.acked_in_window += 1
                     res.active_workers.add(wid)
@@ -227,11 +236,12 @@ async def _worker(wid: int, base: str, slug: str, connector, res: Result, rng: r
                     if rng.random() < replay:  # the ack was lost: the page sends the same judgment again
                         res.replays += 1
                         again = await _judge(sess, base, token, body, res, hard_stop)
-                        if again is None or again["uuid"] != body["uuid"] or again["choice"] != body["choice"]:
+                        sent = (body["uuid"], body["choice"])
+                        if again is None or (again["uuid"], again["choice"]) != sent:
                             res.replay_mismatch += 1
                 if done == len(state["items"]):
-                    status, _, _ = await _with_retries(lambda t=token: _request(
-                        sess, "POST", f"{base}/a/{t}/complete", res, "complete", headers=hdr), res,
+                    status, _, _ = await _with_retries(lambda t=token, h=hdr: _request(
+                        sess, "POST", f"{base}/a/{t}/complete", res, "complete", headers=h), res,
                         "complete", hard_stop)
                     res.completed += status == 200
             except _Gone:
@@ -252,7 +262,8 @@ async def simulate(base: str, slug: str, clients: int, duration: float, think: f
     now = time.monotonic()
     res.started, res.deadline = now, now + duration
     hard_stop = res.deadline + grace
-    ramp = min(duration / 4, 15.0) if ramp is None else ramp
+    ramp = min(duration / 2, 30.0) if ramp is None else ramp
+    res.ramp = ramp
     connector = aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True)
     master = random.Random(seed)
     tasks = [asyncio.create_task(_worker(i, base, slug, connector, res, random.Random(master.random()), ramp,
@@ -264,7 +275,8 @@ async def simulate(base: str, slug: str, clients: int, duration: float, think: f
             while time.monotonic() < res.deadline:
                 await asyncio.sleep(1)
                 bar.update(1)
-                bar.set_postfix(acked=len(res.acked), in_flight=res.in_flight, errors=sum(res.errors.values()))
+                bar.set_postfix(acked=len(res.acked), in_flight=res.in_flight,
+                                errors=sum(res.errors.values()))
 
     shower = asyncio.create_task(show())
     try:
@@ -328,7 +340,8 @@ def audit(cursor, slug: str, res: Result) -> Audit:
                                      or by_uuid[u][2] != pos or by_uuid[u][3] != ch))
     return Audit(stored=len(rows), acked=len(res.acked), lost=lost,
                  unacknowledged_stored=sum(1 for u in by_uuid if u not in res.acked), wrong_content=wrong,
-                 duplicate_uuid=len(rows) - len(by_uuid), duplicate_slot=len(rows) - len({r[4] for r in rows}))
+                 duplicate_uuid=len(rows) - len(by_uuid),
+                 duplicate_slot=len(rows) - len({r[4] for r in rows}))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -535,7 +548,8 @@ def main() -> None:
         conns = workers * threads
         print(f"[2/4] raw INSERT baseline, {conns} connections", flush=True)
         raw, raw_how = raw_insert_rate(db_url, conns, a.baseline_seconds)
-        print(f"[3/4] gunicorn {workers} workers x {threads} threads ({kind}) on 127.0.0.1:{port}", flush=True)
+        print(f"[3/4] gunicorn {workers} workers x {threads} threads ({kind}) on 127.0.0.1:{port}",
+              flush=True)
         proc = start_gunicorn(env, str(tmp / "gunicorn.log"))
         print(f"[4/4] {a.clients} simulated workers for {a.duration:.0f} s", flush=True)
         res = asyncio.run(simulate(f"http://127.0.0.1:{port}", "demo", a.clients, a.duration, a.think,
@@ -553,28 +567,37 @@ def main() -> None:
         tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
         shutil.rmtree(tmp, ignore_errors=True)
 
-    rate = res.acked_in_window / res.window_s
-    lat = res.judge_latency
-    ms = [1000 * percentile(lat, q) for q in (50, 95, 99)]
+    steady0 = res.started + res.ramp  # every simulated worker has arrived
+    steady_s = res.deadline - steady0
+    rate_all = res.acked_in_window / res.window_s
+    rate = sum(1 for t in res.ack_at if steady0 <= t < res.deadline) / steady_s
+    lat_all = res.judge_latency
+    lat = [x for x, t in zip(res.judge_latency, res.judge_at) if steady0 <= t < res.deadline]
+
+    def pct(xs: list[float]) -> str:
+        return ", ".join(f"p{q} {1000 * percentile(xs, q):.1f} ms" for q in (50, 95, 99))
+
     print()
-    print(f"machine: {os.cpu_count()} cores; server and clients on the same machine (loopback)")
+    print(f"machine: {os.cpu_count()} cores; server, PostgreSQL and clients on the same machine (loopback)")
     print(f"gunicorn: {workers} workers x {threads} threads ({kind}), DEBUG=0, CROWD_RATE_LIMIT=0 (off)")
-    print(f"simulated workers: {a.clients} started, {len(res.active_workers)} made >= 1 judgment, peak "
-          f"{res.peak_in_flight} requests in flight; think time exp(mean {a.think} s), "
-          f"{per_assignment} normal trials per assignment")
+    print(f"simulated workers: {a.clients} started over a {res.ramp:.0f} s ramp, {len(res.active_workers)} "
+          f"made >= 1 judgment, peak {res.peak_in_flight} requests in flight; think time exponential, mean "
+          f"{a.think} s; {per_assignment} normal trials per assignment")
     print(f"assignments taken {res.assignments}, completed {res.completed}")
-    print(f"judgments acknowledged in the {res.window_s:.0f} s window: {res.acked_in_window} = {rate:.1f} "
-          f"judgments/s ({len(res.acked)} incl. retries finishing in the grace period)")
+    print(f"judgments/s: {rate:.1f} steady state (the {steady_s:.0f} s after the ramp), {rate_all:.1f} over "
+          f"the whole {res.window_s:.0f} s window ({res.acked_in_window} acknowledged; {len(res.acked)} "
+          f"incl. retries finishing in the grace period)")
+    print(f"judge POST latency per attempt, steady state: {pct(lat)} ({len(lat)} attempts); whole run: "
+          f"{pct(lat_all)}, max {1000 * max(lat_all, default=0):.0f} ms")
     print(f"judge POSTs {res.judge_posts} (retries {res.retries}, replays {res.replays}, replay answers "
-          f"differing {res.replay_mismatch}); latency per attempt p50 {ms[0]:.1f} ms, p95 {ms[1]:.1f} ms, "
-          f"p99 {ms[2]:.1f} ms, max {1000 * max(lat, default=0):.0f} ms")
+          f"differing {res.replay_mismatch})")
     other = res.other_latency
-    print(f"other requests (entry, state, device, complete{', images' if a.images else ''}): {len(other)}, "
-          f"p50 {1000 * percentile(other, 50):.1f} ms, p99 {1000 * percentile(other, 99):.1f} ms")
+    print(f"other requests (entry, consent, state, device, complete{', images' if a.images else ''}): "
+          f"{len(other)}, {pct(other)}")
     print(f"errors: {sum(res.errors.values())} {dict(res.errors) if res.errors else ''}; judgments abandoned "
           f"without ack {res.unacked}")
     print(f"raw PostgreSQL single-row INSERT: {raw:.1f}/s ({raw_how})")
-    print(f"ratio judgments/s / raw INSERT/s = {rate / raw:.3f}")
+    print(f"ratio steady-state judgments/s / raw INSERT/s = {rate / raw:.3f}")
     print(f"audit: {report.line()} -> {'OK' if report.ok else 'FAILED'}")
     if res.errors and tail:
         print("gunicorn log tail:\n  " + "\n  ".join(tail))

@@ -74,7 +74,7 @@ def _manifests(dirs: list[str]) -> dict[str, str]:
     return out
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Ask glibc to reuse freed memory instead of returning it to the OS at once: the backbone allocates
     and frees tens of MB per batch, and fresh pages cost page faults, which on a busy VM took up to
     two thirds of a batch's time. Process-wide, so done by this command only, never on library import."""
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from learning.fitting.fit import fit_weights, holdout, split_weights
 
     t_start = time.perf_counter()
-    _keep_freed_memory()
+    keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.rounds < 1 or args.patience < 1 or args.batch_size < 1:

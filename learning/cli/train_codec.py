@@ -36,7 +36,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--val-crop", type=int, default=256, help="centre crop of validation images (0 = whole)")
     p.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and at the end)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch default)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint at --out (up to --steps/--epochs in all; --lr/--aux-lr apply "
+        "from here on, so a later stage can decay them)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, help="checkpoint path (log beside it: OUT.log.json)")
     p.set_defaults(func=run)

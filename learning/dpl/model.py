@@ -27,15 +27,21 @@ EPS = 1e-10  # as lpips.normalize_tensor
 
 def _unit(f: torch.Tensor) -> torch.Tensor:
     """N×C×H×W features -> N×(H·W)×C, unit-normalised over channels (a free view of channels_last
-    features: the channel reduction and everything after it run over contiguous memory)."""
+    features: the channel reduction and everything after it run over contiguous memory). Without
+    autograd the features are normalised in place (they are this module's own intermediates)."""
     n, c, h, w = f.shape
     g = f.permute(0, 2, 3, 1).reshape(n, h * w, c)
-    return g / (torch.linalg.vector_norm(g, dim=2, keepdim=True) + EPS)
+    norm = torch.linalg.vector_norm(g, dim=2, keepdim=True)
+    if torch.is_grad_enabled():
+        return g / (norm + EPS)
+    return g.div_(norm.add_(EPS))
 
 
 def _sq_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    d = a - b
-    return d.square() if torch.is_grad_enabled() else d.square_()  # in place only when no graph is kept
+    """(a − b)², overwriting ``a`` when no graph is kept (callers pass as ``a`` rows used only here)."""
+    if torch.is_grad_enabled():
+        return (a - b).square()
+    return a.sub_(b).square_()
 
 
 class DPL(nn.Module):
@@ -102,7 +108,7 @@ class DPL(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise LearningError(f"DPL expects N×3×H×W images, got shape {tuple(x.shape)}")
         try:
-            x = (x * self.in_mul + self.in_add).contiguous(memory_format=torch.channels_last)
+            x = torch.addcmul(self.in_add, x, self.in_mul).contiguous(memory_format=torch.channels_last)
             return self.backbone(x)
         except RuntimeError as exc:
             if "too small" not in str(exc):
@@ -150,8 +156,8 @@ class DPL(nn.Module):
         n = ref.shape[0]
         m0, m1 = [], []
         for g in self._unit_features(torch.cat([ref, p0, p1], 0)):
-            m0.append(_sq_diff(g[:n], g[n:2 * n]).mean(1))
-            m1.append(_sq_diff(g[:n], g[2 * n:]).mean(1))
+            m0.append(_sq_diff(g[n:2 * n], g[:n]).mean(1))  # ref rows are read twice: never overwritten
+            m1.append(_sq_diff(g[2 * n:], g[:n]).mean(1))
         return torch.cat(m0, 1), torch.cat(m1, 1)
 
     def grouped_channel_distances(self, images: torch.Tensor, sizes: list[int]) -> torch.Tensor:

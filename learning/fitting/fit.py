@@ -51,27 +51,30 @@ def fit_weights(m0: torch.Tensor, m1: torch.Tensor, h: torch.Tensor, v0: torch.T
     # seconds of start-up for a fit that itself takes a fraction of a second
     from scipy.optimize import minimize
 
-    m0, m1, v0, v1 = (t.double() for t in (m0, m1, v0, v1))
-    h, vh = h.double(), vh.double()
     N, C = m0.shape
+    both = torch.empty(2 * N, C, dtype=torch.float64)  # one matrix: one matvec each way per evaluation
+    both[:N], both[N:] = m0, m1
+    v0, v1 = v0.double(), v1.double()
+    h, vh = h.double(), vh.double()
     base = torch.ones(C, dtype=torch.float64) if init is None else init.double().clamp_min(1e-6)
-    spread = float((m0 @ base - m1 @ base).std()) or 1.0
+    spread = float((both[:N] @ base - both[N:] @ base).std()) or 1.0
     x0 = torch.cat([_inv_softplus(base / spread), torch.tensor([-4.0], dtype=torch.float64)])  # θ, γ
 
     def loss(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(_logit(a, b, F.softplus(x[:C]), F.softplus(x[C])), y)
 
     def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
-        # loss and its gradient written out (no autograd graph: two matvecs each way per evaluation)
+        # loss and its gradient written out (no autograd graph; one matvec each way per evaluation)
         t = torch.from_numpy(x)
         w, c = F.softplus(t[:C]), F.softplus(t[C])
-        d0, d1 = m0 @ w, m1 @ w
+        d = both @ w
+        d0, d1 = d[:N], d[N:]
         delta, s = d0 - d1, d0 + d1 + EPS
         z = delta + c * delta / s
         value = F.binary_cross_entropy_with_logits(z, h)
         g = (torch.sigmoid(z) - h) / N
         dz = c * delta / (s * s)
-        grad_w = m0.T @ (g * (1 + c / s - dz)) + m1.T @ (g * (-1 - c / s - dz))
+        grad_w = both.T @ torch.cat([g * (1 + c / s - dz), g * (-1 - c / s - dz)])
         grad = torch.cat([grad_w * torch.sigmoid(t[:C]), (g * delta / s).sum().view(1) * torch.sigmoid(t[C])])
         return float(value), grad.numpy()
 
@@ -101,9 +104,16 @@ def fit_weights(m0: torch.Tensor, m1: torch.Tensor, h: torch.Tensor, v0: torch.T
                                                                  float(intermediate_result.fun)):
             raise StopIteration
 
-    res = minimize(objective, x0.numpy(), jac=True, method="L-BFGS-B", callback=callback,
-                   options={"maxiter": max_rounds * iters_per_round, "maxcor": 20, "ftol": 1e-9,
-                            "gtol": 1e-7})
+    threads = torch.get_num_threads()
+    # one thread: the matvecs are memory-bound, and the many tiny ops around them ran 2-3x slower with
+    # a second (spinning) thread on a busy 2-core machine
+    torch.set_num_threads(1)
+    try:
+        res = minimize(objective, x0.numpy(), jac=True, method="L-BFGS-B", callback=callback,
+                       options={"maxiter": max_rounds * iters_per_round, "maxcor": 20, "ftol": 1e-9,
+                                "gtol": 1e-7})
+    finally:
+        torch.set_num_threads(threads)
     if state["iter"] % iters_per_round and state["bad"] < patience and len(history) < max_rounds:
         end_of_round(res.x, float(res.fun))  # converged inside a round
     xb = torch.from_numpy(best[1])

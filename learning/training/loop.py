@@ -159,6 +159,11 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:
         model.load_state_dict(blob["model"])
         optimizer.load_state_dict(blob["optimizer"])
         aux_optimizer.load_state_dict(blob["aux_optimizer"])
+        # the learning rates asked for now win over the stored ones (a later stage may decay them);
+        # the same --lr as before leaves the resume exact
+        for opt, lr in ((optimizer, cfg.lr), (aux_optimizer, cfg.aux_lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr
         step, epoch, start_batch = blob["step"], blob["epoch"], blob["batch_in_epoch"]
         history = blob["history"]
         checkpoint.restore_rng(blob)

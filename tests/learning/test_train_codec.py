@@ -119,6 +119,11 @@ def test_resume_is_exact(data, tmp_path):
                 sa["exp_avg_sq"], sb["exp_avg_sq"]
             )
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    # a later stage with a decayed learning rate: the new --lr applies, the Adam moments carry over
+    assert main(common(data, part, "--steps", "11", "--loss", "mse", "--resume", "--lr", "1e-4")) == 0
+    c = _state(part)
+    assert c["step"] == 11 and [g["lr"] for g in c["optimizer"]["param_groups"]] == [1e-4]
+    assert c["config"]["lr"] == 1e-4 and a["optimizer"]["param_groups"][0]["lr"] == 1e-3
 
 
 def test_saliency_weights_follow_the_crop(data):

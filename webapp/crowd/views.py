@@ -195,8 +195,14 @@ def task(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
     return render(request, "crowd/task.html", {"a": a, "exp": a.experiment})
 
 
-def _item_json(a: Assignment, item: AssignmentItem, judged: dict[int, str]) -> dict:
-    base = reverse("crowd:image", kwargs={"token": a.token, "position": item.position, "side": "left"})[:-4]
+def _image_prefix(a: Assignment) -> str:
+    """``/a/<token>/img/``: item image URLs are this + ``<position>/<side>`` (one reverse() per request)."""
+    url = reverse("crowd:image", kwargs={"token": a.token, "position": 0, "side": "left"})
+    return url[: -len("0/left")]
+
+
+def _item_json(a: Assignment, item: AssignmentItem, judged: dict[int, str], prefix: str) -> dict:
+    base = f"{prefix}{item.position}/"
     out = {
         "position": item.position,
         "id": f"{a.token.hex[:8]}-{item.position}",
@@ -207,7 +213,8 @@ def _item_json(a: Assignment, item: AssignmentItem, judged: dict[int, str]) -> d
         "answered": judged.get(item.id),
     }
     if item.is_practice and item.trial.expected_id:  # feedback only for practice, never for sentinels
-        out["correct"] = "left" if item.left_stimulus().pk == item.trial.expected_id else "right"
+        left_id = item.trial.stimulus_a_id if item.left_is_a else item.trial.stimulus_b_id
+        out["correct"] = "left" if left_id == item.trial.expected_id else "right"
     return out
 
 
@@ -217,7 +224,8 @@ def state(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
     a = _assignment(token)
     items = list(a.items.select_related("trial").order_by("position"))
     judged = dict(Judgment.objects.filter(assignment=a).values_list("item_id", "chosen_side"))
-    rows = [_item_json(a, it, judged) for it in items]
+    prefix = _image_prefix(a)
+    rows = [_item_json(a, it, judged, prefix) for it in items]
     nxt = next((r["position"] for r in rows if r["answered"] is None), None)
     exp = a.experiment
     return JsonResponse(
@@ -385,9 +393,10 @@ def judge(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
             return err
         return JsonResponse({"error": msg}, status=400)
     a_id, exp_id, state, expires_at, study_status, item_id, trial_id, left_is_a, stim_a, stim_b = row
-    if isinstance(expires_at, str):  # SQLite hands raw-cursor timestamps back as text
+    if isinstance(expires_at, str):  # SQLite can hand raw-cursor timestamps back as text
         expires_at = parse_datetime(expires_at)
-        expires_at = expires_at if expires_at.tzinfo else timezone.make_aware(expires_at, timezone.utc)
+    if timezone.is_naive(expires_at):  # ... and naive (UTC, as stored with USE_TZ)
+        expires_at = timezone.make_aware(expires_at, UTC)
     reason = _closed_reason_for(a_id, exp_id, state, expires_at, study_status)
     if reason:
         return JsonResponse({"error": reason}, status=403)

@@ -1,0 +1,134 @@
+"""The participant hot paths do a fixed number of indexed queries, however big the database is.
+
+A judge POST and taking an assignment are measured with 10 and with 2,000 existing judgments (and 200
+existing assignments): the query count must be the same and small, the columns they look up must be
+indexed, and the balancing counters (TrialSlots) must equal a full recount after creations, judgments and
+expiries.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from tests.web.conftest import enter
+
+
+@pytest.fixture(autouse=True)
+def _no_rate_limit(settings):
+    settings.CROWD_RATE_LIMIT = 0
+    cache.clear()
+
+
+def _judge(client, a, position: int, uid: uuid.UUID | None = None):
+    body = {"uuid": str(uid or uuid.uuid4()), "position": position, "choice": "right", "response_ms": 700}
+    return client.post(f"/a/{a.token}/judge", json.dumps(body), content_type="application/json",
+                       headers={"X-Assignment-Token": str(a.token)})
+
+
+def _grow(exp, judgments: int, assignments: int) -> None:
+    """Add ``assignments`` assignments and ``judgments`` judgments to ``exp`` in bulk (one participant)."""
+    from webapp.crowd.models import Assignment, AssignmentItem, Judgment, Participant
+    from webapp.experiments.models import Trial
+
+    trials = list(Trial.objects.filter(experiment=exp, kind="normal"))
+    p = Participant.objects.create(experiment=exp, platform="open", platform_id=uuid.uuid4().hex)
+    made = Assignment.objects.bulk_create(
+        Assignment(participant=p, experiment=exp, state="completed", expires_at=timezone.now())
+        for _ in range(assignments)
+    )
+    per = -(-judgments // assignments)
+    items = AssignmentItem.objects.bulk_create(
+        AssignmentItem(assignment=a, position=i, trial=trials[i % len(trials)], left_is_a=True)
+        for a in made
+        for i in range(per)
+    )[:judgments]
+    Judgment.objects.bulk_create(
+        (Judgment(assignment_id=it.assignment_id, item=it, trial=it.trial, chosen=it.trial.stimulus_b,
+                  chosen_side="right", left_stimulus=it.trial.stimulus_a, response_ms=800,
+                  client_uuid=uuid.uuid4()) for it in items),
+        batch_size=1000,
+    )
+
+
+def _count(fn) -> tuple[int, list[str]]:
+    with CaptureQueriesContext(connection) as q:
+        fn()
+    return len(q.captured_queries), [x["sql"] for x in q.captured_queries]
+
+
+def test_query_counts_do_not_grow_with_the_database(live_experiment):
+    from webapp.crowd.models import Judgment
+
+    exp = live_experiment
+    enter(Client(), exp)  # the first entry fills the slot counters (TrialSlots) once
+    counts = {}
+    for label, judgments, assignments in (("small", 10, 2), ("big", 2_000, 200)):
+        _grow(exp, judgments, assignments)
+        client = Client()
+        enter_n, _ = _count(lambda c=client: enter(c, exp))
+        a = enter(Client(), exp)
+        new_n, new_sql = _count(lambda c=client, a=a: _judge(c, a, 0))
+        uid = uuid.uuid4()
+        _judge(client, a, 1, uid)
+        replay_n, _ = _count(lambda c=client, a=a, uid=uid: _judge(c, a, 1, uid))
+        counts[label] = (enter_n, new_n, replay_n)
+    assert Judgment.objects.filter(trial__experiment=exp).count() >= 2_010
+    print(f"\nqueries (entry, new judgment, replay): 10 judgments {counts['small']}, "
+          f"2,000 judgments {counts['big']}")
+    assert counts["small"] == counts["big"]
+    # a new judgment: one lookup SELECT and one INSERT, plus the transaction's BEGIN/COMMIT or savepoints
+    sql = [s for s in new_sql if s.split()[0] in ("SELECT", "INSERT", "UPDATE", "DELETE")]
+    assert [s.split()[0] for s in sql] == ["SELECT", "INSERT"], new_sql
+    assert counts["big"][1] <= 4
+
+
+def _indexed(table: str) -> list[list[str]]:
+    with connection.cursor() as cur:
+        cons = connection.introspection.get_constraints(cur, table)
+    return [c["columns"] for c in cons.values() if c["index"] or c["unique"] or c["primary_key"]]
+
+
+def test_lookup_columns_are_indexed(db):
+    from webapp.crowd.models import Assignment, AssignmentItem, Judgment, TrialSlots
+
+    a, i, j = Assignment._meta.db_table, AssignmentItem._meta.db_table, Judgment._meta.db_table
+    assert ["token"] in _indexed(a)  # judge/state/... look the assignment up by its token
+    assert ["assignment_id", "position"] in _indexed(i)  # the item at a posted position
+    assert ["client_uuid"] in _indexed(j)  # replay by uuid (unique: the dedupe)
+    assert ["item_id"] in _indexed(j)  # one judgment per slot (unique: the dedupe)
+    assert ["trial_id"] in _indexed(TrialSlots._meta.db_table)
+    # no index is declared twice on the judgment table (each one costs every INSERT)
+    cols = [tuple(c) for c in _indexed(j)]
+    assert len(cols) == len(set(cols)), cols
+
+
+def test_slot_counters_match_a_full_recount(client, live_experiment):
+    from webapp.crowd.assign import count_slots, recount_slots
+    from webapp.crowd.models import Assignment, TrialSlots
+
+    exp = live_experiment
+    made = [enter(Client(), exp) for _ in range(5)]
+    for a in made[:3]:  # some judged slots, in assignments that will expire or stay active
+        for pos in range(3):
+            assert _judge(client, a, pos).status_code == 201
+    Assignment.objects.filter(pk__in=[made[0].pk, made[3].pk]).update(
+        expires_at=timezone.now() - timedelta(minutes=1))
+    enter(Client(), exp)  # expires the two overdue ones, gives back their unjudged slots
+    assert Assignment.objects.filter(experiment=exp, state="expired").count() == 2
+    assert _judge(client, made[1], 3).status_code == 201
+    held = dict(TrialSlots.objects.filter(trial__experiment=exp).values_list("trial_id", "held"))
+    assert held == count_slots(exp)
+    assert sum(held.values()) > 0
+    # a counter that went wrong (e.g. rows deleted by hand) is put right by recount_slots
+    TrialSlots.objects.filter(trial__experiment=exp).update(held=99)
+    assert recount_slots(exp) == held
+    assert dict(TrialSlots.objects.filter(trial__experiment=exp).values_list("trial_id", "held")) == held
