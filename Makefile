@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 
-.PHONY: venv run demo test test-fast lint serve-prod browser clean
+.PHONY: venv run demo test test-fast lint serve-prod backup browser clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,10 +37,23 @@ test-fast: venv
 lint: venv
 	$(BIN)/ruff check .
 
+# Production: gunicorn (webapp/gunicorn.conf.py) on PostgreSQL; see README "Production".
 serve-prod: venv
+	@case "$(DATABASE_URL)" in postgres*) ;; *) echo "serve-prod needs DATABASE_URL=postgres://..." >&2; exit 2;; esac
 	DEBUG=0 $(BIN)/python manage.py collectstatic --noinput
 	DEBUG=0 $(BIN)/python manage.py migrate --noinput
 	DEBUG=0 $(BIN)/gunicorn webapp.wsgi:application -c webapp/gunicorn.conf.py
+
+# Backup: a consistent pg_dump (custom format) of DATABASE_URL plus a tar of MEDIA_ROOT; see README "Backups".
+BACKUP_DIR ?= var/backups
+MEDIA_ROOT ?= media
+backup:
+	@case "$(DATABASE_URL)" in postgres*) ;; *) echo "backup needs DATABASE_URL=postgres://..." >&2; exit 2;; esac
+	@mkdir -p "$(BACKUP_DIR)"
+	@stamp=$$(date -u +%Y%m%dT%H%M%SZ); \
+	pg_dump --format=custom --no-owner --dbname="$(DATABASE_URL)" --file="$(BACKUP_DIR)/lab-$$stamp.dump" && \
+	tar -czf "$(BACKUP_DIR)/media-$$stamp.tar.gz" -C "$(MEDIA_ROOT)" . && \
+	echo "$(BACKUP_DIR)/lab-$$stamp.dump $(BACKUP_DIR)/media-$$stamp.tar.gz"
 
 clean:
 	rm -rf $(VENV) media var staticfiles db.sqlite3

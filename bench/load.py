@@ -89,6 +89,7 @@ class Result:
     completed: int = 0
     active_workers: set[int] = field(default_factory=set)
     ramp: float = 0.0
+    cancelled: int = 0  # workers still waiting on a request when the run was cut off
     in_flight: int = 0
     peak_in_flight: int = 0
 
@@ -197,11 +198,13 @@ async def _worker(wid: int, base: str, slug: str, connector, res: Result, rng: r
                 await asyncio.sleep(1)
                 continue
             res.assignments += 1
+            if time.monotonic() >= res.deadline:
+                break
             hdr = {"X-Assignment-Token": token}
             status, state, _ = await _with_retries(
                 lambda t=token: _request(sess, "GET", f"{base}/a/{t}/state", res, "state"), res, "state",
                 hard_stop)
-            if status != 200:
+            if status != 200 or time.monotonic() >= res.deadline:
                 continue
             await _with_retries(lambda t=token, h=hdr: _request(
                 sess, "POST", f"{base}/a/{t}/device", res, "device", headers=h,
@@ -280,11 +283,17 @@ async def simulate(base: str, slug: str, clients: int, duration: float, think: f
 
     shower = asyncio.create_task(show())
     try:
-        await asyncio.wait_for(asyncio.gather(*tasks, *extra), timeout=duration + grace + 30)
+        # a request already sent at the hard stop may still take REQUEST_TIMEOUT_S to answer
+        _, pending = await asyncio.wait(tasks + extra, timeout=duration + grace + REQUEST_TIMEOUT_S + 5)
+        res.cancelled = len(pending)
+        for t in tasks + extra:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                raise t.exception()
     finally:
         shower.cancel()
         for t in tasks + extra:
             t.cancel()
+        await asyncio.gather(*tasks, *extra, return_exceptions=True)
         await connector.close()
     res.ended = time.monotonic()
     return res
@@ -508,7 +517,7 @@ def main() -> None:
     ap.add_argument("--images", action="store_true", help="also GET the 2-3 images of every trial")
     ap.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: gunicorn.conf.py)")
     ap.add_argument("--threads", type=int, default=None, help="gunicorn threads per worker (default: conf)")
-    ap.add_argument("--baseline-seconds", type=float, default=10)
+    ap.add_argument("--baseline-seconds", type=float, default=8, help="pgbench run length, s")
     ap.add_argument("--admin-url", default="postgres://postgres@127.0.0.1:5432/postgres",
                     help="a PostgreSQL URL allowed to CREATE/DROP DATABASE")
     ap.add_argument("--db", default="loadbench", help="scratch database (dropped and recreated)")
@@ -545,15 +554,19 @@ def main() -> None:
                         "t.kind = 'normal') WHERE slug = 'demo' RETURNING trials_per_assignment")
             per_assignment = cur.fetchone()[0]
         conn.close()
-        conns = workers * threads
-        print(f"[2/4] raw INSERT baseline, {conns} connections", flush=True)
+        conns = workers * threads  # the database connections gunicorn can hold at once
+        print(f"[2/4] raw INSERT baseline, {conns} connections (and {workers})", flush=True)
         raw, raw_how = raw_insert_rate(db_url, conns, a.baseline_seconds)
+        raw_w, raw_w_how = (raw, raw_how) if threads == 1 else raw_insert_rate(db_url, workers,
+                                                                               a.baseline_seconds)
+        load_before = os.getloadavg()
         print(f"[3/4] gunicorn {workers} workers x {threads} threads ({kind}) on 127.0.0.1:{port}",
               flush=True)
         proc = start_gunicorn(env, str(tmp / "gunicorn.log"))
         print(f"[4/4] {a.clients} simulated workers for {a.duration:.0f} s", flush=True)
         res = asyncio.run(simulate(f"http://127.0.0.1:{port}", "demo", a.clients, a.duration, a.think,
                                    a.replay, a.ramp, a.grace, a.images))
+        load_after = os.getloadavg()
         stop_gunicorn(proc)
         with psycopg2.connect(db_url) as conn, conn.cursor() as cur:
             report = audit(cur, "demo", res)
@@ -595,9 +608,13 @@ def main() -> None:
     print(f"other requests (entry, consent, state, device, complete{', images' if a.images else ''}): "
           f"{len(other)}, {pct(other)}")
     print(f"errors: {sum(res.errors.values())} {dict(res.errors) if res.errors else ''}; judgments abandoned "
-          f"without ack {res.unacked}")
-    print(f"raw PostgreSQL single-row INSERT: {raw:.1f}/s ({raw_how})")
-    print(f"ratio steady-state judgments/s / raw INSERT/s = {rate / raw:.3f}")
+          f"without ack {res.unacked}; workers cut off waiting for an answer {res.cancelled}")
+    print(f"raw PostgreSQL single-row INSERT: {raw:.1f}/s ({raw_how}); with {workers} connections "
+          f"{raw_w:.1f}/s")
+    print(f"ratio steady-state judgments/s / raw INSERT/s = {rate / raw:.3f} ({conns} connections; "
+          f"{rate / raw_w:.3f} against {workers})")
+    print(f"load average (1 min) before the run {load_before[0]:.2f}, after {load_after[0]:.2f} on "
+          f"{os.cpu_count()} cores (other jobs on this machine compete for them)")
     print(f"audit: {report.line()} -> {'OK' if report.ok else 'FAILED'}")
     if res.errors and tail:
         print("gunicorn log tail:\n  " + "\n  ".join(tail))

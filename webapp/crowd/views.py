@@ -82,9 +82,13 @@ def _platform_ids(request: HttpRequest, exp: Experiment) -> dict | None:
 
 def _existing(exp: Experiment, ids: dict) -> Assignment | None:
     """The participant's current assignment (resume) or last completed one, if any."""
-    qs = Assignment.objects.filter(
-        experiment=exp, participant__platform=exp.platform, participant__platform_id=ids["platform_id"]
-    )
+    # two lookups by unique/foreign-key indexes rather than one join: the join's plan went quadratic on a
+    # freshly launched study (statistics of near-empty tables), 30 ms per entry at 300 participants
+    same = {"experiment": exp, "platform": exp.platform, "platform_id": ids["platform_id"][:200]}
+    pid = Participant.objects.filter(**same).values_list("pk", flat=True).first()
+    if pid is None:
+        return None
+    qs = Assignment.objects.filter(participant_id=pid, experiment=exp)
     if exp.platform == "mturk":
         qs = qs.filter(mturk_assignment_id=ids["mturk_assignment_id"])
     qs = qs.exclude(state="expired").order_by("-created")
@@ -138,7 +142,11 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
         experiment=exp,
         platform=exp.platform,
         platform_id=ids["platform_id"][:200],
-        defaults={"study_id": ids.get("study_id", ""), "session_id": ids.get("session_id", "")},
+        defaults={
+            "study_id": ids.get("study_id", ""),
+            "session_id": ids.get("session_id", ""),
+            "consent_at": timezone.now(),
+        },
     )
     if participant.consent_at is None:
         participant.consent_at = timezone.now()

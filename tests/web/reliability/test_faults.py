@@ -1,0 +1,121 @@
+"""Faults under load: PostgreSQL restarts and a gunicorn worker is SIGKILLed while participants judge.
+
+gunicorn (DEBUG=0, 3 sync workers, persistent connections with health checks) serves the pytest test
+database; 60 simulated participants (bench/load.py: consent, state, judgments with think times, retries
+with the same uuid on timeouts / connection errors / 5xx with doubling backoff as task.js does, 5 %
+replays) judge for 24 s. At 7 s PostgreSQL is restarted with
+
+    pg_ctlcluster --skip-systemctl-redirect <version> <cluster> restart
+
+(the cluster serving DATABASES' port, found with pg_lsclusters), at 14 s one worker (not the master) gets
+SIGKILL. Afterwards every acknowledged judgment is stored exactly once with the acknowledged answer, none is
+left without an ack, and judging went on after both faults without anyone restarting anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.db import connection, connections
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_load", ROOT / "bench" / "load.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_load"] = mod  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _cluster(port: int) -> tuple[str, str] | None:
+    """(version, name) of the local cluster listening on ``port``, from pg_lsclusters."""
+    out = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) >= 4 and f[2] == str(port) and f[3] == "online":
+            return f[0], f[1]
+    return None
+
+
+def _restart_command(settings_dict: dict) -> list[str]:
+    """The restart command, or pytest.skip with the reason it cannot run here."""
+    if connection.vendor != "postgresql":
+        pytest.skip("fault test needs PostgreSQL (set DATABASE_URL=postgres://...)")
+    if not shutil.which("pg_ctlcluster") or not shutil.which("pg_lsclusters"):
+        pytest.skip("pg_ctlcluster/pg_lsclusters not installed (Debian postgresql-common)")
+    if settings_dict.get("HOST") not in ("127.0.0.1", "localhost", "::1", "", None):
+        pytest.skip(f"PostgreSQL at {settings_dict['HOST']} is not on this machine")
+    if os.geteuid() != 0:
+        pytest.skip("restarting the PostgreSQL cluster needs root (pg_ctlcluster as the cluster owner)")
+    cluster = _cluster(int(settings_dict.get("PORT") or 5432))
+    if cluster is None:
+        pytest.skip("no online local cluster listens on the configured port (pg_lsclusters)")
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, "restart"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_judging_survives_postgres_restart_and_worker_kill(transactional_db, experiment_factory, settings,
+                                                          tmp_path):
+    restart = _restart_command(connection.settings_dict)
+    load = _bench()
+    exp = experiment_factory(codecs=("jpeg:10,30,50,70,90",), trials_per_assignment=8, judgments_per_trial=50)
+    s = connection.settings_dict
+    db_url = (f"postgres://{s['USER']}{':' + s['PASSWORD'] if s.get('PASSWORD') else ''}@"
+              f"{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}")
+    port = load.free_port()
+    env = load.server_env(db_url, settings.MEDIA_ROOT, str(tmp_path / "static"), port, workers=3)
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env,
+                   check=True)
+    proc = load.start_gunicorn(env, str(tmp_path / "gunicorn.log"))
+    base = f"http://127.0.0.1:{port}"
+    faults: dict[str, float] = {}
+
+    async def inject(res):
+        await asyncio.sleep(7)
+        faults["restart"] = time.monotonic()
+        done = await asyncio.to_thread(subprocess.run, restart, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        faults["restarted"] = time.monotonic()
+        await asyncio.sleep(max(0.0, faults["restart"] + 7 - time.monotonic()))
+        before = load.worker_pids(proc.pid)
+        os.kill(before[0], signal.SIGKILL)  # a worker, never the master
+        faults["kill"] = time.monotonic()
+        faults["killed_pid"] = before[0]
+
+    try:
+        res = asyncio.run(load.simulate(base, exp.slug, clients=60, duration=24, think=0.4, replay=0.05,
+                                        ramp=3, grace=40, progress=False, during=inject))
+        after = load.worker_pids(proc.pid)
+        # the site serves again without manual action: a new participant can enter right now
+        page = urllib.request.urlopen(f"{base}/p/{exp.slug}/", timeout=10)
+        assert page.status == 200
+    finally:
+        load.stop_gunicorn(proc)
+    connections.close_all()  # the restart killed this process's connection; reconnect for the audit
+    with connection.cursor() as cur:
+        report = load.audit(cur, exp.slug, res)
+    log = (tmp_path / "gunicorn.log").read_text(errors="replace")
+    print(f"\nfaults: PostgreSQL restart took {faults['restarted'] - faults['restart']:.1f} s, killed worker "
+          f"{faults['killed_pid']}; judge POSTs {res.judge_posts}, retries {res.retries}, errors "
+          f"{dict(res.errors)}; audit: {report.line()}")
+    assert len(after) == 3 and faults["killed_pid"] not in after, (after, log[-2000:])
+    assert res.retries > 0 and res.errors, "the faults were not felt by any client"
+    assert report.ok and not report.lost and report.duplicate_uuid == report.duplicate_slot == 0
+    assert res.unacked == 0 and report.stored == report.acked == len(res.acked)
+    assert res.replay_mismatch == 0
+    # judging went on after each fault (acks later than 3 s after it)
+    for t in (faults["restarted"], faults["kill"]):
+        assert sum(1 for a in res.ack_at if a > t + 3) > 50
