@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import random
 import re
@@ -67,18 +68,25 @@ JUDGMENT_COLUMNS = (
 @dataclass
 class Result:
     """What the simulated workers saw. ``acked`` maps uuid -> (token, position, choice) of every judgment
-    the server acknowledged (200/201); latencies are per HTTP attempt that got a response."""
+    the server acknowledged (200/201); latencies are per HTTP attempt that got a response.
+
+    Two phases: arrival (every worker consents, reads its state, posts its device; spread over ``ramp``)
+    and the judging window of ``duration`` s, which starts once all have arrived (``started``)."""
 
     clients: int = 0
-    started: float = 0.0
-    deadline: float = 0.0
+    ramp: float = 0.0
+    grace: float = 0.0
+    t0: float = 0.0  # arrival phase start
+    started: float = math.inf  # judging window start (all workers arrived)
+    deadline: float = math.inf
     ended: float = 0.0
+    arrived: int = 0
     acked: dict[str, tuple[str, int, str]] = field(default_factory=dict)
-    acked_in_window: int = 0
     judge_latency: list[float] = field(default_factory=list)
     judge_at: list[float] = field(default_factory=list)  # monotonic time each judge_latency sample ended
     ack_at: list[float] = field(default_factory=list)  # monotonic time of each first ack
     other_latency: list[float] = field(default_factory=list)
+    other_at: list[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     judge_posts: int = 0
     retries: int = 0
@@ -88,14 +96,21 @@ class Result:
     assignments: int = 0
     completed: int = 0
     active_workers: set[int] = field(default_factory=set)
-    ramp: float = 0.0
     cancelled: int = 0  # workers still waiting on a request when the run was cut off
     in_flight: int = 0
     peak_in_flight: int = 0
+    go: asyncio.Event | None = None
 
     @property
     def window_s(self) -> float:
         return self.deadline - self.started
+
+    @property
+    def hard_stop(self) -> float:
+        return self.deadline + self.grace
+
+    def in_window(self, t: float) -> bool:
+        return self.started <= t < self.deadline
 
 
 class _Gone(Exception):
@@ -103,7 +118,7 @@ class _Gone(Exception):
 
 
 async def _request(sess, method: str, url: str, res: Result, kind: str, **kw):
-    """One HTTP attempt; returns (status, json-or-text) or raises the aiohttp/timeout error."""
+    """One HTTP attempt; returns (status, json-or-text, Location) or raises the aiohttp/timeout error."""
     t0 = time.perf_counter()
     res.in_flight += 1
     res.peak_in_flight = max(res.peak_in_flight, res.in_flight)
@@ -121,13 +136,15 @@ async def _request(sess, method: str, url: str, res: Result, kind: str, **kw):
         res.judge_at.append(time.monotonic())
     else:
         res.other_latency.append(time.perf_counter() - t0)
+        res.other_at.append(time.monotonic())
     if status >= 400:
         res.errors[f"{kind} HTTP {status}"] += 1
     return status, body, location
 
 
-async def _with_retries(coro_fn, res: Result, kind: str, hard_stop: float):
-    """Call ``coro_fn`` until it returns a status < 500 (not 429); back off like task.js in between."""
+async def _with_retries(coro_fn, res: Result, kind: str):
+    """Call ``coro_fn`` until it returns a status < 500 (not 429); back off like task.js in between.
+    Returns (None, None, None) when the next try would start after the hard stop."""
     import aiohttp
 
     backoff = RETRY_START_S
@@ -138,18 +155,18 @@ async def _with_retries(coro_fn, res: Result, kind: str, hard_stop: float):
                 return status, body, location
         except (TimeoutError, aiohttp.ClientError) as e:
             res.errors[f"{kind} {type(e).__name__}"] += 1
-        if time.monotonic() + backoff > hard_stop:
+        if time.monotonic() + backoff > res.hard_stop:
             return None, None, None
         res.retries += 1
         await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
         backoff = min(backoff * 2, RETRY_MAX_S)
 
 
-async def _enter(sess, base: str, slug: str, res: Result, hard_stop: float) -> str | None:
-    """Consent on /p/<slug>/ (GET form + POST with CSRF); returns the assignment token or None."""
+async def _start(sess, base: str, slug: str, res: Result) -> tuple[str, list] | None:
+    """Consent on /p/<slug>/ (GET form, POST with CSRF), read the state, post the device facts; returns
+    (token, items) or None."""
     url = f"{base}/p/{slug}/"
-    status, page, _ = await _with_retries(lambda: _request(sess, "GET", url, res, "entry"), res, "entry",
-                                          hard_stop)
+    status, page, _ = await _with_retries(lambda: _request(sess, "GET", url, res, "entry"), res, "entry")
     if status != 200:
         return None
     m = CSRF_RE.search(page)
@@ -159,13 +176,23 @@ async def _enter(sess, base: str, slug: str, res: Result, hard_stop: float) -> s
     data = {"consent": "yes", "csrfmiddlewaretoken": m.group(1)}
     status, _, location = await _with_retries(
         lambda: _request(sess, "POST", url, res, "consent", data=data, headers={"Referer": url}),
-        res, "consent", hard_stop)
+        res, "consent")
     if status != 302 or "/a/" not in location:
         return None
-    return location.rstrip("/").split("/")[-1]
+    token = location.rstrip("/").split("/")[-1]
+    res.assignments += 1
+    hdr = {"X-Assignment-Token": token}
+    status, state, _ = await _with_retries(
+        lambda: _request(sess, "GET", f"{base}/a/{token}/state", res, "state"), res, "state")
+    if status != 200:
+        return None
+    await _with_retries(lambda: _request(sess, "POST", f"{base}/a/{token}/device", res, "device", headers=hdr,
+                                         json={"viewport": [1600, 1000], "dpr": 1, "screen": [1920, 1080]}),
+                        res, "device")
+    return token, state["items"]
 
 
-async def _judge(sess, base: str, token: str, body: dict, res: Result, hard_stop: float) -> dict | None:
+async def _judge(sess, base: str, token: str, body: dict, res: Result) -> dict | None:
     """POST one judgment, retrying with the same uuid until answered; returns the stored judgment."""
     url, hdr = f"{base}/a/{token}/judge", {"X-Assignment-Token": token}
 
@@ -173,7 +200,7 @@ async def _judge(sess, base: str, token: str, body: dict, res: Result, hard_stop
         res.judge_posts += 1
         return await _request(sess, "POST", url, res, "judge", json=body, headers=hdr)
 
-    status, data, _ = await _with_retries(attempt, res, "judge", hard_stop)
+    status, data, _ = await _with_retries(attempt, res, "judge")
     if status is None:
         return None
     if status in (200, 201):
@@ -183,117 +210,119 @@ async def _judge(sess, base: str, token: str, body: dict, res: Result, hard_stop
     return None  # 400/409: rejected, the page drops it too (counted in errors)
 
 
-async def _worker(wid: int, base: str, slug: str, connector, res: Result, rng: random.Random, ramp: float,
-                  think: float, replay: float, images: bool, hard_stop: float) -> None:
+async def _judge_items(sess, base: str, token: str, items: list, wid: int, res: Result, rng: random.Random,
+                       think: float, replay: float, images: bool) -> bool:
+    """Judge the items one after the other until the deadline; True when all were judged."""
+    done = 0
+    for item in items:
+        if images:
+            for side in ("left", "right", "ref"):
+                if item.get(side):
+                    await _with_retries(lambda u=item[side]: _request(sess, "GET", base + u, res, "image"),
+                                        res, "image")
+        await asyncio.sleep(rng.expovariate(1 / think) if think > 0 else 0)
+        if time.monotonic() >= res.deadline:
+            return False
+        body = {"uuid": str(uuid.uuid4()), "position": item["position"],
+                "choice": rng.choice(("left", "right")), "response_ms": rng.randint(300, 4000),
+                "client_time": None}
+        stored = await _judge(sess, base, token, body, res)
+        if stored is None:
+            res.unacked += 1
+            continue
+        res.acked[body["uuid"]] = (token, body["position"], stored["choice"])
+        res.ack_at.append(time.monotonic())
+        res.active_workers.add(wid)
+        done += 1
+        if stored["choice"] != body["choice"] or stored["uuid"] != body["uuid"]:
+            res.errors["judge ack differs from the answer sent"] += 1
+        if rng.random() < replay:  # the ack was lost: the page sends the same judgment again
+            res.replays += 1
+            again = await _judge(sess, base, token, body, res)
+            if again is None or (again["uuid"], again["choice"]) != (body["uuid"], body["choice"]):
+                res.replay_mismatch += 1
+    return done == len(items)
+
+
+async def _worker(wid: int, base: str, slug: str, connector, res: Result, rng: random.Random,
+                  think: float, replay: float, images: bool) -> None:
     import aiohttp
 
-    await asyncio.sleep(rng.uniform(0, ramp))
+    await asyncio.sleep(rng.uniform(0, res.ramp))
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-    while time.monotonic() < res.deadline:
+    arriving = True
+    while arriving or time.monotonic() < res.deadline:
         jar = aiohttp.CookieJar(unsafe=True)  # a new browser profile = a new participant
         async with aiohttp.ClientSession(connector=connector, connector_owner=False, cookie_jar=jar,
                                          timeout=timeout) as sess:
-            token = await _enter(sess, base, slug, res, hard_stop)
-            if token is None:
+            started = await _start(sess, base, slug, res)
+            if arriving:
+                arriving = False
+                res.arrived += 1
+                if res.arrived == res.clients:
+                    res.go.set()
+                await res.go.wait()
+            if started is None:
                 await asyncio.sleep(1)
                 continue
-            res.assignments += 1
-            if time.monotonic() >= res.deadline:
-                break
-            hdr = {"X-Assignment-Token": token}
-            status, state, _ = await _with_retries(
-                lambda t=token: _request(sess, "GET", f"{base}/a/{t}/state", res, "state"), res, "state",
-                hard_stop)
-            if status != 200 or time.monotonic() >= res.deadline:
-                continue
-            await _with_retries(lambda t=token, h=hdr: _request(
-                sess, "POST", f"{base}/a/{t}/device", res, "device", headers=h,
-                json={"viewport": [1600, 1000], "dpr": 1, "screen": [1920, 1080]}), res, "device", hard_stop)
+            token, items = started
             try:
-                done = 0
-                for item in state["items"]:
-                    if images:
-                        for side in ("left", "right", "ref"):
-                            if item.get(side):
-                                await _with_retries(lambda u=item[side]: _request(sess, "GET", base + u, res,
-                                                                                  "image"), res, "image",
-                                                    hard_stop)
-                    await asyncio.sleep(rng.expovariate(1 / think) if think > 0 else 0)
-                    if time.monotonic() >= res.deadline:
-                        break
-                    body = {"uuid": str(uuid.uuid4()), "position": item["position"],
-                            "choice": rng.choice(("left", "right")), "response_ms": rng.randint(300, 4000),
-                            "client_time": None}
-                    stored = await _judge(sess, base, token, body, res, hard_stop)
-                    if stored is None:
-                        res.unacked += 1
-                        continue
-                    res.acked[body["uuid"]] = (token, body["position"], stored["choice"])
-                    res.ack_at.append(time.monotonic())
-                    if time.monotonic() < res.deadline:
-                        res.acked_in_window += 1
-                    res.active_workers.add(wid)
-                    done += 1
-                    if stored["choice"] != body["choice"] or stored["uuid"] != body["uuid"]:
-                        res.errors["judge ack differs from the answer sent"] += 1
-                    if rng.random() < replay:  # the ack was lost: the page sends the same judgment again
-                        res.replays += 1
-                        again = await _judge(sess, base, token, body, res, hard_stop)
-                        sent = (body["uuid"], body["choice"])
-                        if again is None or (again["uuid"], again["choice"]) != sent:
-                            res.replay_mismatch += 1
-                if done == len(state["items"]):
-                    status, _, _ = await _with_retries(lambda t=token, h=hdr: _request(
-                        sess, "POST", f"{base}/a/{t}/complete", res, "complete", headers=h), res,
-                        "complete", hard_stop)
+                if await _judge_items(sess, base, token, items, wid, res, rng, think, replay, images):
+                    status, _, _ = await _with_retries(lambda t=token: _request(
+                        sess, "POST", f"{base}/a/{t}/complete", res, "complete",
+                        headers={"X-Assignment-Token": t}), res, "complete")
                     res.completed += status == 200
             except _Gone:
                 res.errors["assignment closed mid-run"] += 1
 
 
 async def simulate(base: str, slug: str, clients: int, duration: float, think: float = 1.5,
-                   replay: float = 0.05, ramp: float | None = None, grace: float = 30.0, images: bool = False,
-                   seed: int = 0, progress: bool = True, during=None) -> Result:
-    """Run ``clients`` simulated workers against ``base`` for ``duration`` s (+ ``grace`` for retries).
+                   replay: float = 0.05, ramp: float = 20.0, grace: float = 30.0, images: bool = False,
+                   seed: int = 0, progress: bool = True, during=None, arrival_limit: float = 300) -> Result:
+    """Run ``clients`` simulated workers against ``base``: arrival over ``ramp`` s, then ``duration`` s of
+    judging once all have arrived (or ``arrival_limit`` s passed), + ``grace`` s for retries in flight.
 
-    ``during`` (optional) is an ``async def f(res)`` run alongside (the fault test injects faults there).
+    ``during`` (optional) is an ``async def f(res)`` run alongside (the fault test injects faults there;
+    ``await res.go.wait()`` waits for the judging window).
     """
     import aiohttp
     from tqdm import tqdm
 
-    res = Result(clients=clients)
-    now = time.monotonic()
-    res.started, res.deadline = now, now + duration
-    hard_stop = res.deadline + grace
-    ramp = min(duration / 2, 30.0) if ramp is None else ramp
-    res.ramp = ramp
+    res = Result(clients=clients, ramp=ramp, grace=grace, t0=time.monotonic(), go=asyncio.Event())
     connector = aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True)
     master = random.Random(seed)
-    tasks = [asyncio.create_task(_worker(i, base, slug, connector, res, random.Random(master.random()), ramp,
-                                         think, replay, images, hard_stop)) for i in range(clients)]
+    tasks = [asyncio.create_task(_worker(i, base, slug, connector, res, random.Random(master.random()), think,
+                                         replay, images)) for i in range(clients)]
     extra = [asyncio.create_task(during(res))] if during else []
 
-    async def show():
-        with tqdm(total=int(duration), unit="s", disable=not progress, desc="load") as bar:
+    async def window():
+        try:
+            await asyncio.wait_for(res.go.wait(), timeout=arrival_limit)
+        except TimeoutError:
+            res.errors["arrival phase cut off"] += 1
+            res.go.set()
+        res.started = time.monotonic()
+        res.deadline = res.started + duration
+        with tqdm(total=int(duration), unit="s", disable=not progress, desc="judging") as bar:
             while time.monotonic() < res.deadline:
                 await asyncio.sleep(1)
                 bar.update(1)
                 bar.set_postfix(acked=len(res.acked), in_flight=res.in_flight,
                                 errors=sum(res.errors.values()))
 
-    shower = asyncio.create_task(show())
+    clock = asyncio.create_task(window())
     try:
         # a request already sent at the hard stop may still take REQUEST_TIMEOUT_S to answer
-        _, pending = await asyncio.wait(tasks + extra, timeout=duration + grace + REQUEST_TIMEOUT_S + 5)
-        res.cancelled = len(pending)
+        _, pending = await asyncio.wait(tasks + extra + [clock],
+                                        timeout=arrival_limit + duration + grace + REQUEST_TIMEOUT_S + 5)
+        res.cancelled = len(set(pending) & set(tasks))
         for t in tasks + extra:
             if t.done() and not t.cancelled() and t.exception() is not None:
                 raise t.exception()
     finally:
-        shower.cancel()
-        for t in tasks + extra:
+        for t in tasks + extra + [clock]:
             t.cancel()
-        await asyncio.gather(*tasks, *extra, return_exceptions=True)
+        await asyncio.gather(*tasks, *extra, clock, return_exceptions=True)
         await connector.close()
     res.ended = time.monotonic()
     return res
@@ -512,7 +541,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=60, help="seconds of judging (default 60)")
     ap.add_argument("--think", type=float, default=1.5, help="mean think time per judgment, s (default 1.5)")
     ap.add_argument("--replay", type=float, default=0.05, help="fraction of acks re-posted (default 0.05)")
-    ap.add_argument("--ramp", type=float, default=None, help="arrival spread, s (default duration/4, <=15)")
+    ap.add_argument("--ramp", type=float, default=20, help="arrivals spread over this many s (default 20)")
     ap.add_argument("--grace", type=float, default=30, help="s after the deadline for retries in flight")
     ap.add_argument("--images", action="store_true", help="also GET the 2-3 images of every trial")
     ap.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: gunicorn.conf.py)")
@@ -580,12 +609,11 @@ def main() -> None:
         tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
         shutil.rmtree(tmp, ignore_errors=True)
 
-    steady0 = res.started + res.ramp  # every simulated worker has arrived
-    steady_s = res.deadline - steady0
-    rate_all = res.acked_in_window / res.window_s
-    rate = sum(1 for t in res.ack_at if steady0 <= t < res.deadline) / steady_s
-    lat_all = res.judge_latency
-    lat = [x for x, t in zip(res.judge_latency, res.judge_at) if steady0 <= t < res.deadline]
+    acked = sum(1 for t in res.ack_at if res.in_window(t))
+    rate = acked / res.window_s
+    lat = [x for x, t in zip(res.judge_latency, res.judge_at) if res.in_window(t)]
+    arrival = [x for x, t in zip(res.other_latency, res.other_at) if t < res.started]
+    other = [x for x, t in zip(res.other_latency, res.other_at) if t >= res.started]
 
     def pct(xs: list[float]) -> str:
         return ", ".join(f"p{q} {1000 * percentile(xs, q):.1f} ms" for q in (50, 95, 99))
@@ -593,25 +621,25 @@ def main() -> None:
     print()
     print(f"machine: {os.cpu_count()} cores; server, PostgreSQL and clients on the same machine (loopback)")
     print(f"gunicorn: {workers} workers x {threads} threads ({kind}), DEBUG=0, CROWD_RATE_LIMIT=0 (off)")
-    print(f"simulated workers: {a.clients} started over a {res.ramp:.0f} s ramp, {len(res.active_workers)} "
-          f"made >= 1 judgment, peak {res.peak_in_flight} requests in flight; think time exponential, mean "
-          f"{a.think} s; {per_assignment} normal trials per assignment")
-    print(f"assignments taken {res.assignments}, completed {res.completed}")
-    print(f"judgments/s: {rate:.1f} steady state (the {steady_s:.0f} s after the ramp), {rate_all:.1f} over "
-          f"the whole {res.window_s:.0f} s window ({res.acked_in_window} acknowledged; {len(res.acked)} "
-          f"incl. retries finishing in the grace period)")
-    print(f"judge POST latency per attempt, steady state: {pct(lat)} ({len(lat)} attempts); whole run: "
-          f"{pct(lat_all)}, max {1000 * max(lat_all, default=0):.0f} ms")
+    print(f"arrival: {res.clients} simulated workers took an assignment over {res.started - res.t0:.1f} s "
+          f"(spread over {res.ramp:.0f} s): consent page, consent POST, state, device = {len(arrival)} "
+          f"requests, {pct(arrival)}")
+    print(f"judging window: {res.window_s:.0f} s with all {res.clients} workers active "
+          f"({len(res.active_workers)} made >= 1 judgment; peak {res.peak_in_flight} requests in flight); "
+          f"think time exponential, mean {a.think} s; {per_assignment} normal trials per assignment; "
+          f"assignments taken {res.assignments} in all, completed {res.completed}")
+    print(f"judgments/s: {rate:.1f} ({acked} acknowledged in the window; {len(res.acked)} in all, incl. "
+          f"retries finishing in the {res.grace:.0f} s grace period)")
+    print(f"judge POST latency per attempt: {pct(lat)}, max {1000 * max(lat, default=0):.0f} ms "
+          f"({len(lat)} attempts in the window)")
     print(f"judge POSTs {res.judge_posts} (retries {res.retries}, replays {res.replays}, replay answers "
-          f"differing {res.replay_mismatch})")
-    other = res.other_latency
-    print(f"other requests (entry, consent, state, device, complete{', images' if a.images else ''}): "
-          f"{len(other)}, {pct(other)}")
+          f"differing {res.replay_mismatch}); other requests in the window (new assignments, completions"
+          f"{', images' if a.images else ''}): {len(other)}, {pct(other)}")
     print(f"errors: {sum(res.errors.values())} {dict(res.errors) if res.errors else ''}; judgments abandoned "
           f"without ack {res.unacked}; workers cut off waiting for an answer {res.cancelled}")
     print(f"raw PostgreSQL single-row INSERT: {raw:.1f}/s ({raw_how}); with {workers} connections "
           f"{raw_w:.1f}/s")
-    print(f"ratio steady-state judgments/s / raw INSERT/s = {rate / raw:.3f} ({conns} connections; "
+    print(f"ratio judgments/s / raw INSERT/s = {rate / raw:.3f} ({conns} connections; "
           f"{rate / raw_w:.3f} against {workers})")
     print(f"load average (1 min) before the run {load_before[0]:.2f}, after {load_after[0]:.2f} on "
           f"{os.cpu_count()} cores (other jobs on this machine compete for them)")

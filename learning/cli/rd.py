@@ -8,11 +8,11 @@ checkpoint is encoded once per image at its native rate (real compress/decompres
 name the checkpoint and leave target_bpp blank. Give at least two checkpoints for a learned BD-rate.
 
 Writes into --out: ``rd.csv`` (image, codec, checkpoint, target and achieved bpp, each metric, note),
-``rd_<metric>.png/.svg`` (mean over images), ``bd_rate.csv`` and ``bd_rate.md`` (BD-rate in % against
-the anchor, pchip in log-rate over the quality range both curves cover, which the tables also give;
-MS-SSIM/SSIM in dB, lower-is-better metrics negated).
+``rd_<metric>.png/.svg`` (mean over images; dpl:FILE → ``rd_dpl_<file stem>``), ``bd_rate.csv`` and
+``bd_rate.md`` (BD-rate in % against the anchor, pchip in log-rate over the quality range both curves
+cover, which the tables also give; MS-SSIM/SSIM in dB, lower-is-better metrics negated).
 ``--from-csv A.csv B.csv`` rebuilds plots and tables from earlier runs without encoding (later files
-replace earlier rows of the same image, codec and target).
+replace earlier rows of the same image, codec and target or checkpoint).
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_metric(
-    curves: dict, metric: str, higher_is_better: bool, out_dir: Path, title: str = ""
+    curves: dict, metric: str, higher_is_better: bool, out_dir: Path, title: str = "", slug: str = ""
 ) -> list[Path]:
+    """Write ``rd_<slug>.png`` and ``.svg`` (slug defaults to the metric name made file-safe)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
     for label, (bpp, values) in curves.items():
         style = "--" if label.startswith("learned:") else "-"
@@ -23,7 +24,7 @@ def plot_metric(
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    stem = "rd_" + metric.replace(":", "_").replace("/", "_").replace(".", "_")
+    stem = "rd_" + (slug or metric.replace(":", "_").replace("/", "_").replace(".", "_"))
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
     for p in paths:
         fig.savefig(p)

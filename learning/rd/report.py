@@ -95,7 +95,8 @@ def write_report(
     overlap: dict[str, dict[str, str]] = {}
     for m in metrics:
         cv = curves(rows, m)
-        plot_metric(cv, m, higher[m], out, title=f"R–D on {n_images} images: {metric_slug(m)}")
+        slug = metric_slug(m)
+        plot_metric(cv, m, higher[m], out, title=f"R–D on {n_images} images: {slug}", slug=slug)
         if anchor not in cv:
             continue
         ra, da = cv[anchor]

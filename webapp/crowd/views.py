@@ -80,12 +80,14 @@ def _platform_ids(request: HttpRequest, exp: Experiment) -> dict | None:
     return {"platform_id": request.session[key]}
 
 
-def _existing(exp: Experiment, ids: dict) -> Assignment | None:
-    """The participant's current assignment (resume) or last completed one, if any."""
+def _existing(exp: Experiment, ids: dict, pid: int | None = None) -> Assignment | None:
+    """The participant's (``pid``, else looked up from ``ids``) current assignment (resume) or last
+    completed one, if any."""
     # two lookups by unique/foreign-key indexes rather than one join: the join's plan went quadratic on a
     # freshly launched study (statistics of near-empty tables), 30 ms per entry at 300 participants
-    same = {"experiment": exp, "platform": exp.platform, "platform_id": ids["platform_id"][:200]}
-    pid = Participant.objects.filter(**same).values_list("pk", flat=True).first()
+    if pid is None:
+        same = {"experiment": exp, "platform": exp.platform, "platform_id": ids["platform_id"][:200]}
+        pid = Participant.objects.filter(**same).values_list("pk", flat=True).first()
     if pid is None:
         return None
     qs = Assignment.objects.filter(participant_id=pid, experiment=exp)
@@ -152,12 +154,19 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
         participant.consent_at = timezone.now()
         participant.save(update_fields=["consent_at"])
     extra = {k: ids[k] for k in ("mturk_assignment_id", "hit_id", "turk_submit_to") if k in ids}
-    try:
-        assignment = create_assignment(exp.pk, participant, **extra)
-    except LookupError:
-        return _message(
-            request, "No more trials", "There are no more trials for you in this study. Thanks!", 410
-        )
+    with transaction.atomic():
+        # One entry at a time per participant: a double submit, or a client retrying a consent POST that
+        # is still queued, must find the assignment the first one made rather than take a second one.
+        Participant.objects.select_for_update().filter(pk=participant.pk).values_list("pk").first()
+        found = _existing(exp, ids, participant.pk)
+        if found is not None:
+            return redirect("crowd:done" if found.state == "completed" else "crowd:task", token=found.token)
+        try:
+            assignment = create_assignment(exp.pk, participant, **extra)
+        except LookupError:
+            return _message(
+                request, "No more trials", "There are no more trials for you in this study. Thanks!", 410
+            )
     request.session[f"crowd_token_{exp.slug}"] = str(assignment.token)
     return redirect("crowd:task", token=assignment.token)
 

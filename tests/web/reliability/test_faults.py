@@ -1,15 +1,16 @@
 """Faults under load: PostgreSQL restarts and a gunicorn worker is SIGKILLed while participants judge.
 
-gunicorn (DEBUG=0, 3 sync workers, persistent connections with health checks) serves the pytest test
+gunicorn (DEBUG=0, 3 workers x 4 threads, persistent connections with health checks) serves the pytest test
 database; 60 simulated participants (bench/load.py: consent, state, judgments with think times, retries
 with the same uuid on timeouts / connection errors / 5xx with doubling backoff as task.js does, 5 %
-replays) judge for 24 s. At 7 s PostgreSQL is restarted with
+replays) take assignments, then judge for 20 s. 5 s into that, PostgreSQL is restarted with
 
     pg_ctlcluster --skip-systemctl-redirect <version> <cluster> restart
 
-(the cluster serving DATABASES' port, found with pg_lsclusters), at 14 s one worker (not the master) gets
-SIGKILL. Afterwards every acknowledged judgment is stored exactly once with the acknowledged answer, none is
-left without an ack, and judging went on after both faults without anyone restarting anything.
+(the cluster serving DATABASES' port, found with pg_lsclusters); 6 s after the restart began one worker
+(not the master) gets SIGKILL. Afterwards every acknowledged judgment is stored exactly once with the
+acknowledged answer, none is left without an ack, and judging went on after both faults without anyone
+restarting anything.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -84,24 +86,31 @@ def test_judging_survives_postgres_restart_and_worker_kill(transactional_db, exp
     faults: dict[str, float] = {}
 
     async def inject(res):
-        await asyncio.sleep(7)
+        await res.go.wait()  # every participant has taken an assignment; judging has started
+        await asyncio.sleep(5)
         faults["restart"] = time.monotonic()
         done = await asyncio.to_thread(subprocess.run, restart, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         faults["restarted"] = time.monotonic()
-        await asyncio.sleep(max(0.0, faults["restart"] + 7 - time.monotonic()))
+        await asyncio.sleep(max(0.0, faults["restart"] + 6 - time.monotonic()))
         before = load.worker_pids(proc.pid)
         os.kill(before[0], signal.SIGKILL)  # a worker, never the master
         faults["kill"] = time.monotonic()
         faults["killed_pid"] = before[0]
 
     try:
-        res = asyncio.run(load.simulate(base, exp.slug, clients=60, duration=24, think=0.4, replay=0.05,
-                                        ramp=3, grace=40, progress=False, during=inject))
+        res = asyncio.run(load.simulate(base, exp.slug, clients=60, duration=20, think=0.4, replay=0.05,
+                                        ramp=2, grace=40, progress=False, during=inject))
         after = load.worker_pids(proc.pid)
         # the site serves again without manual action: a new participant can enter right now
         page = urllib.request.urlopen(f"{base}/p/{exp.slug}/", timeout=10)
         assert page.status == 200
+        # static files come from WhiteNoise: hashed name, gzip, cached for good
+        css = re.search(r'href="(/static/crowd/task\.[0-9a-f]{12}\.css)"', page.read().decode()).group(1)
+        gz = urllib.request.Request(base + css, headers={"Accept-Encoding": "gzip"})
+        static = urllib.request.urlopen(gz, timeout=10)
+        assert static.headers["Content-Encoding"] == "gzip", dict(static.headers)
+        assert "immutable" in static.headers["Cache-Control"], static.headers["Cache-Control"]
     finally:
         load.stop_gunicorn(proc)
     connections.close_all()  # the restart killed this process's connection; reconnect for the audit

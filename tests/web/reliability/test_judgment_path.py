@@ -132,3 +132,36 @@ def test_slot_counters_match_a_full_recount(client, live_experiment):
     TrialSlots.objects.filter(trial__experiment=exp).update(held=99)
     assert recount_slots(exp) == held
     assert dict(TrialSlots.objects.filter(trial__experiment=exp).values_list("trial_id", "held")) == held
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_concurrent_consent_posts_give_one_assignment(live_server, transactional_db, experiment_factory):
+    """A double submit (or a client retrying a consent POST still queued) must not take two assignments."""
+    import re
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from webapp.crowd.models import Assignment
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks need PostgreSQL")
+    exp = experiment_factory()  # 6 normal trials, 4 per assignment: a second assignment would be possible
+    url = f"{live_server.url}/p/{exp.slug}/"
+    s = requests.Session()
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', s.get(url, timeout=30).text).group(1)
+    barrier = threading.Barrier(8)
+
+    def post(_):
+        barrier.wait()
+        r = requests.post(url, data={"consent": "yes", "csrfmiddlewaretoken": csrf}, cookies=s.cookies,
+                          allow_redirects=False, timeout=30)
+        return r.status_code, r.headers.get("Location")
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, range(8)))
+    assert {code for code, _ in answers} == {302}, answers
+    assert len({loc for _, loc in answers}) == 1, answers
+    assert Assignment.objects.filter(experiment=exp).count() == 1
