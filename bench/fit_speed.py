@@ -27,6 +27,7 @@ import argparse
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -89,8 +90,8 @@ def main() -> None:
     print("times: wall seconds, and CPU seconds (user+sys, all threads) in brackets: the machine is shared, "
           "CPU time drifts less with the load")
 
-    # --- cold fit, as a user runs it (run again after the trainer: the load of a shared machine drifts,
-    # the slower of the two counts)
+    # --- cold fit, as a user runs it; run again after every trainer epoch (fresh cache each time), so
+    # that fit and trainer are timed over the same stretch of a shared machine's drifting load
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 
     def fit_cmd(tag: str, out: str | None = None) -> list[str]:
@@ -104,17 +105,22 @@ def main() -> None:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
         return time.perf_counter() - t0, children_cpu() - c0, out
 
-    def cold_fit(tag: str) -> tuple[float, float, float]:
+    fits: list[tuple[float, float]] = []
+
+    def cold_fit(tag: str, verbose: bool = False) -> float:
         wall, cpu, out = timed_run(fit_cmd(tag))
         score = float(re.search(r"val 2AFC ([0-9.]+)", out).group(1))
+        fits.append((wall, cpu))
         print(f"fit (cold, subprocess, run {tag}): {wall:.1f}s [{cpu:.1f}s]  val 2AFC {score:.4f} "
               f"({score / ceiling:.1%} of ceiling)")
-        print("  " + out.strip().replace("\n", "\n  "))
-        return wall, cpu, score
+        if verbose:
+            print("  " + out.strip().replace("\n", "\n  "))
+        if tag != "0":
+            shutil.rmtree(work / f"cache-{tag}", ignore_errors=True)
+        return score
 
-    fit1 = cold_fit("1")
-    fit_val = fit1[2]
-    wall, cpu, out = timed_run(fit_cmd("1", "refit"))
+    fit_val = cold_fit("0", verbose=True)
+    wall, cpu, out = timed_run(fit_cmd("0", "refit"))
     print(f"refit (warm cache, subprocess): {wall:.1f}s [{cpu:.1f}s]")
     print("  " + out.strip().replace("\n", "\n  "))
 
@@ -134,7 +140,8 @@ def main() -> None:
     floor = backbone_pass(uniq)
     slots = backbone_pass(torch.cat([torch.cat(tr[:3]), torch.cat(va[:3])]))
     print(f"floor (one backbone pass over the {len(uniq)} unique images, in memory): {floor[0]:.1f}s "
-          f"[{floor[1]:.1f}s]; cold fit is {fit1[0] / floor[0]:.2f}x the floor [{fit1[1] / floor[1]:.2f}x]")
+          f"[{floor[1]:.1f}s]; cold fit (run 0) is {fits[0][0] / floor[0]:.2f}x the floor "
+          f"[{fits[0][1] / floor[1]:.2f}x]")
     print(f"  (a pass over all {3 * args.triplets} triplet slots: {slots[0]:.1f}s [{slots[1]:.1f}s])")
 
     # --- lpips.Trainer, its best chance
@@ -167,13 +174,14 @@ def main() -> None:
         if score > best:
             best, best_at = score, (epoch, wall_lp, cpu_lp)
         print(f"  lpips.Trainer epoch {epoch}: {wall_lp:.1f}s [{cpu_lp:.1f}s] cumulative training, "
-              f"val 2AFC {score:.4f}")
+              f"val 2AFC {score:.4f}  (load average {os.getloadavg()[0]:.1f})")
+        cold_fit(str(epoch))
         if score >= fit_val:
             reached = (epoch, wall_lp, cpu_lp)
             break
-    fit2 = cold_fit("2")
-    t_fit, c_fit = max(fit1[0], fit2[0]), max(fit1[1], fit2[1])
-    print(f"cold fit, slower of the two runs: {t_fit:.1f}s [{c_fit:.1f}s]")
+    t_fit, c_fit = (sum(f[i] for f in fits) / len(fits) for i in (0, 1))
+    print(f"cold fit, mean of {len(fits)} runs: {t_fit:.1f}s [{c_fit:.1f}s] (slowest "
+          f"{max(f[0] for f in fits):.1f}s [{max(f[1] for f in fits):.1f}s])")
     if reached:
         print(f"lpips.Trainer reached fit's val 2AFC after {reached[0]} epochs, {reached[1]:.1f}s "
               f"[{reached[2]:.1f}s]: fit is {reached[1] / t_fit:.1f}x faster [{reached[2] / c_fit:.1f}x]")

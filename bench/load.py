@@ -14,16 +14,18 @@ What it does, in one run on this machine:
 3. starts gunicorn exactly as ``make serve-prod`` does (``DEBUG=0``, ``webapp/gunicorn.conf.py``) on a
    free loopback port; the per-IP entry rate limit is switched off (``CROWD_RATE_LIMIT=0``) because all
    simulated workers share 127.0.0.1;
-4. runs ``--clients`` asyncio/aiohttp workers for ``--duration`` seconds: each arrives during the ramp,
-   consents on ``/p/demo/`` (CSRF form), reads the state, posts its device, then judges item after item
-   with exponential think times (mean ``--think`` s), retrying with the same uuid on a timeout, a
-   connection error or a 5xx with doubling backoff, like ``webapp/crowd/static/crowd/task.js``; about
-   ``--replay`` of the acknowledged judgments are posted again (a lost ack); a finished assignment is
-   completed and the worker takes a new one. After the deadline no new judgment is started; retries in
-   flight may finish during ``--grace`` seconds;
-5. prints judgments/s, judge POST latency p50/p95/p99, errors, the ratio of judgments/s to the raw
-   INSERT/s, and audits the database: judgments stored == distinct judgments acknowledged, 0 duplicates,
-   0 lost, every stored answer equal to the acknowledged one.
+4. arrival: ``--clients`` asyncio/aiohttp workers arrive spread over ``--ramp`` s; each consents on
+   ``/p/demo/`` (CSRF form), reads the state and posts its device, like the judging page;
+5. judging window (``--duration`` s, from the moment all have arrived): each judges item after item with
+   exponential think times (mean ``--think`` s), retrying with the same uuid on a timeout, a connection
+   error or a 5xx with doubling backoff, like ``webapp/crowd/static/crowd/task.js``; about ``--replay`` of
+   the acknowledged judgments are posted again (a lost ack); a finished assignment is completed and the
+   worker takes a new one. After the deadline no new judgment is started; retries in flight may finish
+   during ``--grace`` s;
+6. prints judgments/s in the window, judge POST latency p50/p95/p99, errors, the ratio of judgments/s to
+   the raw INSERT/s, the load average (other jobs share the machine), and audits the database: judgments
+   stored == distinct judgments acknowledged, 0 duplicates, 0 lost, every stored answer equal to the
+   acknowledged one (exit status 1 otherwise).
 
 The module is also imported by tests/web/reliability/test_faults.py (``simulate`` and ``audit``).
 """

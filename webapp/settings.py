@@ -152,7 +152,7 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 if not DEBUG:
     SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", "1")
-    # SECURE_SSL_REDIRECT=0 / SECURE_COOKIES=0 only for plain-HTTP loopback benchmarks (bench/crowd_load.py).
+    # SECURE_SSL_REDIRECT=0 / SECURE_COOKIES=0 only for plain-HTTP loopback benchmarks and tests.
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _env_bool("SECURE_COOKIES", "1")
     SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", 31536000))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True

@@ -9,6 +9,7 @@ preflight (none is allowed), and cannot know the token. The consent form keeps D
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import uuid
@@ -393,9 +394,9 @@ def judge(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
     """Store one judgment: 201 new, 200 replay, 409 uuid reused, 400 bad input, 403 closed, 413 too big.
 
     The hot path under load is one SELECT (``_judge_lookup_sql``, written by hand because compiling the
-    equivalent ORM queries cost more than running them) and one single-row INSERT in its own transaction;
-    the unique constraints on ``client_uuid`` and ``item`` do the deduplication, so replays and races
-    cost the extra queries of ``_replay`` only when they happen. Nothing here scans a table.
+    equivalent ORM queries cost more than running them) and one single-row autocommit INSERT (its own
+    transaction); the unique constraints on ``client_uuid`` and ``item`` do the deduplication, so replays
+    and races cost the extra queries of ``_replay`` only when they happen. Nothing here scans a table.
     """
     data, err = _json_body(request, token)
     v, msg = (None, None) if err else _validate_judgment(data)
@@ -420,8 +421,11 @@ def judge(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
     if item_id is None:
         return _replay(a_id, v) or JsonResponse({"error": f"no item at position {v['position']}"}, status=400)
     left, right = (stim_a, stim_b) if left_is_a else (stim_b, stim_a)
+    # In autocommit mode the single INSERT is its own transaction (no BEGIN/COMMIT round trips); inside an
+    # outer transaction (tests, ATOMIC_REQUESTS) a savepoint keeps an IntegrityError from aborting it.
+    guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
     try:
-        with transaction.atomic():
+        with guard:
             Judgment(
                 assignment_id=a_id,
                 item_id=item_id,

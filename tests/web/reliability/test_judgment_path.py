@@ -91,6 +91,16 @@ def test_query_counts_do_not_grow_with_the_database(live_experiment):
     assert counts["big"][1] <= 4
 
 
+def test_new_judgment_is_two_statements_in_autocommit(transactional_db, experiment_factory, settings):
+    """As served (autocommit, no outer transaction): one SELECT, one INSERT that is its own transaction."""
+    settings.CROWD_RATE_LIMIT = 0
+    a = enter(Client(), experiment_factory())
+    n, sql = _count(lambda: _judge(Client(), a, 0))
+    assert [s.split()[0] for s in sql] == ["SELECT", "INSERT"], sql
+    assert _judge(Client(), a, 0).status_code == 200  # the IntegrityError path leaves the connection usable
+    assert _judge(Client(), a, 1).status_code == 201
+
+
 def _indexed(table: str) -> list[list[str]]:
     with connection.cursor() as cur:
         cons = connection.introspection.get_constraints(cur, table)
