@@ -643,8 +643,8 @@ def main() -> None:
           f"{raw_w:.1f}/s")
     print(f"ratio judgments/s / raw INSERT/s = {rate / raw:.3f} ({conns} connections; "
           f"{rate / raw_w:.3f} against {workers})")
-    print(f"load average (1 min) before the run {load_before[0]:.2f}, after {load_after[0]:.2f} on "
-          f"{os.cpu_count()} cores (other jobs on this machine compete for them)")
+    print(f"load average (1 min) before the run {load_before[0]:.2f} (other jobs), at its end "
+          f"{load_after[0]:.2f} (this benchmark's processes included), {os.cpu_count()} cores")
     print(f"audit: {report.line()} -> {'OK' if report.ok else 'FAILED'}")
     if res.errors and tail:
         print("gunicorn log tail:\n  " + "\n  ".join(tail))

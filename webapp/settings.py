@@ -120,9 +120,9 @@ STORAGES = {
     },
 }
 
-LOGIN_URL = "/accounts/login/"
+LOGIN_URL = "lab:login"
 LOGIN_REDIRECT_URL = "/lab/"
-LOGOUT_REDIRECT_URL = "/accounts/login/"
+LOGOUT_REDIRECT_URL = "lab:login"
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -7,7 +7,6 @@ from django.views.static import serve
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("accounts/", include("django.contrib.auth.urls")),
     path("", include("webapp.crowd.urls")),
     path("", include("webapp.lab.urls")),
 ]

@@ -52,7 +52,7 @@ class Command(BaseCommand):
             exp.save(update_fields=["status"])
         base = o["base_url"].rstrip("/")
         self.stdout.write(
-            f"researcher login: {base}/accounts/login/  (user {USERNAME!r}, "
+            f"researcher login: {base}/lab/login/  (user {USERNAME!r}, "
             f"password {PASSWORD!r}); dashboard {base}/lab/"
         )
         self.stdout.write(f"participant link: {base}/p/{exp.slug}/")
