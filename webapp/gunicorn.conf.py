@@ -8,7 +8,7 @@ Each thread keeps its own persistent PostgreSQL connection (CONN_MAX_AGE), so th
 workers x threads connections: keep that below PostgreSQL's max_connections. Threads (gthread) keep
 HTTP connections alive between a participant's requests and let a request that waits (a commit's fsync,
 the per-experiment lock of a new assignment) leave the CPU to the others; on 2 cores they served 1.5x the
-judge POSTs of sync workers and 2.2x the static files (bench/load.md).
+judge POSTs of sync workers and 2.2x the static files (bench/README.md, load section).
 """
 
 import multiprocessing
