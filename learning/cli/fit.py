@@ -34,21 +34,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def parse_backbone(spec: str) -> tuple[str | Path | None, int]:
-    from learning.errors import LearningError
-
-    if spec == "imagenet":
-        return "imagenet", 0
-    if spec.startswith("random:"):
-        try:
-            return None, int(spec.split(":", 1)[1])
-        except ValueError:
-            raise LearningError(f"--backbone {spec!r}: random:SEED needs an integer seed") from None
-    if not Path(spec).is_file():
-        raise LearningError(f"--backbone {spec!r}: not 'imagenet', 'random:SEED' or an existing file")
-    return Path(spec), 0
-
-
 def parse_patch(spec: str) -> int | None:
     from learning.errors import LearningError
 
@@ -95,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from learning.data.bapps import load_2afc
+    from learning.dpl.backbones import parse_backbone_spec
     from learning.dpl.model import DPL
     from learning.dpl.weightfile import save_weights
     from learning.errors import LearningError
@@ -110,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and out.is_dir():
         raise LearningError(f"--out {out} is a folder")
-    backbone, seed = parse_backbone(args.backbone)
+    backbone, seed = parse_backbone_spec(args.backbone, "--backbone")
     patch = parse_patch(args.patch)
     cache_dir = None if args.cache == "none" else Path(args.cache) if args.cache else fcache.DEFAULT_CACHE
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))

@@ -40,6 +40,25 @@ def check_net(net: str) -> str:
     return net
 
 
+def parse_backbone_spec(spec: str, label: str = "backbone") -> tuple[str | Path | None, int]:
+    """Parse a backbone spec ``imagenet | PATH | random:SEED`` into ``(backbone, seed)`` for
+    :class:`Backbone`: ``("imagenet", 0)``, ``(Path(PATH), 0)`` or ``(None, SEED)``.
+
+    ``label`` names the spec in errors (``"--backbone"`` for a CLI option). Raises LearningError for a
+    non-integer seed or a PATH that is not an existing file.
+    """
+    if spec == "imagenet":
+        return "imagenet", 0
+    if spec.startswith("random:"):
+        try:
+            return None, int(spec.split(":", 1)[1])
+        except ValueError:
+            raise LearningError(f"{label} {spec!r}: random:SEED needs an integer seed") from None
+    if not Path(spec).is_file():
+        raise LearningError(f"{label} {spec!r}: not 'imagenet', 'random:SEED' or an existing file")
+    return Path(spec), 0
+
+
 def _conv_relu(cin: int, cout: int, k: int, stride: int = 1, padding: int = 0) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, kernel_size=k, stride=stride, padding=padding), nn.ReLU(inplace=True)]
 

@@ -20,24 +20,12 @@ from learning.metrics.registry import Metric, register, register_factory
 NETS = ("alex", "vgg", "squeeze")
 
 
-def _backbone_arg(spec: str) -> tuple[str | Path | None, int]:
-    if spec == "imagenet":
-        return "imagenet", 0
-    if spec.startswith("random:"):
-        try:
-            return None, int(spec.split(":", 1)[1])
-        except ValueError:
-            raise LearningError(f"backbone {spec!r}: random:SEED needs an integer seed") from None
-    if not Path(spec).is_file():
-        raise LearningError(f"backbone {spec!r}: not 'imagenet', 'random:SEED' or an existing file")
-    return Path(spec), 0
-
-
 @lru_cache(maxsize=8)
 def _model(net: str, weights: str | None, backbone: str):
+    from learning.dpl.backbones import parse_backbone_spec
     from learning.dpl.model import DPL
 
-    bb, seed = _backbone_arg(backbone)
+    bb, seed = parse_backbone_spec(backbone)
     return DPL(net, weights=weights, backbone=bb, seed=seed)
 
 

@@ -143,3 +143,18 @@ def test_negative_weights_and_bad_args_refused() -> None:
         DPL("resnet", backbone=None)
     with pytest.raises(LearningError, match="N×3×H×W"):
         dpl(torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32))
+
+
+def test_parse_backbone_spec(tmp_path) -> None:
+    from learning.dpl.backbones import parse_backbone_spec
+
+    state = tmp_path / "alex.pth"
+    state.write_bytes(b"x")  # only existence is checked here; Backbone reads it
+    assert parse_backbone_spec("imagenet") == ("imagenet", 0)
+    assert parse_backbone_spec("random:7") == (None, 7)
+    assert parse_backbone_spec(str(state)) == (state, 0)
+    with pytest.raises(LearningError, match=r"^backbone 'random:x': random:SEED needs an integer seed$"):
+        parse_backbone_spec("random:x")
+    missing = str(tmp_path / "nope.pth")
+    with pytest.raises(LearningError, match=r"^--backbone '.*nope.pth': not 'imagenet', 'random:SEED'"):
+        parse_backbone_spec(missing, "--backbone")

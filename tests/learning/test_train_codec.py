@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from PIL import Image
 from learning.__main__ import main
 from learning.codecs import get_codec
 from learning.errors import LearningError
+from learning.training import checkpoint
 from learning.training.data import CropDataset, saliency_weights
 
 KODAK = Path("/work/shared/data/kodak")
@@ -100,7 +103,7 @@ def test_trains_loss_falls_and_real_bitstreams_decode(data, tmp_path, capsys):
 
 
 def _state(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return checkpoint.load(path)  # weights_only=True: a checkpoint is plain data and tensors
 
 
 def test_resume_is_exact(data, tmp_path):
@@ -124,6 +127,87 @@ def test_resume_is_exact(data, tmp_path):
     c = _state(part)
     assert c["step"] == 11 and [g["lr"] for g in c["optimizer"]["param_groups"]] == [1e-4]
     assert c["config"]["lr"] == 1e-4 and a["optimizer"]["param_groups"][0]["lr"] == 1e-3
+
+
+def test_checkpoint_is_plain_data_and_loads_weights_only(data, tmp_path):
+    ckpt = tmp_path / "m.pt"
+    assert main(common(data, ckpt, "--steps", "2", "--loss", "mse")) == 0
+    blob = torch.load(ckpt, map_location="cpu", weights_only=True)  # no allow-listed globals needed
+    assert blob["format"] == checkpoint.FORMAT and blob["step"] == 2
+    assert all(type(v) is float for r in blob["history"] for k, v in r.items() if k in ("loss", "bpp"))
+    # the stored RNG states restore exactly what was saved
+    before = np.random.get_state(), random.getstate(), torch.get_rng_state()
+    np.random.seed(123)
+    random.seed(123)
+    torch.manual_seed(123)
+    try:
+        checkpoint.restore_rng(blob)
+        assert torch.equal(torch.get_rng_state(), blob["rng"]["torch"])
+        state = np.random.get_state()
+        assert state[1].tolist() == blob["rng"]["numpy"]["keys"].tolist()
+        assert state[2] == blob["rng"]["numpy"]["pos"]
+        assert random.getstate() == blob["rng"]["python"]
+    finally:
+        np.random.set_state(before[0])
+        random.setstate(before[1])
+        torch.set_rng_state(before[2])
+
+
+class _TouchOnUnpickle:
+    """Unpickling this calls Path.touch(marker): a stand-in for a payload like os.system."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys, writer):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    blob = {"format": checkpoint.FORMAT, "arch": "bmshj2018-factorized", "N": 32, "M": 32,
+            "model": _TouchOnUnpickle(marker)}  # fmt: skip
+    if writer == "torch.save":
+        torch.save(blob, evil)
+    else:
+        evil.write_bytes(pickle.dumps(blob, protocol=4))
+    with pytest.raises(LearningError, match="not a safe checkpoint") as err:
+        checkpoint.load(evil)
+    assert "\n" not in str(err.value) and "could run code" in str(err.value)
+    with pytest.raises(LearningError, match="not a safe checkpoint"):
+        get_codec(f"ckpt:{evil}")
+    # the CLI: one line on stderr, exit 2, no traceback, nothing run
+    out = tmp_path / "x.lrn"
+    argv = ["encode", "--codec", f"ckpt:{evil}", "--quality", "0", str(KODAK / "kodim01.png"), str(out)]
+    assert main(argv) == 2
+    err_text = capsys.readouterr().err
+    assert "not a safe checkpoint" in err_text and "Traceback" not in err_text
+    assert not marker.exists() and not out.exists()
+    # the payload is real: an unguarded load runs it
+    torch.load(evil, weights_only=False) if writer == "torch.save" else pickle.loads(evil.read_bytes())
+    assert marker.exists()
+
+
+def test_unreadable_checkpoints_are_clear_errors(tmp_path):
+    junk, cut = tmp_path / "junk.pt", tmp_path / "cut.pt"
+    junk.write_text("root:x:0:0\n")
+    torch.save({"format": checkpoint.FORMAT, "x": torch.zeros(1000)}, cut)
+    cut.write_bytes(cut.read_bytes()[:300])
+    for p in (junk, cut):
+        with pytest.raises(LearningError, match="cannot read checkpoint") as err:
+            checkpoint.load(p)
+        assert "\n" not in str(err.value)
+    # the old format stored numpy's RNG state (numpy objects): refused, with the reason
+    old = tmp_path / "old.pt"
+    torch.save({"format": checkpoint.FORMAT, "rng": {"numpy": np.random.get_state()}}, old)
+    with pytest.raises(LearningError, match=r"not a safe checkpoint: it needs the Python object numpy\."):
+        checkpoint.load(old)
+    partial = tmp_path / "partial.pt"
+    torch.save({"format": checkpoint.FORMAT, "arch": "bmshj2018-factorized"}, partial)
+    with pytest.raises(LearningError, match="not a complete train-codec checkpoint"):
+        get_codec(f"ckpt:{partial}")
 
 
 def test_saliency_weights_follow_the_crop(data):

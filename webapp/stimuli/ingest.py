@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from PIL import Image, ImageCms
@@ -20,6 +21,7 @@ from learning.metrics import get_metric
 from webapp.stimuli.models import ReferenceImage, Stimulus
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024  # when settings.STIMULI_MAX_IMAGE_BYTES is not set
 
 
 class IngestError(Exception):
@@ -63,9 +65,39 @@ def to_plain_srgb(im: Image.Image) -> Image.Image:
     return plain
 
 
+def max_image_bytes() -> int:
+    """The largest image file accepted, in bytes (``settings.STIMULI_MAX_IMAGE_BYTES``)."""
+    return int(getattr(settings, "STIMULI_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES))
+
+
+def _too_big(path: Path, size: str, limit: int) -> IngestError:
+    return IngestError(
+        f"{path}: file is {size} bytes, over the {limit:,}-byte limit (STIMULI_MAX_IMAGE_BYTES)"
+    )
+
+
+def read_image_bytes(path: Path) -> bytes:
+    """The bytes of one image file, refusing (IngestError naming the file and the limit) a file over
+    :func:`max_image_bytes` from its size before reading, and never reading more than limit + 1 bytes
+    (a file that grows meanwhile is refused too). Unreadable files are IngestErrors as well."""
+    limit = max_image_bytes()
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise _too_big(path, f"{size:,}", limit)
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if len(data) > limit:
+        raise _too_big(path, f"more than {limit:,}", limit)
+    return data
+
+
 def check_image(path: Path) -> Checked:
-    """Read and fully decode one image file; IngestError naming the file when it is not a usable image."""
-    data = path.read_bytes()
+    """Read and fully decode one image file; IngestError naming the file when it is not a usable image
+    (too many bytes, too many pixels, unreadable)."""
+    data = read_image_bytes(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -58,6 +58,51 @@ def test_decompression_bomb_rejected(db, media_root, small_images, monkeypatch):
     assert not ReferenceImage.objects.exists()
 
 
+def test_oversized_file_imports_nothing(db, media_root, small_images):
+    from django.test import override_settings
+
+    from webapp.stimuli.models import ReferenceImage
+
+    biggest = max(f.stat().st_size for f in small_images.iterdir())
+    big = small_images / "zz_big.png"
+    Image.open(sorted(small_images.iterdir())[0]).resize((128, 128)).save(big)  # a valid image, more bytes
+    assert big.stat().st_size > biggest
+    with override_settings(STIMULI_MAX_IMAGE_BYTES=biggest):
+        with pytest.raises(CommandError) as err:
+            call_command("import_images", str(small_images))
+        assert str(err.value) == (
+            f"{big}: file is {big.stat().st_size:,} bytes, over the {biggest:,}-byte limit "
+            "(STIMULI_MAX_IMAGE_BYTES) (nothing was imported)"
+        )
+        assert not ReferenceImage.objects.exists()
+        assert not (media_root / "refs").exists() or not any((media_root / "refs").iterdir())
+        big.unlink()  # the others are within the limit (equal to it counts as within)
+        call_command("import_images", str(small_images), stdout=io.StringIO())
+    assert ReferenceImage.objects.count() == 2
+
+
+def test_default_byte_cap_is_checked_before_reading(db, media_root, small_images):
+    from webapp.stimuli.models import ReferenceImage
+
+    huge = small_images / "zz_huge.png"
+    with huge.open("wb") as f:
+        f.truncate(1 << 40)  # sparse: 1 TiB on paper, nothing on disk; reading it would never finish
+    msg = r"zz_huge\.png: file is 1,099,511,627,776 bytes, over the 67,108,864-byte limit"
+    with pytest.raises(CommandError, match=msg):
+        call_command("import_images", str(small_images))
+    assert not ReferenceImage.objects.exists()
+
+
+def test_byte_cap_setting_comes_from_the_environment():
+    env = {**os.environ, "STIMULI_MAX_IMAGE_BYTES": "12345", "DATABASE_URL": "sqlite:///:memory:"}
+    code = "from django.conf import settings; print(settings.STIMULI_MAX_IMAGE_BYTES)"
+    r = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and r.stdout.split()[-1] == "12345", r.stdout + r.stderr
+
+
 def test_import_bad_arguments(db, media_root, tmp_path):
     with pytest.raises(CommandError, match="no such file"):
         call_command("import_images", str(tmp_path / "missing"))
