@@ -4,6 +4,10 @@ The backbone runs once per unique image (images are keyed by content, so a refer
 triplets, or a stimulus shown in several, is computed once); the per-channel distance vectors of each
 (reference, distorted) pair are cached on disk, keyed by backbone hash and image hashes, so refits skip
 the backbone.
+
+``--tune`` then fine-tunes the backbone end to end with the weights and head (the LPIPS "tune" variant,
+``learning.fitting.tune``), keeping the epoch with the best val 2AFC; the weight file then carries the
+tuned backbone.
 """
 
 from __future__ import annotations
@@ -31,7 +35,30 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--tune", action="store_true",
+                   help="after the linear fit, fine-tune the backbone with weights and head (LPIPS 'tune')")
+    p.add_argument("--tune-epochs", type=int, help="max tuning epochs (default 3; needs --tune)")
+    p.add_argument("--tune-lr", type=float, help="Adam learning rate for tuning (default 1e-5; needs --tune)")
     p.set_defaults(func=run)
+
+
+def check_tune_args(args: argparse.Namespace) -> tuple[int, float]:
+    """(epochs, lr) for --tune, defaults filled in; LearningError for bad values or use without --tune."""
+    import math
+
+    from learning.errors import LearningError
+
+    if not args.tune:
+        if args.tune_epochs is not None or args.tune_lr is not None:
+            raise LearningError("--tune-epochs and --tune-lr need --tune")
+        return 0, 0.0
+    epochs = 3 if args.tune_epochs is None else args.tune_epochs
+    lr = 1e-5 if args.tune_lr is None else args.tune_lr
+    if epochs < 1:
+        raise LearningError(f"--tune-epochs {epochs}: must be a positive integer")
+    if not (math.isfinite(lr) and lr > 0):
+        raise LearningError(f"--tune-lr {lr}: must be a positive number")
+    return epochs, lr
 
 
 def parse_patch(spec: str) -> int | None:
@@ -93,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.rounds < 1 or args.patience < 1 or args.batch_size < 1:
         raise LearningError("--rounds, --patience and --batch-size must be positive")
+    tune_epochs, tune_lr = check_tune_args(args)
     out = Path(args.out)
     if out.exists() and out.is_dir():
         raise LearningError(f"--out {out} is a folder")
@@ -122,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
             raise LearningError("need at least 10 triplets to hold out a validation part; pass --val")
         tr_idx, va_idx = holdout(len(train), 0.1, args.seed)
         log(f"no --val: holding out {len(va_idx)} random training triplets")
+        val, train = [train[i] for i in va_idx], [train[i] for i in tr_idx]
         tr_idx, va_idx = torch.from_numpy(tr_idx), torch.from_numpy(va_idx)
         v0, v1, vh = m0[va_idx], m1[va_idx], h[va_idx]
         m0, m1, h = m0[tr_idx], m1[tr_idx], h[tr_idx]
@@ -135,14 +164,36 @@ def run(args: argparse.Namespace) -> int:
     val_uniform = twoafc.score((v0 @ uniform).numpy(), (v1 @ uniform).numpy(), vh.numpy())
     model.set_weights(split_weights(res.weights, model.channels))
     model.weights_source = "fit"
-    save_weights(model, out, metadata={
+    meta = {
         "train_sets": [s.name for s in train_sets], "val_sets": [s.name for s in val_sets or []],
         "n_train": int(len(h)), "n_val": int(len(vh)), "train_2afc": res.train_2afc,
         "val_2afc": res.val_2afc, "val_2afc_uniform": val_uniform, "val_loss": res.val_loss,
         "rounds": res.rounds, "patch": args.patch, "seed": args.seed,
         "dataset_manifests_sha256": _manifests(args.data + (args.val or [])),
-    }, head={"form": "logit=(d0-d1)+c*(d0-d1)/(d0+d1+1e-8)", "c": res.head_c})
+    }
     print(f"train 2AFC {res.train_2afc:.4f}  val 2AFC {res.val_2afc:.4f} "
           f"(uniform weights {val_uniform:.4f})  best round {res.rounds}")
-    print(f"features {t_feat - t_start:.1f}s, fit {t_fit - t_feat:.1f}s; wrote {out}")
+    head_c = res.head_c
+    if args.tune:
+        from learning.fitting.tune import tune
+
+        tr = tune(model, res.head_c, train, val, epochs=tune_epochs, lr=tune_lr, patch=patch, seed=args.seed,
+                  batch_size=args.batch_size, progress=not args.quiet, log=log)
+        head_c = tr.head_c
+        meta.update({"train_2afc": tr.train_2afc, "val_2afc": tr.val_2afc,
+                     "train_2afc_linear": res.train_2afc, "val_2afc_linear": res.val_2afc,
+                     "tune_train_2afc_before": tr.train_2afc_before,
+                     "tune_val_2afc_before": tr.val_2afc_before,
+                     "tune_epochs": tune_epochs, "tune_lr": tune_lr,
+                     "tune_epochs_run": tr.epochs_run, "tune_best_epoch": tr.best_epoch,
+                     "tune_history": [list(r) for r in tr.history]})
+        per_epoch = sum(tr.epoch_seconds) / max(1, len(tr.epoch_seconds))
+        print(f"tune: train 2AFC {tr.train_2afc_before:.4f} -> {tr.train_2afc:.4f}  val 2AFC "
+              f"{tr.val_2afc_before:.4f} -> {tr.val_2afc:.4f}  best epoch {tr.best_epoch} of "
+              f"{tr.epochs_run} ({per_epoch:.1f}s/epoch)")
+    t_tune = time.perf_counter()
+    save_weights(model, out, metadata=meta,
+                 head={"form": "logit=(d0-d1)+c*(d0-d1)/(d0+d1+1e-8)", "c": head_c})
+    print(f"features {t_feat - t_start:.1f}s, fit {t_fit - t_feat:.1f}s"
+          + (f", tune {t_tune - t_fit:.1f}s" if args.tune else "") + f"; wrote {out}")
     return 0

@@ -179,13 +179,51 @@ def _load_features(net: str, backbone: str | Path | None, seed: int) -> tuple[nn
     return _file_features(net, path), f"file:{path.name}"
 
 
-class Backbone(nn.Module):
-    """Frozen, eval-mode feature extractor returning the LPIPS layer activations as a list."""
+def _slice_key(net: str, key: str) -> str:
+    """``features`` key ``I.param`` -> Backbone key ``sliceK.I.param``."""
+    i = int(key.split(".", 1)[0])
+    k = next(k for k, (a, b) in enumerate(SLICES[net], start=1) if a <= i < b)
+    return f"slice{k}.{key}"
 
-    def __init__(self, net: str = "alex", backbone: str | Path | None = "imagenet", seed: int = 0) -> None:
+
+def check_backbone_state(net: str, state: object, label: str = "backbone state") -> dict[str, torch.Tensor]:
+    """Validate a tuned backbone's state dict (the keys and shapes of ``Backbone(net).state_dict()``,
+    e.g. ``slice1.0.weight``); return it as a plain dict of float32 tensors. Raises LearningError."""
+    check_net(net)
+    with torch.device("meta"):
+        want = {_slice_key(net, k): tuple(v.shape) for k, v in _features(net).state_dict().items()
+                if int(k.split(".", 1)[0]) < SLICES[net][-1][1]}
+    ok = isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+    if not ok or {k: tuple(v.shape) for k, v in state.items()} != want:
+        raise LearningError(f"{label} is not a {net} backbone state dict (keys sliceK.I.weight/bias)")
+    if not all(v.is_floating_point() and bool(torch.isfinite(v).all()) for v in state.values()):
+        raise LearningError(f"{label} holds non-finite or non-float values")
+    return {k: v.detach().to("cpu", torch.float32) for k, v in state.items()}
+
+
+class Backbone(nn.Module):
+    """Frozen, eval-mode feature extractor returning the LPIPS layer activations as a list.
+
+    ``state`` (optional): a tuned backbone's state dict (keys of ``Backbone.state_dict()``), loaded instead
+    of fetching or drawing weights; ``backbone`` is then not read, only kept as ``source`` (the base the
+    state was tuned from), and ``tuned`` is True. ``base_sha256``: the base's sha256 when known.
+    """
+
+    def __init__(self, net: str = "alex", backbone: str | Path | None = "imagenet", seed: int = 0,
+                 state: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.net = check_net(net)
-        features, self.source = _load_features(net, backbone, seed)
+        self.tuned = state is not None
+        self.base_sha256: str | None = None
+        if state is None:
+            features, self.source = _load_features(net, backbone, seed)
+        else:
+            state = check_backbone_state(net, state)
+            with torch.device("meta"):
+                features = _features(net)
+            features.to_empty(device="cpu")
+            features.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items()})
+            self.source = str(backbone) if backbone is not None else f"random:{seed}"
         self.n_slices = len(SLICES[net])
         for k, (a, b) in enumerate(SLICES[net], start=1):
             seq = nn.Sequential()

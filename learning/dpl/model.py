@@ -51,15 +51,24 @@ class DPL(nn.Module):
     "lpips" (the lin weights shipped in the lpips package) or a path to a DPL weight file.
     backbone: "imagenet" (torchvision pretrained), a path to a torchvision classifier state dict, or None
     (random init after ``torch.manual_seed(seed)``). The backbone is frozen; weights are a parameter.
+
+    A weight file with a tuned backbone (``backbone_state``, written by ``fit --tune``) brings its own:
+    ``backbone`` and ``seed`` are then ignored (nothing is fetched or drawn), ``backbone.tuned`` is True and
+    ``backbone.sha256()`` is the tuned weights' hash, so feature caches keyed on it never mix tuned and
+    untuned features.
     """
 
     def __init__(self, net: str = "alex", weights: str | Path | None = None,
                  backbone: str | Path | None = "imagenet", seed: int = 0) -> None:
         super().__init__()
         self.net = check_net(net)
-        self.backbone = Backbone(net, backbone, seed)
-        # channels_last convolutions are markedly faster on CPU (≈1.8× for AlexNet at 256×256)
-        self.backbone.to(memory_format=torch.channels_last)
+        data = None if weights is None or str(weights) == "lpips" else self._read_weight_file(weights)
+        if data is not None and "backbone_state" in data:
+            self._set_tuned_backbone(data)
+        else:
+            self.backbone = Backbone(net, backbone, seed)
+            # channels_last convolutions are markedly faster on CPU (≈1.8× for AlexNet at 256×256)
+            self.backbone.to(memory_format=torch.channels_last)
         self.channels = list(CHANNELS[net])
         # x in [0,1] -> 2x-1 -> (x - shift)/scale, fused into one affine map
         self.register_buffer("in_mul", (2.0 / _SCALE).view(1, 3, 1, 1), persistent=False)
@@ -68,19 +77,39 @@ class DPL(nn.Module):
         self.weights_source = "uniform"
         self.metadata: dict = {}
         if weights is not None:
-            self.load_weight_source(weights)
+            self._apply_weight_source(weights, data)
 
     # ----- weights -----
-    def load_weight_source(self, weights: str | Path) -> None:
+    def _read_weight_file(self, weights: str | Path) -> dict:
         from learning.dpl import weightfile
 
-        if str(weights) == "lpips":
+        data = weightfile.load_weights(weights)
+        if data["net"] != self.net:
+            raise LearningError(f"weight file {weights} is for net {data['net']!r}, not {self.net!r}")
+        return data
+
+    def _set_tuned_backbone(self, data: dict) -> None:
+        meta = data.get("metadata") or {}
+        base = meta.get("base_backbone_source") or meta.get("backbone_source") or "unknown"
+        self.backbone = Backbone(self.net, base, state=data["backbone_state"])
+        self.backbone.base_sha256 = meta.get("base_backbone_sha256")
+        self.backbone.to(memory_format=torch.channels_last)
+
+    def load_weight_source(self, weights: str | Path) -> None:
+        """Load channel weights: "lpips" (the shipped lin weights) or a weight file; a file with a tuned
+        backbone (``backbone_state``) replaces the backbone too."""
+        data = None if str(weights) == "lpips" else self._read_weight_file(weights)
+        if data is not None and "backbone_state" in data:
+            self._set_tuned_backbone(data)
+        self._apply_weight_source(weights, data)
+
+    def _apply_weight_source(self, weights: str | Path, data: dict | None) -> None:
+        from learning.dpl import weightfile
+
+        if data is None:
             per_layer = weightfile.lpips_shipped_weights(self.net)
             self.weights_source = "lpips"
         else:
-            data = weightfile.load_weights(weights)
-            if data["net"] != self.net:
-                raise LearningError(f"weight file {weights} is for net {data['net']!r}, not {self.net!r}")
             per_layer = data["weights"]
             self.metadata = dict(data.get("metadata") or {})
             self.weights_source = f"file:{Path(weights).name}"

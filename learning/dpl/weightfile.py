@@ -3,9 +3,18 @@
 A file is ``torch.save`` of a dict::
 
     {"format": "dpl-weights/1", "net": "alex", "weights": [tensor(C_1), ..., tensor(C_L)],
-     "head": {...} (optional, the fitted preference head), "metadata": {...}}
+     "head": {...} (optional, the fitted preference head), "metadata": {...},
+     "backbone_state": {"slice1.0.weight": tensor, ...} (optional, tuned files only)}
 
 ``weights[l][c]`` is W_lc >= 0, the LPIPS ``lin`` 1×1 conv weight (see ``learning.dpl.model``).
+
+``backbone_state`` (optional): the backbone's own weights, as ``Backbone.state_dict()`` (keys
+``sliceK.I.weight`` / ``sliceK.I.bias``, the lpips ``net.*`` keys without ``net.``). Written for
+backbones fine-tuned with the channel weights (``python -m learning fit --tune``), whose metadata then
+has ``"tuned": true``, ``tune_epochs``, ``tune_lr``, ``base_backbone_source`` and ``base_backbone_sha256``
+(the backbone before tuning; ``backbone_sha256`` is the tuned one's). ``DPL(net, weights=FILE)`` uses
+this backbone whatever its ``backbone=`` argument. Files without the key load as before. A tuned file has
+no LPIPS lin-layout equivalent: ``to_lpips_state_dict`` refuses it.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from typing import Any
 
 import torch
 
-from learning.dpl.backbones import CHANNELS, check_net
+from learning.dpl.backbones import CHANNELS, check_backbone_state, check_net
 from learning.errors import LearningError
 
 FORMAT = "dpl-weights/1"
@@ -46,7 +55,8 @@ def file_sha256(path: str | Path) -> str:
 def save_weights(model: Any, path: str | Path, metadata: dict | None = None,
                  head: dict | None = None) -> None:
     """Write ``model``'s channel weights (a ``DPL``) with metadata (backbone source and sha256, versions,
-    date, plus whatever the caller adds: dataset manifest sha256, train/val 2AFC ...)."""
+    date, plus whatever the caller adds: dataset manifest sha256, train/val 2AFC ...). A tuned backbone
+    (``model.backbone.tuned``) is written too, as ``backbone_state`` (see the module docstring)."""
     meta = {
         "backbone_source": model.backbone.source,
         "backbone_sha256": model.backbone.sha256(),
@@ -54,10 +64,17 @@ def save_weights(model: Any, path: str | Path, metadata: dict | None = None,
         "versions": library_versions(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
+    backbone = model.backbone
+    if getattr(backbone, "tuned", False):  # the weights belong to this very backbone: carry it
+        meta.update({"tuned": True, "base_backbone_source": backbone.source,
+                     "base_backbone_sha256": backbone.base_sha256})
     meta.update(metadata or {})
     data = {"format": FORMAT, "net": model.net,
             "weights": [w.detach().cpu().clone().float() for w in model.weights],
             "metadata": meta}
+    if getattr(backbone, "tuned", False):
+        data["backbone_state"] = {k: v.detach().cpu().float().contiguous().clone()
+                                  for k, v in backbone.state_dict().items()}
     if head is not None:
         data["head"] = head
     path = Path(path)
@@ -84,11 +101,19 @@ def load_weights(path: str | Path) -> dict:
     weights = data.get("weights")
     if not isinstance(weights, list) or [int(torch.as_tensor(w).numel()) for w in weights] != CHANNELS[net]:
         raise LearningError(f"{path}: weights do not match the {net} layer sizes {CHANNELS[net]}")
+    if "backbone_state" in data:
+        data["backbone_state"] = check_backbone_state(net, data["backbone_state"], f"{path}: backbone_state")
     return data
 
 
 def to_lpips_state_dict(model: Any) -> dict[str, torch.Tensor]:
-    """``lin{l}.model.1.weight`` tensors (1×C×1×1) as in ``lpips.LPIPS(net=...).state_dict()``."""
+    """``lin{l}.model.1.weight`` tensors (1×C×1×1) as in ``lpips.LPIPS(net=...).state_dict()``.
+
+    Refuses a tuned model (LearningError): its weights only hold with its own backbone, which the lin
+    layout does not carry."""
+    if getattr(model.backbone, "tuned", False):
+        raise LearningError("this DPL has a tuned backbone; the LPIPS lin layout holds only channel "
+                            "weights, which are meaningless without it: use the DPL weight file")
     return {f"lin{i}.model.1.weight": w.detach().cpu().float().reshape(1, -1, 1, 1).clone()
             for i, w in enumerate(model.weights)}
 
