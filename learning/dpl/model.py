@@ -79,6 +79,36 @@ class DPL(nn.Module):
         if weights is not None:
             self._apply_weight_source(weights, data)
 
+    @classmethod
+    def from_file(cls, path: str | Path, backbone: str | None = None,
+                  how_to_override: str = "name the backbone", strict: bool = False) -> DPL:
+        """The DPL a weight file was fitted as: net from the file, backbone from its metadata
+        (``random:SEED`` or ImageNet), or the file's own tuned backbone (``fit --tune``).
+
+        ``backbone`` (``imagenet | PATH | random:SEED``) overrides the recorded one (ignored for a tuned
+        file). A backbone the metadata cannot name (a local file) without an override, or one whose sha256
+        differs from the recorded one, is a LearningError whose message ends with ``how_to_override``;
+        an override skips the sha256 check unless ``strict``."""
+        from learning.dpl import weightfile
+        from learning.dpl.backbones import parse_backbone_spec
+
+        data = weightfile.load_weights(path)
+        meta = dict(data.get("metadata") or {})
+        if "backbone_state" in data:
+            return cls(data["net"], weights=path, backbone=None)
+        source = backbone or str(meta.get("backbone_source", "imagenet"))
+        if source.startswith("imagenet"):
+            source = "imagenet"
+        elif not source.startswith("random:") and backbone is None:
+            raise LearningError(f"{path} was fitted on backbone {source}, a local file; {how_to_override}")
+        bb, seed = parse_backbone_spec(source)
+        model = cls(data["net"], weights=path, backbone=bb, seed=seed)
+        recorded = meta.get("backbone_sha256")
+        if (backbone is None or strict) and recorded and model.backbone.sha256() != recorded:
+            raise LearningError(f"the {source} backbone differs from the one {path} was fitted on "
+                                f"(sha256 mismatch); {how_to_override}")
+        return model
+
     # ----- weights -----
     def _read_weight_file(self, weights: str | Path) -> dict:
         from learning.dpl import weightfile

@@ -55,33 +55,26 @@ for _net in NETS:
 
 
 def _dpl_metric(name: str) -> Metric:
+    from learning.dpl import DPL
     from learning.dpl.weightfile import load_weights
 
     spec = name.split(":", 1)[1] if ":" in name else ""
     if not spec:
         raise LearningError("dpl metric needs a weight file: dpl:FILE or dpl:FILE@BACKBONE")
     path, _, backbone = spec.partition("@")
-    data = load_weights(path)
+    data = load_weights(path)  # a missing or broken file is refused before any image is scored
     meta = data.get("metadata") or {}
-    if not backbone:
-        source = str(meta.get("backbone_source", ""))
-        if source.startswith("random:"):
-            backbone = source
-        elif source.startswith("imagenet"):
-            backbone = "imagenet"
-        else:
-            raise LearningError(f"{path} was fitted on backbone {source or 'unknown'}; "
-                                f"name it: dpl:{path}@PATH")
-    net = data["net"]
+    source = str(meta.get("backbone_source", "imagenet"))
+    if not backbone and "backbone_state" not in data and source.startswith("file:"):  # say so before scoring
+        raise LearningError(f"{path} was fitted on backbone {source}, a local file; name it: dpl:{path}@PATH")
+    described = ("tuned from " if "backbone_state" in data else "") + (
+        backbone or source)
 
+    @lru_cache(maxsize=1)
     def get_model():
-        model = _model(net, str(path), backbone)
-        want = meta.get("backbone_sha256")
-        if want and model.backbone.sha256() != want:
-            raise LearningError(f"{path} was fitted on another backbone than {backbone} (sha256 differs)")
-        return model
+        return DPL.from_file(path, backbone or None, how_to_override=f"name it: dpl:{path}@PATH", strict=True)
 
-    return _wrap(name, get_model, f"DPL weight file {Path(path).name} ({net}, backbone {backbone})")
+    return _wrap(name, get_model, f"DPL weight file {Path(path).name} ({data['net']}, backbone {described})")
 
 
 register_factory("dpl", _dpl_metric)

@@ -71,37 +71,15 @@ class DPLDistortion(Distortion):
 
 
 def load_dpl(path: str, backbone: str | None = None) -> torch.nn.Module:
-    """A DPL from a weight file (``learning.dpl``); net and backbone come from the file's metadata.
-
-    ``backbone`` overrides it: a local torchvision state-dict PATH or ``random:SEED``. Without an
-    override, a backbone whose sha256 differs from the one recorded in the file is an error (the
-    weights were fitted on other features).
-    """
+    """A DPL from a weight file, as it was fitted (``DPL.from_file``); ``backbone`` (``--dpl-backbone``:
+    a local torchvision state-dict PATH or ``random:SEED``) overrides the recorded backbone."""
     if not Path(path).is_file():
         raise LearningError(f"DPL weight file {path!r} does not exist")
     try:
         from learning.dpl import DPL
-        from learning.dpl.weightfile import load_weights
     except ImportError as exc:
         raise LearningError(f"the DPL module is not available ({exc})") from exc
-    data = load_weights(path)
-    meta = dict(data.get("metadata") or {})
-    source = backbone or str(meta.get("backbone_source", "imagenet"))
-    if source.startswith("random:"):
-        kwargs = {"backbone": None, "seed": int(source.split(":", 1)[1])}
-    elif source.startswith("imagenet"):
-        kwargs = {"backbone": "imagenet"}
-    elif source.startswith("file:"):
-        raise LearningError(f"{path!r} was fitted on a local backbone file ({source[5:]}); "
-                            "pass it with --dpl-backbone PATH")
-    else:
-        kwargs = {"backbone": source}
-    dpl = DPL(net=data["net"], weights=path, **kwargs)
-    recorded = meta.get("backbone_sha256")
-    if backbone is None and recorded and dpl.backbone.sha256() != recorded:
-        raise LearningError(f"the {source} backbone differs from the one {path!r} was fitted on "
-                            "(sha256 mismatch); pass --dpl-backbone to override")
-    return dpl
+    return DPL.from_file(path, backbone, how_to_override="pass the backbone with --dpl-backbone PATH")
 
 
 def build_distortion(spec: str, backbone: str | None = None) -> Distortion:

@@ -172,3 +172,37 @@ def test_bad_tune_args(tmp_path, capsys, extra, message) -> None:
     err = capsys.readouterr().err
     assert rc == 2 and err == f"error: {message}\n"
     assert not out.exists()
+
+
+def test_tuned_file_loads_where_a_dpl_file_is_named(tuned, tmp_path) -> None:
+    """train-codec's ``dpl:FILE`` loss and the ``dpl:FILE`` metric both take the file's own backbone, even
+    when the base it was tuned from is a local file that is no longer around."""
+    from learning.metrics.registry import get_metric
+    from learning.training.losses import load_dpl
+
+    root, out, args = tuned
+    if not out.exists():
+        assert main(args) == 0
+    blob = torch.load(out, weights_only=True)
+    blob["metadata"]["backbone_source"] = blob["metadata"]["base_backbone_source"] = "file:gone.pth"
+    moved = tmp_path / "moved.dpl"
+    torch.save(blob, moved)
+    reference = DPL("alex", weights=out, backbone=NOT_A_BACKBONE)
+    x, y = torch.rand(2, 3, 48, 48), torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        want = reference(x, y)
+        assert torch.equal(load_dpl(str(moved))(x, y), want)
+        assert torch.allclose(get_metric(f"dpl:{moved}")(x, y), want, rtol=1e-6, atol=0)
+    # an untuned file fitted on a local backbone file still asks for it, in each caller's words
+    plain = weightfile.load_weights(out)
+    untuned = tmp_path / "untuned.dpl"
+    model = DPL("alex", backbone=None, seed=0)
+    model.set_weights(plain["weights"])
+    weightfile.save_weights(model, untuned)
+    blob = torch.load(untuned, weights_only=True)
+    blob["metadata"]["backbone_source"] = "file:gone.pth"
+    torch.save(blob, untuned)
+    with pytest.raises(LearningError, match="--dpl-backbone"):
+        load_dpl(str(untuned))
+    with pytest.raises(LearningError, match="name it: dpl:"):
+        get_metric(f"dpl:{untuned}")
