@@ -180,18 +180,17 @@ def read_image(path: Path) -> np.ndarray:
         raise LearningError(f"cannot read image {path}: {type(exc).__name__}") from None
 
 
-def triplet_key(t: Triplet, patch: int | None = None,
-                rng: np.random.Generator | None = None) -> tuple[bytes, tuple[int, int] | None]:
-    """Cache key (sha256 of the three files' bytes and the crop) and the crop corner, reading only
-    the image headers. The crop is drawn from ``rng`` (default: seed 0) when ``patch`` is given."""
-    h = hashlib.sha256()
-    for p in (t.ref, t.p0, t.p1):
-        try:
-            h.update(hashlib.sha256(p.read_bytes()).digest())
-        except OSError as exc:
-            raise LearningError(f"cannot read image {p}: {type(exc).__name__}") from None
-    if patch is None:
-        return h.digest(), None
+def file_digest(path: Path) -> bytes:
+    """sha256 of a file's bytes (the content key of an image)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError as exc:
+        raise LearningError(f"cannot read image {path}: {type(exc).__name__}") from None
+
+
+def crop_corner(t: Triplet, patch: int, rng: np.random.Generator) -> tuple[int, int]:
+    """A random ``patch``×``patch`` crop corner (y, x) inside the triplet's images, drawn from ``rng``;
+    reads only the reference's header."""
     try:
         with Image.open(t.ref) as im:
             W, H = im.size
@@ -199,8 +198,19 @@ def triplet_key(t: Triplet, patch: int | None = None,
         raise LearningError(f"cannot read image {t.ref}: {type(exc).__name__}") from None
     if H < patch or W < patch:
         raise LearningError(f"{t.ref}: image {H}×{W} is smaller than the {patch}×{patch} patch")
-    rng = rng or np.random.default_rng(0)
-    y, x = int(rng.integers(0, H - patch + 1)), int(rng.integers(0, W - patch + 1))
+    return int(rng.integers(0, H - patch + 1)), int(rng.integers(0, W - patch + 1))
+
+
+def triplet_key(t: Triplet, patch: int | None = None,
+                rng: np.random.Generator | None = None) -> tuple[bytes, tuple[int, int] | None]:
+    """Cache key (sha256 of the three files' bytes and the crop) and the crop corner, reading only
+    the image headers. The crop is drawn from ``rng`` (default: seed 0) when ``patch`` is given."""
+    h = hashlib.sha256()
+    for p in (t.ref, t.p0, t.p1):
+        h.update(file_digest(p))
+    if patch is None:
+        return h.digest(), None
+    y, x = crop_corner(t, patch, rng or np.random.default_rng(0))
     h.update(f"crop:{y},{x},{patch}".encode())
     return h.digest(), (y, x)
 

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from learning.data.bapps import Triplet, read_image, to_tensor
+from learning.data.bapps import Triplet, crop_corner, file_digest, read_image, to_tensor
 from learning.dpl.model import DPL
 from learning.errors import LearningError
 
@@ -65,24 +64,10 @@ class _Store:
         os.replace(tmp, self.folder / f"pairs-{name}.pt")
 
 
-def _file_digest(path: Path) -> bytes:
-    try:
-        return hashlib.sha256(path.read_bytes()).digest()
-    except OSError as exc:
-        raise LearningError(f"cannot read image {path}: {type(exc).__name__}") from None
-
-
 def _crop_of(t: Triplet, patch: int, seed: int) -> tuple[int, int]:
-    """The seeded random crop corner of a triplet (same draw as ``bapps.triplet_key``), from the header."""
-    try:
-        with Image.open(t.ref) as im:
-            W, H = im.size
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise LearningError(f"cannot read image {t.ref}: {type(exc).__name__}") from None
-    if H < patch or W < patch:
-        raise LearningError(f"{t.ref}: image {H}×{W} is smaller than the {patch}×{patch} patch")
-    rng = _crop_rng(t, seed)
-    return int(rng.integers(0, H - patch + 1)), int(rng.integers(0, W - patch + 1))
+    """The seeded random crop corner of a triplet (its own stream, so any subset of triplets gets the
+    same crops)."""
+    return crop_corner(t, patch, _crop_rng(t, seed))
 
 
 def _decode(path: Path, crop: tuple[int, int] | None, patch: int | None) -> np.ndarray:
@@ -115,7 +100,7 @@ def channel_vectors(model: DPL, triplets: list[Triplet], cache_dir: Path | None 
         tag = f"crop:{crop[0]},{crop[1]},{patch}".encode() if crop else b""
         keys = []
         for p in (t.ref, t.p0, t.p1):
-            k = _file_digest(p)
+            k = file_digest(p)
             if tag:
                 k = hashlib.sha256(k + tag).digest()
             source.setdefault(k, (p, crop))
