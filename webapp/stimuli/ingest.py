@@ -76,15 +76,25 @@ def _too_big(path: Path, size: str, limit: int) -> IngestError:
     )
 
 
+def check_file_size(path: Path) -> None:
+    """IngestError naming the file and the limit when ``path`` is over :func:`max_image_bytes` (from its
+    size on disk; nothing is read)."""
+    limit = max_image_bytes()
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if size > limit:
+        raise _too_big(path, f"{size:,}", limit)
+
+
 def read_image_bytes(path: Path) -> bytes:
     """The bytes of one image file, refusing (IngestError naming the file and the limit) a file over
     :func:`max_image_bytes` from its size before reading, and never reading more than limit + 1 bytes
     (a file that grows meanwhile is refused too). Unreadable files are IngestErrors as well."""
     limit = max_image_bytes()
+    check_file_size(path)
     try:
-        size = path.stat().st_size
-        if size > limit:
-            raise _too_big(path, f"{size:,}", limit)
         with path.open("rb") as f:
             data = f.read(limit + 1)
     except OSError as exc:

@@ -17,6 +17,7 @@ from PIL import Image
 from learning.errors import LearningError
 from learning.saliency import check_rgb, get_saliency_model, load_map, save_map
 from learning.saliency.table import overlay
+from webapp.stimuli.ingest import IngestError, check_file_size
 from webapp.stimuli.models import ReferenceImage
 
 THUMB_WIDTH = 320
@@ -69,8 +70,9 @@ def attach_maps(directory: str | Path, model: str, refs: list[ReferenceImage] | 
             raise SaliencyImportError(f"{f.name}: matches {what} (by original file name or sha256)")
         ref = matches[0]
         try:
+            check_file_size(f)  # the byte cap of import_images, before the decoder reads anything
             saliency = load_map(f, (ref.width, ref.height))
-        except LearningError as exc:
+        except (IngestError, LearningError) as exc:
             raise SaliencyImportError(str(exc)) from exc
         maps[ref.pk] = (_png(saliency), model)
     return _store(maps)

@@ -53,8 +53,8 @@ def test_maps_from_learning_cli_are_attached_and_shown(world, client, users, tmp
     assert client.get(f"/lab/e/{world.exp.slug}/saliency/2.png").status_code == 404
 
 
-@pytest.mark.parametrize("case", ["unmatched", "corrupt", "empty"])
-def test_bad_map_folder_stores_nothing(world, media, tmp_path, case):
+@pytest.mark.parametrize("case", ["unmatched", "corrupt", "empty", "too-big"])
+def test_bad_map_folder_stores_nothing(world, media, tmp_path, case, settings):
     maps = tmp_path / "maps"
     maps.mkdir()
     good = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
@@ -65,6 +65,9 @@ def test_bad_map_folder_stores_nothing(world, media, tmp_path, case):
     elif case == "corrupt":
         (maps / "ref1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
         message = "unreadable saliency map"
+    elif case == "too-big":  # the byte cap of import_images applies to maps too, before any decoding
+        settings.STIMULI_MAX_IMAGE_BYTES = (maps / "ref0.png").stat().st_size - 1
+        message = r"ref0.png: file is [\d,]+ bytes, over the [\d,]+-byte limit \(STIMULI_MAX_IMAGE_BYTES\)"
     else:
         (maps / "ref0.png").unlink()
         message = "no .png saliency maps"
