@@ -33,10 +33,14 @@ class FitResult:
     history: list[tuple[int, float, float]]  # (round, train loss, val loss)
 
 
-def _logit(m0: torch.Tensor, m1: torch.Tensor, w: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    d0, d1 = m0 @ w, m1 @ w
+def head_logit(d0: torch.Tensor, d1: torch.Tensor, c: torch.Tensor | float) -> torch.Tensor:
+    """The monotone head: logit of P(p1 preferred) from the distances d0, d1 (c >= 0)."""
     diff = d0 - d1
     return diff + c * diff / (d0 + d1 + EPS)
+
+
+def _logit(m0: torch.Tensor, m1: torch.Tensor, w: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return head_logit(m0 @ w, m1 @ w, c)
 
 
 def _inv_softplus(x: torch.Tensor) -> torch.Tensor:

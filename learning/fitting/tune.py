@@ -30,7 +30,7 @@ from learning.data.bapps import Triplet, read_triplet, to_tensor
 from learning.dpl.model import DPL
 from learning.errors import LearningError
 from learning.fitting.cache import _crop_of
-from learning.fitting.fit import EPS
+from learning.fitting.fit import head_logit
 
 Batch = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]  # (ref, p0, p1, h) per size
 
@@ -47,12 +47,6 @@ class TuneResult:
     base_sha256: str  # the backbone before tuning
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (epoch, train loss, val 2AFC)
     epoch_seconds: list[float] = field(default_factory=list)  # training pass + val evaluation
-
-
-def head_logit(d0: torch.Tensor, d1: torch.Tensor, c: torch.Tensor | float) -> torch.Tensor:
-    """The fit's monotone head: logit of P(p1 preferred) from the distances d0, d1."""
-    diff = d0 - d1
-    return diff + c * diff / (d0 + d1 + EPS)
 
 
 class TripletImages:
