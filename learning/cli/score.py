@@ -32,8 +32,7 @@ def _distances(metric, triplets, patch, seed, batch_size, desc):
     import torch
     from tqdm import tqdm
 
-    from learning.data.bapps import load_triplet, to_tensor
-    from learning.fitting.cache import _crop_rng
+    from learning.data.bapps import load_triplet, to_tensor, triplet_rng
 
     d = np.empty((len(triplets), 2))
     pending: list = []
@@ -52,7 +51,7 @@ def _distances(metric, triplets, patch, seed, batch_size, desc):
         pending.clear()
 
     for i, t in enumerate(tqdm(triplets, desc=desc, unit="triplet", leave=False, file=sys.stderr)):
-        r, a, b, _ = load_triplet(t, patch, _crop_rng(t, seed) if patch else None)
+        r, a, b, _ = load_triplet(t, patch, triplet_rng(t, seed) if patch else None)
         pending.append((i, r, a, b))
         if len(pending) >= batch_size:
             flush()

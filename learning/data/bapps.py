@@ -201,6 +201,18 @@ def crop_corner(t: Triplet, patch: int, rng: np.random.Generator) -> tuple[int, 
     return int(rng.integers(0, H - patch + 1)), int(rng.integers(0, W - patch + 1))
 
 
+def triplet_rng(t: Triplet, seed: int) -> np.random.Generator:
+    """The triplet's own seeded random stream (from its file names), so any subset of triplets gets the
+    same crops."""
+    digest = hashlib.sha256(f"{t.ref.name}|{t.p0.name}|{t.p1.name}|{seed}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def triplet_crop(t: Triplet, patch: int, seed: int) -> tuple[int, int]:
+    """The seeded random crop corner of a triplet: the one fit, tune and score all use."""
+    return crop_corner(t, patch, triplet_rng(t, seed))
+
+
 def triplet_key(t: Triplet, patch: int | None = None,
                 rng: np.random.Generator | None = None) -> tuple[bytes, tuple[int, int] | None]:
     """Cache key (sha256 of the three files' bytes and the crop) and the crop corner, reading only

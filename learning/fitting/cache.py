@@ -22,16 +22,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from learning.data.bapps import Triplet, crop_corner, file_digest, read_image, to_tensor
+from learning.data.bapps import Triplet, file_digest, read_image, to_tensor, triplet_crop
 from learning.dpl.model import DPL
 from learning.errors import LearningError
 
 DEFAULT_CACHE = Path(os.environ.get("DPL_CACHE", Path.home() / ".cache" / "dpl-lab"))
-
-
-def _crop_rng(t: Triplet, seed: int) -> np.random.Generator:
-    digest = hashlib.sha256(f"{t.ref.name}|{t.p0.name}|{t.p1.name}|{seed}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
 class _Store:
@@ -64,12 +59,6 @@ class _Store:
         os.replace(tmp, self.folder / f"pairs-{name}.pt")
 
 
-def _crop_of(t: Triplet, patch: int, seed: int) -> tuple[int, int]:
-    """The seeded random crop corner of a triplet (its own stream, so any subset of triplets gets the
-    same crops)."""
-    return crop_corner(t, patch, _crop_rng(t, seed))
-
-
 def _decode(path: Path, crop: tuple[int, int] | None, patch: int | None) -> np.ndarray:
     img = read_image(path)
     if crop is not None and patch is not None:
@@ -96,7 +85,7 @@ def channel_vectors(model: DPL, triplets: list[Triplet], cache_dir: Path | None 
     rows = np.empty((len(triplets), 2), dtype=np.int64)
     for i, t in enumerate(tqdm(triplets, desc=f"{desc} (hashing)", unit="triplet", disable=not progress,
                                leave=False)):
-        crop = _crop_of(t, patch, seed) if patch else None
+        crop = triplet_crop(t, patch, seed) if patch else None
         tag = f"crop:{crop[0]},{crop[1]},{patch}".encode() if crop else b""
         keys = []
         for p in (t.ref, t.p0, t.p1):

@@ -26,10 +26,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from learning import twoafc
-from learning.data.bapps import Triplet, read_triplet, to_tensor
+from learning.data.bapps import Triplet, read_triplet, to_tensor, triplet_crop
 from learning.dpl.model import DPL
 from learning.errors import LearningError
-from learning.fitting.cache import _crop_of
 from learning.fitting.fit import head_logit
 
 Batch = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]  # (ref, p0, p1, h) per size
@@ -55,7 +54,7 @@ class TripletImages:
     def __init__(self, triplets: list[Triplet], patch: int | None = None, seed: int = 0) -> None:
         self.triplets = triplets
         self.patch = patch
-        self.crops = [_crop_of(t, patch, seed) if patch else None for t in triplets]
+        self.crops = [triplet_crop(t, patch, seed) if patch else None for t in triplets]
         self.h = torch.tensor([t.judge for t in triplets], dtype=torch.float32)
 
     def __len__(self) -> int:
