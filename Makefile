@@ -37,12 +37,12 @@ test-fast: venv
 lint: venv
 	$(BIN)/ruff check .
 
-# Production: gunicorn (webapp/gunicorn.conf.py) on PostgreSQL; see README "Production".
+# Production: granian (webapp/serve.py) on PostgreSQL; see README "Production".
 serve-prod: venv
 	@case "$(DATABASE_URL)" in postgres*) ;; *) echo "serve-prod needs DATABASE_URL=postgres://..." >&2; exit 2;; esac
 	DEBUG=0 $(BIN)/python manage.py collectstatic --noinput
 	DEBUG=0 $(BIN)/python manage.py migrate --noinput
-	DEBUG=0 $(BIN)/gunicorn webapp.wsgi:application -c webapp/gunicorn.conf.py
+	DEBUG=0 $(BIN)/python -m webapp.serve
 
 # Backup: a consistent pg_dump (custom format) of DATABASE_URL plus a tar of MEDIA_ROOT; see README "Backups".
 BACKUP_DIR ?= var/backups

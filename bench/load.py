@@ -1,4 +1,4 @@
-"""Load benchmark of the judging path: 1,000+ simulated crowdworkers against gunicorn + PostgreSQL.
+"""Load benchmark of the judging path: 1,000+ simulated crowdworkers against the server + PostgreSQL.
 
     python bench/load.py --clients 1000 --duration 60 --think 1.5
 
@@ -9,13 +9,14 @@ What it does, in one run on this machine:
    ``trials_per_assignment`` to every normal trial (about 50 items per assignment, like a real study);
 2. measures the raw single-row INSERT throughput of this PostgreSQL server with pgbench: autocommit
    single-row INSERTs into a copy of the judgment table (same columns and indexes, no foreign keys), with
-   as many concurrent connections as gunicorn can hold (workers x threads), synchronous_commit as the
+   as many concurrent connections as the server can hold (workers x threads), synchronous_commit as the
    server has it;
-3. starts gunicorn exactly as ``make serve-prod`` does (``DEBUG=0``, ``webapp/gunicorn.conf.py``) on a
+3. starts the server exactly as ``make serve-prod`` does (``DEBUG=0``, granian via ``webapp/serve.py``) on a
    free loopback port; the per-IP entry rate limit is switched off (``CROWD_RATE_LIMIT=0``) because all
    simulated workers share 127.0.0.1;
-4. arrival: ``--clients`` asyncio/aiohttp workers arrive spread over ``--ramp`` s; each consents on
-   ``/p/demo/`` (CSRF form), reads the state and posts its device, like the judging page;
+4. arrival: ``--clients`` asyncio workers (uvloop) arrive spread over ``--ramp`` s; each consents on
+   ``/p/demo/`` (CSRF form), reads the state and posts its device, like the judging page (aiohttp, with
+   cookies); its judge POSTs then go over one kept-alive connection (``KeepAlive``), as a browser tab's;
 5. judging window (``--duration`` s, from the moment all have arrived): each judges item after item with
    exponential think times (mean ``--think`` s), retrying with the same uuid on a timeout, a connection
    error or a 5xx with doubling backoff, like ``webapp/crowd/static/crowd/task.js``; about ``--replay`` of
@@ -23,7 +24,8 @@ What it does, in one run on this machine:
    worker takes a new one. After the deadline no new judgment is started; retries in flight may finish
    during ``--grace`` s;
 6. prints judgments/s in the window, judge POST latency p50/p95/p99, errors, the ratio of judgments/s to
-   the raw INSERT/s, the load average (other jobs share the machine), and audits the database: judgments
+   the raw INSERT/s, the CPU time per judgment of the server, PostgreSQL, the clients and the whole
+   machine, the load average (other jobs share the machine), and audits the database: judgments
    stored == distinct judgments acknowledged, 0 duplicates, 0 lost, every stored answer equal to the
    acknowledged one (exit status 1 otherwise).
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import random
@@ -52,10 +55,12 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # webapp.serve holds the server's command line
+    sys.path.insert(0, str(ROOT))
 CSRF_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 PGBENCH_PATHS = ("/usr/lib/postgresql/15/bin/pgbench", "pgbench")
 RETRY_START_S, RETRY_MAX_S = 0.5, 30.0  # as in task.js
-REQUEST_TIMEOUT_S = 30  # the browser waits longer; 30 s is gunicorn's worker timeout
+REQUEST_TIMEOUT_S = 30  # the browser waits longer
 JUDGMENT_COLUMNS = (
     "assignment_id, item_id, trial_id, chosen_id, chosen_side, left_stimulus_id, response_ms, "
     "client_uuid, created, client_created"
@@ -144,6 +149,50 @@ async def _request(sess, method: str, url: str, res: Result, kind: str, **kw):
     return status, body, location
 
 
+class KeepAlive:
+    """One persistent HTTP/1.1 connection for a worker's judge POSTs, as a browser tab keeps one.
+
+    Requests are written by hand and answers parsed just enough (status line, Content-Length, body): about a
+    fifth of aiohttp's CPU per request. The clients share the 2 cores with the server and PostgreSQL, so
+    every millisecond they spend is one the server does not get; aiohttp still does the arrival (cookies,
+    the CSRF form), which is a few requests per participant.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, headers: dict[str, str], body: bytes = b""
+                      ) -> tuple[int, bytes]:
+        """(status, body); raises OSError, EOFError or TimeoutError (the connection is then closed)."""
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        msg = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{head}"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                if self.writer is None:
+                    self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+                self.writer.write(msg)
+                header = await self.reader.readuntil(b"\r\n\r\n")
+                lines = header.decode("latin-1").split("\r\n")
+                status = int(lines[0].split(" ", 2)[1])
+                fields = {k.strip().lower(): v.strip()
+                          for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+                data = await self.reader.readexactly(int(fields.get("content-length", 0)))
+        except (OSError, EOFError, TimeoutError, ValueError, IndexError):
+            self.close()
+            raise
+        if fields.get("connection", "").lower() == "close":
+            self.close()
+        return status, data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 async def _with_retries(coro_fn, res: Result, kind: str):
     """Call ``coro_fn`` until it returns a status < 500 (not 429); back off like task.js in between.
     Returns (None, None, None) when the next try would start after the hard stop."""
@@ -155,7 +204,7 @@ async def _with_retries(coro_fn, res: Result, kind: str):
             status, body, location = await coro_fn()
             if status < 500 and status != 429:
                 return status, body, location
-        except (TimeoutError, aiohttp.ClientError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError, EOFError, ValueError) as e:
             res.errors[f"{kind} {type(e).__name__}"] += 1
         if time.monotonic() + backoff > res.hard_stop:
             return None, None, None
@@ -194,13 +243,25 @@ async def _start(sess, base: str, slug: str, res: Result) -> tuple[str, list] | 
     return token, state["items"]
 
 
-async def _judge(sess, base: str, token: str, body: dict, res: Result) -> dict | None:
+async def _judge(conn: KeepAlive, token: str, body: dict, res: Result) -> dict | None:
     """POST one judgment, retrying with the same uuid until answered; returns the stored judgment."""
-    url, hdr = f"{base}/a/{token}/judge", {"X-Assignment-Token": token}
+    path, payload = f"/a/{token}/judge", json.dumps(body).encode()
+    hdr = {"X-Assignment-Token": token, "Content-Type": "application/json"}
 
     async def attempt():
         res.judge_posts += 1
-        return await _request(sess, "POST", url, res, "judge", json=body, headers=hdr)
+        t0 = time.perf_counter()
+        res.in_flight += 1
+        res.peak_in_flight = max(res.peak_in_flight, res.in_flight)
+        try:
+            status, data = await conn.request("POST", path, hdr, payload)
+        finally:
+            res.in_flight -= 1
+        res.judge_latency.append(time.perf_counter() - t0)
+        res.judge_at.append(time.monotonic())
+        if status >= 400:
+            res.errors[f"judge HTTP {status}"] += 1
+        return status, json.loads(data) if data.startswith(b"{") else data, ""
 
     status, data, _ = await _with_retries(attempt, res, "judge")
     if status is None:
@@ -212,8 +273,8 @@ async def _judge(sess, base: str, token: str, body: dict, res: Result) -> dict |
     return None  # 400/409: rejected, the page drops it too (counted in errors)
 
 
-async def _judge_items(sess, base: str, token: str, items: list, wid: int, res: Result, rng: random.Random,
-                       think: float, replay: float, images: bool) -> bool:
+async def _judge_items(sess, conn: KeepAlive, base: str, token: str, items: list, wid: int, res: Result,
+                       rng: random.Random, think: float, replay: float, images: bool) -> bool:
     """Judge the items one after the other until the deadline; True when all were judged."""
     done = 0
     for item in items:
@@ -228,7 +289,7 @@ async def _judge_items(sess, base: str, token: str, items: list, wid: int, res: 
         body = {"uuid": str(uuid.uuid4()), "position": item["position"],
                 "choice": rng.choice(("left", "right")), "response_ms": rng.randint(300, 4000),
                 "client_time": None}
-        stored = await _judge(sess, base, token, body, res)
+        stored = await _judge(conn, token, body, res)
         if stored is None:
             res.unacked += 1
             continue
@@ -240,7 +301,7 @@ async def _judge_items(sess, base: str, token: str, items: list, wid: int, res: 
             res.errors["judge ack differs from the answer sent"] += 1
         if rng.random() < replay:  # the ack was lost: the page sends the same judgment again
             res.replays += 1
-            again = await _judge(sess, base, token, body, res)
+            again = await _judge(conn, token, body, res)
             if again is None or (again["uuid"], again["choice"]) != (body["uuid"], body["choice"]):
                 res.replay_mismatch += 1
     return done == len(items)
@@ -252,6 +313,8 @@ async def _worker(wid: int, base: str, slug: str, connector, res: Result, rng: r
 
     await asyncio.sleep(rng.uniform(0, res.ramp))
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    u = urlsplit(base)
+    conn = KeepAlive(u.hostname, u.port)
     arriving = True
     while arriving or time.monotonic() < res.deadline:
         jar = aiohttp.CookieJar(unsafe=True)  # a new browser profile = a new participant
@@ -269,13 +332,14 @@ async def _worker(wid: int, base: str, slug: str, connector, res: Result, rng: r
                 continue
             token, items = started
             try:
-                if await _judge_items(sess, base, token, items, wid, res, rng, think, replay, images):
+                if await _judge_items(sess, conn, base, token, items, wid, res, rng, think, replay, images):
                     status, _, _ = await _with_retries(lambda t=token: _request(
                         sess, "POST", f"{base}/a/{t}/complete", res, "complete",
                         headers={"X-Assignment-Token": t}), res, "complete")
                     res.completed += status == 200
             except _Gone:
                 res.errors["assignment closed mid-run"] += 1
+    conn.close()
 
 
 async def simulate(base: str, slug: str, clients: int, duration: float, think: float = 1.5,
@@ -446,7 +510,7 @@ def raw_insert_rate(db_url: str, connections: int, seconds: float) -> tuple[floa
 
 
 # --------------------------------------------------------------------------------------------------------
-# gunicorn
+# The server
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -459,41 +523,50 @@ def free_port() -> int:
 
 def server_env(db_url: str, media: str, static: str, port: int, workers: int | None,
                threads: int | None = None) -> dict[str, str]:
-    """Environment for manage.py / gunicorn in production mode on plain-HTTP loopback."""
+    """Environment for manage.py / the server in production mode on plain-HTTP loopback."""
     env = {**os.environ, "DEBUG": "0", "SECRET_KEY": "bench-" + uuid.uuid4().hex * 2,
            "ALLOWED_HOSTS": "127.0.0.1,localhost", "SECURE_SSL_REDIRECT": "0", "SECURE_COOKIES": "0",
            "DATABASE_URL": db_url, "MEDIA_ROOT": media, "STATIC_ROOT": static, "CROWD_RATE_LIMIT": "0",
-           "GUNICORN_BIND": f"127.0.0.1:{port}", "PYTHONPATH": str(ROOT)}
+           "WEB_BIND": f"127.0.0.1:{port}", "PYTHONPATH": str(ROOT)}
     if workers:
-        env["GUNICORN_WORKERS"] = str(workers)
+        env["WEB_WORKERS"] = str(workers)
     if threads:
-        env["GUNICORN_THREADS"] = str(threads)
+        env["WEB_THREADS"] = str(threads)
     return env
 
 
-def start_gunicorn(env: dict[str, str], log_path: str, wait_s: float = 60) -> subprocess.Popen:
-    """Start gunicorn like ``make serve-prod``; return once it answers on GUNICORN_BIND."""
+def server_capacity(env: dict[str, str]) -> tuple[int, int]:
+    """(workers, threads per worker) of the production server started with ``env``."""
+    from webapp.serve import command
+
+    cmd = command(env)
+    return int(cmd[cmd.index("--workers") + 1]), int(cmd[cmd.index("--blocking-threads") + 1])
+
+
+def start_server(env: dict[str, str], log_path: str, wait_s: float = 60) -> subprocess.Popen:
+    """Start the server exactly as ``make serve-prod`` does (``webapp/serve.py``); return once it answers
+    on WEB_BIND."""
     import urllib.request
 
+    from webapp.serve import command
+
     log = open(log_path, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "webapp.wsgi:application", "-c",
-                             "webapp/gunicorn.conf.py"], cwd=ROOT, env=env, stdout=log, stderr=log,
-                            start_new_session=True)
-    url = f"http://{env['GUNICORN_BIND']}/static/crowd/task.css"
+    proc = subprocess.Popen(command(env), cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
+    url = f"http://{env['WEB_BIND']}/static/crowd/task.css"
     stop = time.monotonic() + wait_s
     while time.monotonic() < stop:
         if proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {proc.returncode}; see {log_path}")
+            raise RuntimeError(f"the server exited with {proc.returncode}; see {log_path}")
         try:
             urllib.request.urlopen(url, timeout=2)
             return proc
         except OSError:
             time.sleep(0.3)
     proc.kill()
-    raise RuntimeError(f"gunicorn did not answer within {wait_s} s; see {log_path}")
+    raise RuntimeError(f"the server did not answer within {wait_s} s; see {log_path}")
 
 
-def stop_gunicorn(proc: subprocess.Popen) -> None:
+def stop_server(proc: subprocess.Popen) -> None:
     """Graceful stop (SIGTERM to the master), then SIGKILL to its process group if needed."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -505,7 +578,7 @@ def stop_gunicorn(proc: subprocess.Popen) -> None:
 
 
 def worker_pids(master_pid: int) -> list[int]:
-    """PIDs of the gunicorn workers (children of the master), from /proc."""
+    """PIDs of the server's workers (children of its main process), from /proc."""
     out = []
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
@@ -523,18 +596,46 @@ def worker_pids(master_pid: int) -> list[int]:
 # --------------------------------------------------------------------------------------------------------
 
 
+def cpu_seconds(server_pid: int) -> dict[str, dict[int, float]]:
+    """CPU seconds (user + system) used so far, per process, by the server (its process and children),
+    PostgreSQL (every ``postgres`` process) and this process (the simulated workers)."""
+    import psutil
+
+    out: dict[str, dict[int, float]] = {"server": {}, "postgres": {}, "clients": {}, "machine": {}}
+    t = psutil.cpu_times()
+    out["machine"][0] = t.user + t.nice + t.system + t.irq + t.softirq + t.steal
+
+    def add(kind: str, p: psutil.Process) -> None:
+        try:
+            t = p.cpu_times()
+            # a PostgreSQL backend that exits moves its time to the postmaster's reaped children
+            out[kind][p.pid] = t.user + t.system + (t.children_user + t.children_system
+                                                    if kind == "postgres" else 0.0)
+        except psutil.Error:
+            pass
+
+    add("clients", psutil.Process())
+    try:
+        server = psutil.Process(server_pid)
+        for p in [server, *server.children(recursive=True)]:
+            add("server", p)
+    except psutil.Error:
+        pass
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] == "postgres":
+            add("postgres", p)
+    return out
+
+
+def cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+    """CPU seconds per component between two ``cpu_seconds`` readings (processes that ended in between are
+    not counted; new ones are counted whole)."""
+    return {k: sum(t - before[k].get(pid, 0.0) for pid, t in after[k].items()) for k in after}
+
+
 def _db_url(admin_url: str, name: str) -> str:
     u = urlsplit(admin_url)
     return urlunsplit((u.scheme, u.netloc, "/" + name, u.query, u.fragment))
-
-
-def _gunicorn_capacity(env: dict[str, str]) -> tuple[int, int, str]:
-    """(workers, threads, worker_class) as webapp/gunicorn.conf.py resolves them in ``env``."""
-    code = ("import runpy; c = runpy.run_path('webapp/gunicorn.conf.py'); "
-            "print(c['workers'], c.get('threads', 1), c.get('worker_class', 'sync'))")
-    w, t, k = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                             check=True).stdout.split()
-    return int(w), int(t), k
 
 
 def main() -> None:
@@ -546,8 +647,8 @@ def main() -> None:
     ap.add_argument("--ramp", type=float, default=20, help="arrivals spread over this many s (default 20)")
     ap.add_argument("--grace", type=float, default=30, help="s after the deadline for retries in flight")
     ap.add_argument("--images", action="store_true", help="also GET the 2-3 images of every trial")
-    ap.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: gunicorn.conf.py)")
-    ap.add_argument("--threads", type=int, default=None, help="gunicorn threads per worker (default: conf)")
+    ap.add_argument("--workers", type=int, default=None, help="server workers (default: webapp/serve.py)")
+    ap.add_argument("--threads", type=int, default=None, help="threads per worker (default: webapp/serve.py)")
     ap.add_argument("--baseline-seconds", type=float, default=8, help="pgbench run length, s")
     ap.add_argument("--admin-url", default="postgres://postgres@127.0.0.1:5432/postgres",
                     help="a PostgreSQL URL allowed to CREATE/DROP DATABASE")
@@ -572,7 +673,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="loadbench-"))
     port = free_port()
     env = server_env(db_url, str(tmp / "media"), str(tmp / "static"), port, a.workers, a.threads)
-    workers, threads, kind = _gunicorn_capacity(env)
+    workers, threads = server_capacity(env)
     proc = None
     try:
         print(f"[1/4] scratch database {a.db}: migrate, load_demo, collectstatic", flush=True)
@@ -585,29 +686,39 @@ def main() -> None:
                         "t.kind = 'normal') WHERE slug = 'demo' RETURNING trials_per_assignment")
             per_assignment = cur.fetchone()[0]
         conn.close()
-        conns = workers * threads  # the database connections gunicorn can hold at once
+        conns = workers * threads  # the database connections the server can hold at once
         print(f"[2/4] raw INSERT baseline, {conns} connections (and {workers})", flush=True)
         raw, raw_how = raw_insert_rate(db_url, conns, a.baseline_seconds)
         raw_w, raw_w_how = (raw, raw_how) if threads == 1 else raw_insert_rate(db_url, workers,
                                                                                a.baseline_seconds)
         load_before = os.getloadavg()
-        print(f"[3/4] gunicorn {workers} workers x {threads} threads ({kind}) on 127.0.0.1:{port}",
+        print(f"[3/4] granian (webapp/serve.py) {workers} workers x {threads} threads on 127.0.0.1:{port}",
               flush=True)
-        proc = start_gunicorn(env, str(tmp / "gunicorn.log"))
+        proc = start_server(env, str(tmp / "server.log"))
         print(f"[4/4] {a.clients} simulated workers for {a.duration:.0f} s", flush=True)
-        res = asyncio.run(simulate(f"http://127.0.0.1:{port}", "demo", a.clients, a.duration, a.think,
-                                   a.replay, a.ramp, a.grace, a.images))
+        cpu: dict[str, float] = {}
+
+        async def measure_cpu(res: Result) -> None:  # CPU per component over the judging window
+            await res.go.wait()
+            before = cpu_seconds(proc.pid)
+            await asyncio.sleep(a.duration)
+            cpu.update(cpu_used(before, cpu_seconds(proc.pid)))
+
+        import uvloop  # the clients' event loop in C: less of the shared CPU for them
+
+        res = uvloop.run(simulate(f"http://127.0.0.1:{port}", "demo", a.clients, a.duration, a.think,
+                                   a.replay, a.ramp, a.grace, a.images, during=measure_cpu))
         load_after = os.getloadavg()
-        stop_gunicorn(proc)
+        stop_server(proc)
         with psycopg2.connect(db_url) as conn, conn.cursor() as cur:
             report = audit(cur, "demo", res)
         conn.close()
     finally:
         if proc is not None:
-            stop_gunicorn(proc)
+            stop_server(proc)
         if not a.keep_db:
             admin(f'DROP DATABASE IF EXISTS "{a.db}" WITH (FORCE)')
-        log = tmp / "gunicorn.log"
+        log = tmp / "server.log"
         tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -622,7 +733,8 @@ def main() -> None:
 
     print()
     print(f"machine: {os.cpu_count()} cores; server, PostgreSQL and clients on the same machine (loopback)")
-    print(f"gunicorn: {workers} workers x {threads} threads ({kind}), DEBUG=0, CROWD_RATE_LIMIT=0 (off)")
+    print(f"server: granian, {workers} workers x {threads} threads, DEBUG=0, CROWD_RATE_LIMIT=0 (off), judge "
+          f"shortcut {'on' if os.environ.get('CROWD_JUDGE_FASTPATH', '1') != '0' else 'off'}")
     print(f"arrival: {res.clients} simulated workers took an assignment over {res.started - res.t0:.1f} s "
           f"(spread over {res.ramp:.0f} s): consent page, consent POST, state, device = {len(arrival)} "
           f"requests, {pct(arrival)}")
@@ -643,11 +755,18 @@ def main() -> None:
           f"{raw_w:.1f}/s")
     print(f"ratio judgments/s / raw INSERT/s = {rate / raw:.3f} ({conns} connections; "
           f"{rate / raw_w:.3f} against {workers})")
+    if cpu and acked:
+        per = {k: 1000 * v / acked for k, v in cpu.items()}
+        rest = per["machine"] - per["server"] - per["postgres"] - per["clients"]
+        busy = 100 * cpu["machine"] / (res.window_s * os.cpu_count())
+        print(f"CPU per judgment in the window: {per['machine']:.2f} ms = server {per['server']:.2f} + "
+              f"PostgreSQL {per['postgres']:.2f} + simulated workers {per['clients']:.2f} + kernel and "
+              f"the rest {rest:.2f} (machine busy {busy:.0f} %)")
     print(f"load average (1 min) before the run {load_before[0]:.2f} (other jobs), at its end "
           f"{load_after[0]:.2f} (this benchmark's processes included), {os.cpu_count()} cores")
     print(f"audit: {report.line()} -> {'OK' if report.ok else 'FAILED'}")
     if res.errors and tail:
-        print("gunicorn log tail:\n  " + "\n  ".join(tail))
+        print("server log tail:\n  " + "\n  ".join(tail))
     if not report.ok:
         sys.exit(1)
 

@@ -137,6 +137,8 @@ SPECTACULAR_SETTINGS = {"TITLE": "2AFC perceptual lab API", "VERSION": "1.0.0"}
 # The participant API takes tiny JSON bodies; anything bigger is refused (413).
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", 64 * 1024))
 CROWD_MAX_BODY_BYTES = int(os.environ.get("CROWD_MAX_BODY_BYTES", 4 * 1024))
+# Store new judgments without Django's request cycle (webapp/crowd/fastpath.py; PostgreSQL only).
+CROWD_JUDGE_FASTPATH = _env_bool("CROWD_JUDGE_FASTPATH", "1")
 # import_images refuses image files bigger than this (checked before reading; the pixel count is
 # capped separately by Pillow's decompression-bomb guard).
 STIMULI_MAX_IMAGE_BYTES = int(os.environ.get("STIMULI_MAX_IMAGE_BYTES", 64 * 1024 * 1024))

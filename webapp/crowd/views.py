@@ -9,7 +9,6 @@ preflight (none is allowed), and cannot know the token. The consent form keeps D
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import uuid
@@ -18,7 +17,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -29,12 +28,12 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.crowd.assign import create_assignment, expire
+from webapp.crowd.judging import created_body, insert_new, validate_judgment
 from webapp.crowd.models import Assignment, AssignmentItem, Judgment, Participant
 from webapp.crowd.ratelimit import over_limit
 from webapp.experiments.models import Experiment
 
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
-SIDES = ("left", "right")
 
 
 def _message(request: HttpRequest, title: str, text: str, status: int) -> HttpResponse:
@@ -312,37 +311,6 @@ def _json_body(request: HttpRequest, token: uuid.UUID) -> tuple[dict | None, Jso
     return data, None
 
 
-def _validate_judgment(data: dict) -> tuple[dict | None, str | None]:
-    out = {}
-    try:
-        out["uuid"] = uuid.UUID(str(data["uuid"]))
-    except KeyError:
-        return None, "missing field: uuid"
-    except ValueError:
-        return None, "uuid: not a valid UUID"
-    for name in ("position", "response_ms"):
-        if name not in data:
-            return None, f"missing field: {name}"
-        v = data[name]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > 2**31 - 1:
-            return None, f"{name}: expected a non-negative integer"
-        out[name] = v
-    if data.get("choice") not in SIDES:
-        return None, 'choice: expected "left" or "right"' if "choice" in data else "missing field: choice"
-    out["choice"] = data["choice"]
-    ct = data.get("client_time")
-    out["client_time"] = None
-    if ct is not None:
-        try:
-            parsed = datetime.fromisoformat(str(ct).replace("Z", "+00:00"))
-            # in UTC now: an offset that pushes it past year 1..9999 would store a row no one can read back
-            parsed = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-        except (ValueError, OverflowError):
-            return None, "client_time: expected an ISO 8601 timestamp (years 1-9999 in UTC) or null"
-        out["client_time"] = parsed
-    return out, None
-
-
 def _judgment_json(j: Judgment) -> dict:
     return {
         "uuid": str(j.client_uuid),
@@ -372,18 +340,13 @@ def _replay(assignment_id: int, v: dict) -> JsonResponse | None:
 
 @functools.cache
 def _judge_lookup_sql() -> str:
-    """One indexed lookup for the judge view: the assignment by token (unique), its study's status, and the
-    item at the posted position with its trial's stimuli (unique (assignment, position)); item columns are
-    NULL when there is no item at that position."""
-    from webapp.experiments.models import Trial
-
+    """Why a judgment was not stored, in one indexed lookup: the assignment by token (unique), its study's
+    status, and the id of the item at the posted position (unique (assignment, position); NULL if none)."""
     return (
-        "SELECT a.id, a.experiment_id, a.state, a.expires_at, e.status, i.id, i.trial_id, i.left_is_a, "
-        "t.stimulus_a_id, t.stimulus_b_id "
+        "SELECT a.id, a.experiment_id, a.state, a.expires_at, e.status, i.id "
         f"FROM {Assignment._meta.db_table} a "
         f"JOIN {Experiment._meta.db_table} e ON e.id = a.experiment_id "
         f"LEFT JOIN {AssignmentItem._meta.db_table} i ON i.assignment_id = a.id AND i.position = %s "
-        f"LEFT JOIN {Trial._meta.db_table} t ON t.id = i.trial_id "
         "WHERE a.token = %s"
     )
 
@@ -393,16 +356,20 @@ def _judge_lookup_sql() -> str:
 def judge(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
     """Store one judgment: 201 new, 200 replay, 409 uuid reused, 400 bad input, 403 closed, 413 too big.
 
-    The hot path under load is one SELECT (``_judge_lookup_sql``, written by hand because compiling the
-    equivalent ORM queries cost more than running them) and one single-row autocommit INSERT (its own
-    transaction); the unique constraints on ``client_uuid`` and ``item`` do the deduplication, so replays
-    and races cost the extra queries of ``_replay`` only when they happen. Nothing here scans a table.
+    A new judgment to an open assignment is one statement (``judging.insert_new``: INSERT ... SELECT with
+    the checks in its WHERE and ON CONFLICT DO NOTHING); only when it stores nothing does the view look up
+    why (``_judge_lookup_sql`` and ``_replay``) to give the precise answer. The unique constraints on
+    ``client_uuid`` and ``item`` do the deduplication. Nothing here scans a table. Served on
+    PostgreSQL (``make serve-prod``), most new judgments are stored by ``fastpath.JudgeFastPath`` with the
+    same statement and never reach this view.
     """
     data, err = _json_body(request, token)
-    v, msg = (None, None) if err else _validate_judgment(data)
+    v, msg = (None, None) if err else validate_judgment(data)
     row = None
     if v is not None:
         with connection.cursor() as cur:
+            if insert_new(cur, connection, token, v, timezone.now()):
+                return HttpResponse(created_body(v), status=201, content_type="application/json")
             cur.execute(_judge_lookup_sql(), [v["position"], _token_db_value(token)])
             row = cur.fetchone()
     if row is None:  # an unknown token is 404 before any complaint about the request
@@ -410,7 +377,7 @@ def judge(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
         if err:
             return err
         return JsonResponse({"error": msg}, status=400)
-    a_id, exp_id, state, expires_at, study_status, item_id, trial_id, left_is_a, stim_a, stim_b = row
+    a_id, exp_id, state, expires_at, study_status, item_id = row
     if isinstance(expires_at, str):  # SQLite can hand raw-cursor timestamps back as text
         expires_at = parse_datetime(expires_at)
     if timezone.is_naive(expires_at):  # ... and naive (UTC, as stored with USE_TZ)
@@ -418,33 +385,17 @@ def judge(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
     reason = _closed_reason_for(a_id, exp_id, state, expires_at, study_status)
     if reason:
         return JsonResponse({"error": reason}, status=403)
+    replay = _replay(a_id, v)
+    if replay:
+        return replay
     if item_id is None:
-        return _replay(a_id, v) or JsonResponse({"error": f"no item at position {v['position']}"}, status=400)
-    left, right = (stim_a, stim_b) if left_is_a else (stim_b, stim_a)
-    # In autocommit mode the single INSERT is its own transaction (no BEGIN/COMMIT round trips); inside an
-    # outer transaction (tests, ATOMIC_REQUESTS) a savepoint keeps an IntegrityError from aborting it.
-    guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
-    try:
-        with guard:
-            Judgment(
-                assignment_id=a_id,
-                item_id=item_id,
-                trial_id=trial_id,
-                chosen_id=left if v["choice"] == "left" else right,
-                chosen_side=v["choice"],
-                left_stimulus_id=left,
-                response_ms=v["response_ms"],
-                client_uuid=v["uuid"],
-                client_created=v["client_time"],
-            ).save(force_insert=True)
-    except IntegrityError:  # the uuid or the slot is already stored (a replay, or a concurrent request)
-        replay = _replay(a_id, v)
-        if replay:
-            return replay
-        raise
-    out = {"uuid": str(v["uuid"]), "position": v["position"], "choice": v["choice"],
-           "response_ms": v["response_ms"]}
-    return JsonResponse({"status": "created", "judgment": out}, status=201)
+        return JsonResponse({"error": f"no item at position {v['position']}"}, status=400)
+    # Open, the item exists and nothing is stored under this uuid or position: the assignment or study
+    # changed between the two statements (it was reopened, say). Try the insert once more.
+    with connection.cursor() as cur:
+        if insert_new(cur, connection, token, v, timezone.now()):
+            return HttpResponse(created_body(v), status=201, content_type="application/json")
+    return JsonResponse({"error": "the judgment could not be stored now; send it again"}, status=503)
 
 
 def _token_db_value(token: uuid.UUID):

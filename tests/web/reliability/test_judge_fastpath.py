@@ -1,0 +1,234 @@
+"""The WSGI judge shortcut (webapp/crowd/fastpath.py) answers exactly as the Django view would.
+
+New judgments are stored by the shortcut with the same statement as the view; every other request (a
+replay, bad input, a closed assignment, a wrong host, a lost connection) is handed to Django with its body
+intact and gets the view's answer. Runs in autocommit (transactional_db), as served.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.core.cache import cache
+from django.core.handlers.wsgi import WSGIHandler
+from django.db import connection, connections
+from django.test import Client, RequestFactory
+from django.utils import timezone
+
+from tests.web.conftest import enter
+
+pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="the shortcut is PostgreSQL-only")
+
+
+@pytest.fixture(autouse=True)
+def _setup(settings):
+    settings.CROWD_RATE_LIMIT = 0
+    settings.CROWD_JUDGE_FASTPATH = True
+    cache.clear()
+
+
+class Counting:
+    """Django's WSGI handler, counting the requests the shortcut hands on."""
+
+    def __init__(self) -> None:
+        self.django, self.calls = WSGIHandler(), 0
+
+    def __call__(self, environ, start_response):
+        self.calls += 1
+        return self.django(environ, start_response)
+
+
+def app():
+    from webapp.crowd.fastpath import JudgeFastPath
+
+    inner = Counting()
+    return JudgeFastPath(inner), inner
+
+
+def post(wsgi, token, body, *, header=None, content_type="application/json", path=None, **extra):
+    """POST through the WSGI app ``wsgi``; returns (status code, headers dict, body bytes)."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = RequestFactory().post(path or f"/a/{token}/judge", raw, content_type=content_type,
+                                headers={"X-Assignment-Token": str(header or token)}, **extra)
+    environ = {"HTTP_HOST": "testserver", **req.environ}
+    seen = {}
+
+    def start_response(status, headers, exc_info=None):
+        seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
+
+    out = b"".join(wsgi(environ, start_response))
+    return seen["status"], seen["headers"], out
+
+
+def judgment(position, choice="left", uid=None, **extra):
+    return {"uuid": str(uid or uuid.uuid4()), "position": position, "choice": choice, "response_ms": 640,
+            "client_time": "2026-01-01T12:00:00Z", **extra}
+
+
+def test_new_judgments_are_stored_by_the_shortcut_as_the_view_stores_them(transactional_db,
+                                                                          experiment_factory):
+    from webapp.crowd.models import Judgment
+
+    exp = experiment_factory()
+    fast_a, view_a = enter(Client(), exp), enter(Client(), exp)
+    wsgi, inner = app()
+    for item in fast_a.items.order_by("position"):
+        choice = "left" if item.position % 2 else "right"
+        body = judgment(item.position, choice)
+        status, headers, out = post(wsgi, fast_a.token, body)
+        assert status == 201, out
+        j = Judgment.objects.get(client_uuid=body["uuid"])
+        shown_left = item.left_stimulus()
+        assert (j.item_id, j.trial_id, j.chosen_side, j.response_ms) == (item.id, item.trial_id, choice, 640)
+        assert j.left_stimulus_id == shown_left.id
+        assert j.chosen_id == (shown_left if choice == "left" else item.right_stimulus()).id
+        assert j.client_created.isoformat() == "2026-01-01T12:00:00+00:00"
+        # the same judgment through the view (Django's test client): same body, same headers
+        view_body = judgment(item.position, choice, uid=uuid.uuid4())
+        r = Client().post(f"/a/{view_a.token}/judge", json.dumps(view_body), content_type="application/json",
+                          headers={"X-Assignment-Token": str(view_a.token)})
+        assert r.status_code == 201
+        expect = r.content.replace(view_body["uuid"].encode(), body["uuid"].encode())
+        assert out == expect
+        assert {k.lower() for k in headers} == {k.lower() for k in r.headers}, (headers, dict(r.headers))
+    assert inner.calls == 0  # none of them went through Django
+
+
+def _open(a):
+    return a
+
+
+def _pause(a):
+    a.experiment.status = "paused"
+    a.experiment.save(update_fields=["status"])
+    return a
+
+
+def _overdue(a):
+    a.expires_at = timezone.now() - timedelta(seconds=1)
+    a.save(update_fields=["expires_at"])
+    return a
+
+
+CASES = [
+    # (name, prepare assignment, request kwargs builder, expected status)
+    ("wrong token header", _open, lambda a: dict(body=judgment(0), header=uuid.uuid4()), 403),
+    ("form content type", _open, lambda a: dict(body=judgment(0), content_type="text/plain"), 415),
+    ("malformed JSON", _open, lambda a: dict(body=b'{"uuid": '), 400),
+    ("UTF-16 JSON", _open, lambda a: dict(body=json.dumps(judgment(0)).encode("utf-16")), 400),
+    ("a JSON list", _open, lambda a: dict(body=b"[1, 2]"), 400),
+    ("missing field", _open, lambda a: dict(body={"uuid": str(uuid.uuid4()), "position": 0}), 400),
+    ("bad choice", _open, lambda a: dict(body=judgment(0, choice="both")), 400),
+    ("negative response time", _open, lambda a: dict(body=judgment(0, response_ms=-1)), 400),
+    ("oversized body", _open, lambda a: dict(body=judgment(0, pad="x" * 10_000)), 413),
+    ("no such position", _open, lambda a: dict(body=judgment(99)), 400),
+    ("paused study", _pause, lambda a: dict(body=judgment(0)), 403),
+    ("overdue assignment", _overdue, lambda a: dict(body=judgment(0)), 403),
+    ("unknown token", _open, lambda a: dict(body=judgment(0), path=f"/a/{uuid.uuid4()}/judge"), 404),
+    ("upper-case token", _open, lambda a: dict(body=judgment(0), path=f"/a/{str(a.token).upper()}/judge",
+                                               header=str(a.token).upper()), 404),
+    ("host not allowed", _open, lambda a: dict(body=judgment(0), HTTP_HOST="evil.example"), 400),
+]
+
+
+@pytest.mark.parametrize("name,prepare,request_kw,expected", CASES, ids=[c[0] for c in CASES])
+def test_everything_else_gets_the_views_answer_and_changes_nothing(transactional_db, experiment_factory,
+                                                                    name, prepare, request_kw, expected):
+    from webapp.crowd.models import Judgment
+
+    a = prepare(enter(Client(), experiment_factory()))
+    wsgi, inner = app()
+    kw = request_kw(a)
+    status, _, out = post(wsgi, a.token, kw.pop("body"), **kw)
+    assert status == expected, out
+    assert inner.calls == 1
+    assert not Judgment.objects.exists()
+    if name == "overdue assignment":
+        a.refresh_from_db()
+        assert a.state == "expired"
+
+
+def test_replays_are_answered_by_the_view_and_stored_once(transactional_db, experiment_factory):
+    from webapp.crowd.models import Judgment
+
+    a = enter(Client(), experiment_factory())
+    wsgi, inner = app()
+    first = judgment(0, "right")
+    assert post(wsgi, a.token, first)[0] == 201
+    status, _, out = post(wsgi, a.token, first)  # a lost ack: the page sends it again
+    assert status == 200 and json.loads(out)["status"] == "duplicate"
+    status, _, out = post(wsgi, a.token, judgment(0, "left"))  # a second answer for the same slot
+    assert status == 200 and json.loads(out) == {"status": "already_judged", "judgment": {
+        "uuid": first["uuid"], "position": 0, "choice": "right", "response_ms": 640}}
+    status, _, _ = post(wsgi, a.token, {**first, "position": 1})  # the uuid reused for another slot
+    assert status == 409
+    assert inner.calls == 3
+    assert Judgment.objects.count() == 1
+
+
+def test_a_lost_database_connection_is_handed_on_and_the_judgment_stored_once(transactional_db,
+                                                                               experiment_factory):
+    from webapp.crowd.models import Judgment
+
+    a = enter(Client(), experiment_factory())
+    wsgi, inner = app()
+    assert post(wsgi, a.token, judgment(0))[0] == 201
+    pid = connection.connection.info.backend_pid
+    other = connections.create_connection("default")
+    with other.cursor() as cur:  # the server drops this thread's connection (a PostgreSQL restart)
+        cur.execute("SELECT pg_terminate_backend(%s)", [pid])
+    other.close()
+    body = judgment(1)
+    status, _, out = post(wsgi, a.token, body)
+    assert status == 201, out
+    assert inner.calls == 1  # the shortcut's statement failed; Django reconnected and stored it
+    assert Judgment.objects.filter(client_uuid=body["uuid"]).count() == 1
+    assert post(wsgi, a.token, judgment(2))[0] == 201  # and the shortcut works again on the new connection
+    assert inner.calls == 1
+
+
+def test_concurrent_copies_of_one_judgment_store_one_row(transactional_db, experiment_factory):
+    from webapp.crowd.models import Judgment
+
+    a = enter(Client(), experiment_factory())
+    wsgi, _ = app()
+    body, answers = judgment(0), []
+    barrier = threading.Barrier(8)
+
+    def send():
+        barrier.wait()
+        try:
+            answers.append(post(wsgi, a.token, body))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = sorted(s for s, _, _ in answers)
+    assert statuses == [200] * 7 + [201], statuses
+    assert {json.loads(out)["judgment"]["uuid"] for _, _, out in answers} == {body["uuid"]}
+    assert Judgment.objects.count() == 1
+
+
+def test_https_answers_carry_hsts_and_the_switch_turns_the_shortcut_off(transactional_db, experiment_factory,
+                                                                       settings):
+    a = enter(Client(), experiment_factory())
+    settings.SECURE_HSTS_SECONDS = 3600
+    wsgi, inner = app()
+    status, headers, _ = post(wsgi, a.token, judgment(0), HTTP_X_FORWARDED_PROTO="https")
+    assert status == 201 and headers["Strict-Transport-Security"].startswith("max-age=3600")
+    assert inner.calls == 0
+    settings.SECURE_SSL_REDIRECT = True  # plain HTTP must be redirected by Django, not answered
+    wsgi, inner = app()
+    assert post(wsgi, a.token, judgment(1))[0] == 301 and inner.calls == 1
+    settings.SECURE_SSL_REDIRECT = False
+    settings.CROWD_JUDGE_FASTPATH = False
+    wsgi, inner = app()
+    assert post(wsgi, a.token, judgment(2))[0] == 201 and inner.calls == 1

@@ -1,0 +1,154 @@
+"""A WSGI shortcut for the request that dominates a live study: a new judgment.
+
+``JudgeFastPath(app)`` wraps Django's WSGI application. It answers ``POST /a/<token>/judge`` itself when
+the request is well formed and the judgment is new and accepted: the body is parsed and validated by
+``judging.validate_judgment`` and stored by ``judging.insert_new`` (one INSERT ... SELECT) on Django's own
+database connection for this thread, and the 201 carries the headers Django's middleware would add. That
+skips Django's request object, middleware, URL resolver and the per-request connection health check, which
+cost several times the statement itself.
+
+Everything else goes to Django unchanged (the body handed on intact): other URLs and methods, any request
+that fails a check (header, content type, size, JSON, fields, host, scheme), and any judgment the statement
+did not store (a replay, a closed assignment, an unknown token, a lost database connection). The view then
+gives the full answer with the same functions, so the contract is written once; since a statement that
+stores nothing changes nothing, handing on is always safe.
+
+Used only on PostgreSQL in autocommit (``make serve-prod``); ``CROWD_JUDGE_FASTPATH=0`` switches it off.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.http.request import split_domain_port, validate_host
+from django.utils import timezone
+
+from webapp.crowd.judging import created_body, insert_new, prepare_insert, validate_judgment
+
+# Django's <uuid:...> converter accepts lower-case hex only; anything else is Django's to answer (404).
+log = logging.getLogger(__name__)
+PREPARED = "crowd_judge_insert"  # the name of the prepared insert on each connection
+JUDGE_PATH = re.compile(r"/a/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/judge")
+
+
+def security_headers(secure: bool) -> list[tuple[str, str]]:
+    """The headers Django's SecurityMiddleware and XFrameOptionsMiddleware add to a JSON answer."""
+    h = [("X-Frame-Options", settings.X_FRAME_OPTIONS)]
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        h.append(("X-Content-Type-Options", "nosniff"))
+    if settings.SECURE_REFERRER_POLICY:
+        policy = settings.SECURE_REFERRER_POLICY
+        h.append(("Referrer-Policy", policy if isinstance(policy, str) else ",".join(policy)))
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        h.append(("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY))
+    if secure and settings.SECURE_HSTS_SECONDS:
+        hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
+        hsts += "; includeSubDomains" if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS else ""
+        hsts += "; preload" if settings.SECURE_HSTS_PRELOAD else ""
+        h.append(("Strict-Transport-Security", hsts))
+    return h
+
+
+class JudgeFastPath:
+    """WSGI middleware: new judgments stored directly, every other request passed to ``app``."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+        self.enabled = (settings.CROWD_JUDGE_FASTPATH and connection.vendor == "postgresql"
+                        and connection.settings_dict["AUTOCOMMIT"]
+                        and not connection.settings_dict.get("ATOMIC_REQUESTS"))
+        self.headers = {secure: [("Content-Type", "application/json"), *security_headers(secure)]
+                        for secure in (False, True)}
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if self.enabled and environ.get("REQUEST_METHOD") == "POST":
+            m = JUDGE_PATH.fullmatch(environ.get("PATH_INFO", ""))
+            if m:
+                answer = self._judge(environ, m.group(1))
+                if answer is not None:
+                    status, headers, body = answer
+                    start_response(status, headers)
+                    return [body]
+        return self.app(environ, start_response)
+
+    def _judge(self, environ: dict, token: str) -> tuple[str, list, bytes] | None:
+        """(status, headers, body) for a stored new judgment; None to hand the request to Django (then
+        ``environ['wsgi.input']`` again holds the whole body)."""
+        if environ.get("HTTP_X_ASSIGNMENT_TOKEN") != token:
+            return None
+        if environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip() != "application/json":
+            return None
+        secure = self._secure(environ)
+        if (settings.SECURE_SSL_REDIRECT and not secure) or not self._host_allowed(environ):
+            return None
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            return None
+        if not 0 < length <= settings.CROWD_MAX_BODY_BYTES:
+            return None
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)  # Django reads it again if the request is handed on
+        if len(body) != length:
+            return None
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except (ValueError, RecursionError):  # as the view: UTF-8 only
+            return None
+        v, _ = validate_judgment(data) if isinstance(data, dict) else (None, None)
+        if v is None or not self._store(uuid.UUID(token), v):
+            return None
+        out = created_body(v)
+        return "201 Created", [*self.headers[secure], ("Content-Length", str(len(out)))], out
+
+    @staticmethod
+    def _store(token: uuid.UUID, v: dict) -> bool:
+        """Run the insert on this thread's Django connection (the driver's cursor: no health-check ping,
+        which the statement itself makes redundant), prepared once per connection; False on any database
+        error, after closing the connection so that Django's view starts from a fresh one."""
+        if connection.in_atomic_block:
+            return False
+        try:
+            if connection.close_at is not None and time.monotonic() >= connection.close_at:
+                connection.close()  # CONN_MAX_AGE, as Django would at the end of a request
+            connection.ensure_connection()
+            raw = connection.connection
+            with raw.cursor() as cur:
+                if getattr(connection, "judge_prepared_on", None) is not raw:
+                    prepare_insert(cur, PREPARED)
+                    connection.judge_prepared_on = raw
+                return insert_new(cur, connection, token, v, timezone.now(), prepared=PREPARED)
+        except (DatabaseError, connection.Database.Error) as exc:
+            log.warning("judge fast path: %s: %s; handing the request to Django", type(exc).__name__, exc)
+            try:
+                connection.close()
+            except (DatabaseError, connection.Database.Error):
+                pass
+            return False
+
+    @staticmethod
+    def _secure(environ: dict) -> bool:
+        """Django's ``request.is_secure()``."""
+        header = settings.SECURE_PROXY_SSL_HEADER
+        if header:
+            name, value = header
+            if name in environ:
+                return environ[name].split(",", 1)[0].strip() == value
+        return environ.get("wsgi.url_scheme") == "https"
+
+    @staticmethod
+    def _host_allowed(environ: dict) -> bool:
+        """Django's ``request.get_host()`` check, for the plain Host header (anything else is Django's)."""
+        host = environ.get("HTTP_HOST")
+        if not host or settings.USE_X_FORWARDED_HOST or not settings.ALLOWED_HOSTS:
+            return False
+        domain, _ = split_domain_port(host)
+        return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)

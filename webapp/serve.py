@@ -1,0 +1,39 @@
+"""The production server (``make serve-prod``): granian serving ``webapp.wsgi:application``.
+
+    python -m webapp.serve          # replaces itself with granian, configured from the environment
+
+WEB_BIND (127.0.0.1:8000), WEB_WORKERS (worker processes, cores + 1), WEB_THREADS (Python threads per
+worker, 2), WEB_BACKLOG (2048 pending connections), WEB_ACCESS_LOG (off; 1 = on).
+
+granian parses HTTP in Rust and hands each request to one of a worker's Python threads; a worker that
+dies is started again (``--respawn-failed-workers``). Each thread keeps its own persistent PostgreSQL
+connection (CONN_MAX_AGE), so the server holds up to workers x threads connections: keep that below
+PostgreSQL's max_connections. Two threads per worker let one wait for a commit while the other runs;
+more only make them queue for the interpreter lock (bench/README.md, load section).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+
+def command(env: Mapping[str, str] = os.environ) -> list[str]:
+    """The granian command line for the settings in ``env``."""
+    host, _, port = env.get("WEB_BIND", "127.0.0.1:8000").rpartition(":")
+    workers = env.get("WEB_WORKERS") or str((os.cpu_count() or 1) + 1)
+    return [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", host or "127.0.0.1",
+            "--port", port, "--workers", workers, "--blocking-threads", env.get("WEB_THREADS", "2"),
+            "--backlog", env.get("WEB_BACKLOG", "2048"), "--no-ws", "--respawn-failed-workers",
+            "--access-log" if env.get("WEB_ACCESS_LOG", "0") not in ("", "0") else "--no-access-log",
+            "webapp.wsgi:application"]
+
+
+def main() -> None:
+    cmd = command()
+    os.execv(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    main()
