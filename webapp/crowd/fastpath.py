@@ -1,17 +1,18 @@
 """A WSGI shortcut for the request that dominates a live study: a new judgment.
 
 ``JudgeFastPath(app)`` wraps Django's WSGI application. It answers ``POST /a/<token>/judge`` itself when
-the request is well formed and the judgment is new and accepted: the body is parsed and validated by
-``judging.validate_judgment`` and stored by ``judging.insert_new`` (one INSERT ... SELECT) on Django's own
-database connection for this thread, and the 201 carries the headers Django's middleware would add. That
-skips Django's request object, middleware, URL resolver and the per-request connection health check, which
-cost several times the statement itself.
+the request is well formed and the judgment is either new and accepted (201) or a replay of one stored for
+an open assignment (200): the body is parsed and validated by ``judging.validate_judgment``, stored by
+``judging.insert_new`` (one INSERT ... SELECT) or answered by ``judging.stored_answer``, on Django's own
+database connection for this thread, and the answer carries the headers Django's middleware would add.
+That skips Django's request object, middleware, URL resolver and the per-request connection health check,
+which cost several times the statement itself.
 
 Everything else goes to Django unchanged (the body handed on intact): other URLs and methods, any request
-that fails a check (header, content type, size, JSON, fields, host, scheme), and any judgment the statement
-did not store (a replay, a closed assignment, an unknown token, a lost database connection). The view then
-gives the full answer with the same functions, so the contract is written once; since a statement that
-stores nothing changes nothing, handing on is always safe.
+that fails a check (header, content type, size, JSON, fields, host, scheme), and any judgment neither
+stored nor answered (a closed assignment, an unknown token, a uuid reused for another judgment, a lost
+database connection). The view then gives the full answer with the same functions, so the contract is
+written once; since those statements change nothing unless they store the judgment, handing on is safe.
 
 Used only on PostgreSQL in autocommit (``make serve-prod``); ``CROWD_JUDGE_FASTPATH=0`` switches it off.
 """
@@ -31,11 +32,17 @@ from django.db import DatabaseError, connection
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
-from webapp.crowd.judging import created_body, insert_new, prepare_insert, validate_judgment
+from webapp.crowd.judging import (
+    created_body,
+    insert_new,
+    prepare_statements,
+    stored_answer,
+    validate_judgment,
+)
 
 # Django's <uuid:...> converter accepts lower-case hex only; anything else is Django's to answer (404).
 log = logging.getLogger(__name__)
-PREPARED = "crowd_judge_insert"  # the name of the prepared insert on each connection
+STATUS = {200: "200 OK", 201: "201 Created"}
 JUDGE_PATH = re.compile(r"/a/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/judge")
 
 
@@ -104,18 +111,21 @@ class JudgeFastPath:
         except (ValueError, RecursionError):  # as the view: UTF-8 only
             return None
         v, _ = validate_judgment(data) if isinstance(data, dict) else (None, None)
-        if v is None or not self._store(uuid.UUID(token), v):
+        answer = None if v is None else self._store(uuid.UUID(token), v)
+        if answer is None:
             return None
-        out = created_body(v)
-        return "201 Created", [*self.headers[secure], ("Content-Length", str(len(out)))], out
+        status, out = answer
+        return STATUS[status], [*self.headers[secure], ("Content-Length", str(len(out)))], out
 
     @staticmethod
-    def _store(token: uuid.UUID, v: dict) -> bool:
-        """Run the insert on this thread's Django connection (the driver's cursor: no health-check ping,
-        which the statement itself makes redundant), prepared once per connection; False on any database
-        error, after closing the connection so that Django's view starts from a fresh one."""
+    def _store(token: uuid.UUID, v: dict) -> tuple[int, bytes] | None:
+        """Store ``v`` (201) or answer a replay of a stored judgment to an open assignment (200) on this
+        thread's Django connection, with the driver's cursor (no health-check ping: the statement itself
+        shows whether the connection works) and statements prepared once per connection; None for
+        anything else, and on any database error after closing the connection so that Django's view
+        starts from a fresh one."""
         if connection.in_atomic_block:
-            return False
+            return None
         try:
             if connection.close_at is not None and time.monotonic() >= connection.close_at:
                 connection.close()  # CONN_MAX_AGE, as Django would at the end of a request
@@ -123,16 +133,19 @@ class JudgeFastPath:
             raw = connection.connection
             with raw.cursor() as cur:
                 if getattr(connection, "judge_prepared_on", None) is not raw:
-                    prepare_insert(cur, PREPARED)
+                    prepare_statements(cur)
                     connection.judge_prepared_on = raw
-                return insert_new(cur, connection, token, v, timezone.now(), prepared=PREPARED)
+                now = timezone.now()
+                if insert_new(cur, connection, token, v, now, prepared=True):
+                    return 201, created_body(v)
+                return stored_answer(cur, connection, token, v, open_at=now, prepared=True)
         except (DatabaseError, connection.Database.Error) as exc:
             log.warning("judge fast path: %s: %s; handing the request to Django", type(exc).__name__, exc)
             try:
                 connection.close()
             except (DatabaseError, connection.Database.Error):
                 pass
-            return False
+            return None
 
     @staticmethod
     def _secure(environ: dict) -> bool:

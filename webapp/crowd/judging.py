@@ -46,74 +46,130 @@ def validate_judgment(data: dict) -> tuple[dict | None, str | None]:
     return out, None
 
 
+def judgment_body(status: str, uid, position: int, choice: str, response_ms: int) -> bytes:
+    """The JSON body of a 201/200 answer (what the view's JsonResponse writes)."""
+    return json.dumps({"status": status, "judgment": {
+        "uuid": str(uid), "position": position, "choice": choice, "response_ms": response_ms}}).encode()
+
+
 def created_body(v: dict) -> bytes:
-    """The JSON body of a 201 answer for the validated judgment ``v`` (what JsonResponse would write)."""
-    return json.dumps({"status": "created", "judgment": {
-        "uuid": str(v["uuid"]), "position": v["position"], "choice": v["choice"],
-        "response_ms": v["response_ms"]}}).encode()
+    """The body of the 201 answer for the newly stored judgment ``v``."""
+    return judgment_body("created", v["uuid"], v["position"], v["choice"], v["response_ms"])
+
+
+def _tables() -> dict[str, str]:
+    from webapp.crowd.models import Assignment, AssignmentItem, Judgment
+    from webapp.experiments.models import Experiment, Trial
+
+    return {"J": Judgment._meta.db_table, "I": AssignmentItem._meta.db_table, "A": Assignment._meta.db_table,
+            "E": Experiment._meta.db_table, "T": Trial._meta.db_table}
 
 
 @functools.cache
 def _insert_sql() -> str:
-    from webapp.crowd.models import Assignment, AssignmentItem, Judgment
-    from webapp.experiments.models import Experiment, Trial
-
+    t = _tables()
     # The chosen stimulus is A exactly when "left was chosen" equals "A was shown on the left".
     return (
-        f"INSERT INTO {Judgment._meta.db_table} (assignment_id, item_id, trial_id, chosen_id, chosen_side, "
+        f"INSERT INTO {t['J']} (assignment_id, item_id, trial_id, chosen_id, chosen_side, "
         "left_stimulus_id, response_ms, client_uuid, created, client_created) "
         "SELECT a.id, i.id, i.trial_id, "
         "CASE WHEN i.left_is_a = %s THEN t.stimulus_a_id ELSE t.stimulus_b_id END, %s, "
         "CASE WHEN i.left_is_a THEN t.stimulus_a_id ELSE t.stimulus_b_id END, %s, %s, %s, %s "
-        f"FROM {Assignment._meta.db_table} a "
-        f"JOIN {Experiment._meta.db_table} e ON e.id = a.experiment_id "
-        f"JOIN {AssignmentItem._meta.db_table} i ON i.assignment_id = a.id AND i.position = %s "
-        f"JOIN {Trial._meta.db_table} t ON t.id = i.trial_id "
+        f"FROM {t['A']} a JOIN {t['E']} e ON e.id = a.experiment_id "
+        f"JOIN {t['I']} i ON i.assignment_id = a.id AND i.position = %s JOIN {t['T']} t ON t.id = i.trial_id "
         "WHERE a.token = %s AND a.state = 'active' AND a.expires_at > %s AND e.status = 'live' "
         "ON CONFLICT DO NOTHING RETURNING 1"
     )
 
 
-# PostgreSQL types of the statement's parameters, in order (``prepare_insert``).
-_PARAM_TYPES = ("boolean", "varchar", "integer", "uuid", "timestamptz", "timestamptz", "integer", "uuid",
-                "timestamptz")
+@functools.cache
+def _stored_sql() -> str:
+    t = _tables()
+    cols = "j.client_uuid, a.token, i.position, j.chosen_side, j.response_ms, a.state, a.expires_at, e.status"
+    # two indexed branches (by uuid; by token and position), not one OR that no index serves
+    return (
+        f"SELECT {cols} FROM {t['J']} j JOIN {t['I']} i ON i.id = j.item_id "
+        f"JOIN {t['A']} a ON a.id = i.assignment_id JOIN {t['E']} e ON e.id = a.experiment_id "
+        "WHERE j.client_uuid = %s UNION ALL "
+        f"SELECT {cols} FROM {t['A']} a JOIN {t['I']} i ON i.assignment_id = a.id AND i.position = %s "
+        f"JOIN {t['J']} j ON j.item_id = i.id JOIN {t['E']} e ON e.id = a.experiment_id WHERE a.token = %s"
+    )
 
 
-def prepare_insert(cursor, name: str) -> None:
-    """PostgreSQL: prepare the statement of ``insert_new`` as ``name`` on the cursor's connection, so that
-    ``insert_new(..., prepared=name)`` skips parsing and planning it every time."""
-    parts = _insert_sql().split("%s")
-    assert len(parts) == len(_PARAM_TYPES) + 1
-    numbered = parts[0] + "".join(f"${k}{p}" for k, p in enumerate(parts[1:], 1))
-    cursor.execute(f"PREPARE {name} ({', '.join(_PARAM_TYPES)}) AS {numbered}")
+# name -> (statement, PostgreSQL types of its parameters in order), for prepare_statements
+_STATEMENTS = {
+    "crowd_judge_insert": (_insert_sql, ("boolean", "varchar", "integer", "uuid", "timestamptz",
+                                         "timestamptz", "integer", "uuid", "timestamptz")),
+    "crowd_judge_stored": (_stored_sql, ("uuid", "integer", "uuid")),
+}
 
 
-def insert_new(cursor, connection, token: uuid.UUID, v: dict, now: datetime, prepared: str | None = None
-               ) -> bool:
+def prepare_statements(cursor) -> None:
+    """PostgreSQL: prepare the statements of ``insert_new`` and ``stored_answer`` on the cursor's
+    connection, so that calls with ``prepared=True`` skip parsing and planning them every time."""
+    for name, (sql, types) in _STATEMENTS.items():
+        parts = sql().split("%s")
+        assert len(parts) == len(types) + 1
+        numbered = parts[0] + "".join(f"${k}{p}" for k, p in enumerate(parts[1:], 1))
+        cursor.execute(f"PREPARE {name} ({', '.join(types)}) AS {numbered}")
+
+
+def _execute(cursor, name: str, params: list, prepared: bool) -> None:
+    sql, types = _STATEMENTS[name]
+    cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(types))})" if prepared else sql(), params)
+
+
+def insert_new(cursor, connection, token: uuid.UUID, v: dict, now: datetime, prepared: bool = False) -> bool:
     """Store ``v`` if its assignment (``token``) is open at ``now``, has an item at its position, and
     neither its uuid nor that item is stored yet; True if a row was inserted, False if nothing changed.
 
     One statement (in autocommit, its own transaction); the unique constraints on ``client_uuid`` and
     ``item`` make concurrent and replayed posts store at most one row. ``cursor`` may be Django's or the
-    driver's own; ``connection`` is Django's (for adapting values to its backend); ``prepared`` names the
-    statement made by ``prepare_insert`` on that connection.
+    driver's own; ``connection`` is Django's (for adapting values to its backend); ``prepared``: use the
+    statement ``prepare_statements`` made on that connection.
     """
-    ops, token_field = connection.ops, _token_field()
+    ops = connection.ops
     ct = v["client_time"]
-    sql = f"EXECUTE {prepared} ({', '.join(['%s'] * len(_PARAM_TYPES))})" if prepared else _insert_sql()
-    cursor.execute(sql, [
+    _execute(cursor, "crowd_judge_insert", [
         v["choice"] == "left", v["choice"], v["response_ms"], _uuid_value(v["uuid"], connection),
         ops.adapt_datetimefield_value(now), None if ct is None else ops.adapt_datetimefield_value(ct),
-        v["position"], token_field.get_db_prep_value(token, connection), ops.adapt_datetimefield_value(now),
-    ])
+        v["position"], _token_value(token, connection), ops.adapt_datetimefield_value(now),
+    ], prepared)
     return cursor.fetchone() is not None
 
 
-@functools.cache
-def _token_field():
+DIFFERENT_USE = b'{"error": "this uuid was already used for a different judgment"}'
+
+
+def stored_answer(cursor, connection, token: uuid.UUID, v: dict, open_at: datetime | None = None,
+                  prepared: bool = False) -> tuple[int, bytes] | None:
+    """The answer to ``v`` from what is stored: (200, duplicate) for a replay of a stored judgment, (409, ...)
+    for its uuid used for another judgment, (200, already_judged) when its slot holds another answer; None
+    if nothing is stored under either. With ``open_at``, only a 200 for an assignment open at that time is
+    given (None otherwise), as the view checks the assignment before it answers."""
+    _execute(cursor, "crowd_judge_stored", [_uuid_value(v["uuid"], connection), v["position"],
+                                            _token_value(token, connection)], prepared)
+    rows = cursor.fetchall()
+    by_uuid = [r for r in rows if uuid.UUID(str(r[0])) == v["uuid"]]
+    if by_uuid:
+        uid, tok, position, choice, ms = by_uuid[0][:5]
+        if uuid.UUID(str(tok)) != token or position != v["position"] or choice != v["choice"]:
+            return None if open_at else (409, DIFFERENT_USE)
+        status, row = "duplicate", by_uuid[0]
+    elif rows:
+        status, row = "already_judged", rows[0]
+    else:
+        return None
+    uid, tok, position, choice, ms, state, expires_at, study = row
+    if open_at and not (state == "active" and study == "live" and expires_at > open_at):
+        return None
+    return 200, judgment_body(status, uuid.UUID(str(uid)), position, choice, ms)
+
+
+def _token_value(value: uuid.UUID, connection):
     from webapp.crowd.models import Assignment
 
-    return Assignment._meta.get_field("token")
+    return Assignment._meta.get_field("token").get_db_prep_value(value, connection)
 
 
 def _uuid_value(value: uuid.UUID, connection):

@@ -28,7 +28,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.crowd.assign import create_assignment, expire
-from webapp.crowd.judging import created_body, insert_new, validate_judgment
+from webapp.crowd.judging import created_body, insert_new, stored_answer, validate_judgment
 from webapp.crowd.models import Assignment, AssignmentItem, Judgment, Participant
 from webapp.crowd.ratelimit import over_limit
 from webapp.experiments.models import Experiment
@@ -311,31 +311,13 @@ def _json_body(request: HttpRequest, token: uuid.UUID) -> tuple[dict | None, Jso
     return data, None
 
 
-def _judgment_json(j: Judgment) -> dict:
-    return {
-        "uuid": str(j.client_uuid),
-        "position": j.item.position,
-        "choice": j.chosen_side,
-        "response_ms": j.response_ms,
-    }
-
-
-def _replay(assignment_id: int, v: dict) -> JsonResponse | None:
+def _replay(token: uuid.UUID, v: dict) -> HttpResponse | None:
     """Answer a replayed uuid or an already-judged position from what is stored (None if neither)."""
-    j = Judgment.objects.select_related("item").filter(client_uuid=v["uuid"]).first()
-    if j is not None:
-        same = j.assignment_id == assignment_id and j.item.position == v["position"]
-        if not same or j.chosen_side != v["choice"]:
-            return JsonResponse({"error": "this uuid was already used for a different judgment"}, status=409)
-        return JsonResponse({"status": "duplicate", "judgment": _judgment_json(j)}, status=200)
-    j = (
-        Judgment.objects.select_related("item")
-        .filter(item__assignment_id=assignment_id, item__position=v["position"])
-        .first()
-    )
-    if j is not None:
-        return JsonResponse({"status": "already_judged", "judgment": _judgment_json(j)}, status=200)
-    return None
+    with connection.cursor() as cur:
+        answer = stored_answer(cur, connection, token, v)
+    if answer is None:
+        return None
+    return HttpResponse(answer[1], status=answer[0], content_type="application/json")
 
 
 @functools.cache
@@ -385,7 +367,7 @@ def judge(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
     reason = _closed_reason_for(a_id, exp_id, state, expires_at, study_status)
     if reason:
         return JsonResponse({"error": reason}, status=403)
-    replay = _replay(a_id, v)
+    replay = _replay(token, v)
     if replay:
         return replay
     if item_id is None:

@@ -152,21 +152,32 @@ def test_everything_else_gets_the_views_answer_and_changes_nothing(transactional
         assert a.state == "expired"
 
 
-def test_replays_are_answered_by_the_view_and_stored_once(transactional_db, experiment_factory):
+def test_replays_get_the_views_answers_and_are_stored_once(transactional_db, experiment_factory):
     from webapp.crowd.models import Judgment
 
     a = enter(Client(), experiment_factory())
     wsgi, inner = app()
     first = judgment(0, "right")
     assert post(wsgi, a.token, first)[0] == 201
-    status, _, out = post(wsgi, a.token, first)  # a lost ack: the page sends it again
-    assert status == 200 and json.loads(out)["status"] == "duplicate"
-    status, _, out = post(wsgi, a.token, judgment(0, "left"))  # a second answer for the same slot
-    assert status == 200 and json.loads(out) == {"status": "already_judged", "judgment": {
-        "uuid": first["uuid"], "position": 0, "choice": "right", "response_ms": 640}}
-    status, _, _ = post(wsgi, a.token, {**first, "position": 1})  # the uuid reused for another slot
-    assert status == 409
-    assert inner.calls == 3
+    replays = [  # (body, expected status) -- each also sent through the view for the expected bytes
+        (first, 200),  # a lost ack: the page sends it again
+        (judgment(0, "left"), 200),  # a second answer for the same slot
+        ({**first, "position": 1}, 409),  # the uuid reused for another slot
+        ({**first, "choice": "left"}, 409),  # ... or for another answer
+    ]
+    for body, expected in replays:
+        status, headers, out = post(wsgi, a.token, body)
+        r = Client().post(f"/a/{a.token}/judge", json.dumps(body), content_type="application/json",
+                          headers={"X-Assignment-Token": str(a.token)})
+        assert (status, out) == (expected, r.content) == (r.status_code, r.content), (body, out)
+        assert {k.lower() for k in headers} == {k.lower() for k in r.headers}
+    stored = {"uuid": first["uuid"], "position": 0, "choice": "right", "response_ms": 640}
+    assert json.loads(post(wsgi, a.token, judgment(0, "left"))[2]) == {"status": "already_judged",
+                                                                       "judgment": stored}
+    assert inner.calls == 2  # only the two 409s went through Django
+    # a replay to an assignment that is no longer open is the view's to answer (403), as before
+    _pause(a)
+    assert post(wsgi, a.token, first)[0] == 403 and inner.calls == 3
     assert Judgment.objects.count() == 1
 
 
