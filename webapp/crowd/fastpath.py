@@ -40,9 +40,9 @@ from webapp.crowd.judging import (
     validate_judgment,
 )
 
-# Django's <uuid:...> converter accepts lower-case hex only; anything else is Django's to answer (404).
 log = logging.getLogger(__name__)
 STATUS = {200: "200 OK", 201: "201 Created"}
+# Django's <uuid:...> converter accepts lower-case hex only; anything else is Django's to answer (404).
 JUDGE_PATH = re.compile(r"/a/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/judge")
 
 
@@ -65,7 +65,8 @@ def security_headers(secure: bool) -> list[tuple[str, str]]:
 
 
 class JudgeFastPath:
-    """WSGI middleware: new judgments stored directly, every other request passed to ``app``."""
+    """WSGI middleware: new judgments (and replays of stored ones) answered directly, every other request
+    passed to ``app``."""
 
     def __init__(self, app: Callable) -> None:
         self.app = app
@@ -87,8 +88,8 @@ class JudgeFastPath:
         return self.app(environ, start_response)
 
     def _judge(self, environ: dict, token: str) -> tuple[str, list, bytes] | None:
-        """(status, headers, body) for a stored new judgment; None to hand the request to Django (then
-        ``environ['wsgi.input']`` again holds the whole body)."""
+        """(status, headers, body) for a stored new judgment or a replay; None to hand the request to
+        Django (then ``environ['wsgi.input']`` again holds the whole body)."""
         if environ.get("HTTP_X_ASSIGNMENT_TOKEN") != token:
             return None
         if environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip() != "application/json":

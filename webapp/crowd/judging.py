@@ -133,7 +133,7 @@ def insert_new(cursor, connection, token: uuid.UUID, v: dict, now: datetime, pre
     _execute(cursor, "crowd_judge_insert", [
         v["choice"] == "left", v["choice"], v["response_ms"], _uuid_value(v["uuid"], connection),
         ops.adapt_datetimefield_value(now), None if ct is None else ops.adapt_datetimefield_value(ct),
-        v["position"], _token_value(token, connection), ops.adapt_datetimefield_value(now),
+        v["position"], token_db_value(token, connection), ops.adapt_datetimefield_value(now),
     ], prepared)
     return cursor.fetchone() is not None
 
@@ -148,7 +148,7 @@ def stored_answer(cursor, connection, token: uuid.UUID, v: dict, open_at: dateti
     if nothing is stored under either. With ``open_at``, only a 200 for an assignment open at that time is
     given (None otherwise), as the view checks the assignment before it answers."""
     _execute(cursor, "crowd_judge_stored", [_uuid_value(v["uuid"], connection), v["position"],
-                                            _token_value(token, connection)], prepared)
+                                            token_db_value(token, connection)], prepared)
     rows = cursor.fetchall()
     by_uuid = [r for r in rows if uuid.UUID(str(r[0])) == v["uuid"]]
     if by_uuid:
@@ -166,7 +166,8 @@ def stored_answer(cursor, connection, token: uuid.UUID, v: dict, open_at: dateti
     return 200, judgment_body(status, uuid.UUID(str(uid)), position, choice, ms)
 
 
-def _token_value(value: uuid.UUID, connection):
+def token_db_value(value: uuid.UUID, connection):
+    """An assignment token as ``connection``'s backend stores it."""
     from webapp.crowd.models import Assignment
 
     return Assignment._meta.get_field("token").get_db_prep_value(value, connection)

@@ -28,7 +28,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.crowd.assign import create_assignment, expire
-from webapp.crowd.judging import created_body, insert_new, stored_answer, validate_judgment
+from webapp.crowd.judging import created_body, insert_new, stored_answer, token_db_value, validate_judgment
 from webapp.crowd.models import Assignment, AssignmentItem, Judgment, Participant
 from webapp.crowd.ratelimit import over_limit
 from webapp.experiments.models import Experiment
@@ -352,7 +352,7 @@ def judge(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
         with connection.cursor() as cur:
             if insert_new(cur, connection, token, v, timezone.now()):
                 return HttpResponse(created_body(v), status=201, content_type="application/json")
-            cur.execute(_judge_lookup_sql(), [v["position"], _token_db_value(token)])
+            cur.execute(_judge_lookup_sql(), [v["position"], token_db_value(token, connection)])
             row = cur.fetchone()
     if row is None:  # an unknown token is 404 before any complaint about the request
         _assignment(token)
@@ -378,10 +378,6 @@ def judge(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
         if insert_new(cur, connection, token, v, timezone.now()):
             return HttpResponse(created_body(v), status=201, content_type="application/json")
     return JsonResponse({"error": "the judgment could not be stored now; send it again"}, status=503)
-
-
-def _token_db_value(token: uuid.UUID):
-    return Assignment._meta.get_field("token").get_db_prep_value(token, connection)
 
 
 @csrf_exempt
