@@ -243,3 +243,54 @@ def test_https_answers_carry_hsts_and_the_switch_turns_the_shortcut_off(transact
     settings.CROWD_JUDGE_FASTPATH = False
     wsgi, inner = app()
     assert post(wsgi, a.token, judgment(2))[0] == 201 and inner.calls == 1
+
+
+def test_fuzzed_payloads_through_the_shortcut_never_500_and_store_exactly_the_accepted(transactional_db,
+                                                                                      experiment_factory):
+    """Hypothesis: valid, replayed and malformed judgments (bad fields from the security fuzz suite) through
+    the shortcut, as served (autocommit). Never a 5xx; a 4xx changes nothing; every 201 is stored once with
+    what was sent, and nothing else is stored."""
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hsettings
+    from hypothesis import strategies as st
+
+    from tests.web.security.test_fuzz_crowd import JSON_SCALARS, bad_field_values
+    from webapp.crowd.judging import SIDES
+    from webapp.crowd.models import Judgment
+
+    a = enter(Client(), experiment_factory())
+    n_items = a.items.count()
+    wsgi, _ = app()
+    bad = bad_field_values(n_items)
+    accepted: dict[str, tuple[int, str]] = {}
+    sent: list[dict] = []
+    statuses: list[int] = []
+
+    @hsettings(max_examples=120, deadline=None, derandomize=True,
+               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(data=st.data(), kind=st.sampled_from(["valid", "replay", "bad"]), extra=st.dictionaries(
+        st.sampled_from(["pad", "id", "trial", "__proto__"]), JSON_SCALARS, max_size=2))
+    def one(data, kind, extra):
+        if kind == "replay" and sent:
+            body = data.draw(st.sampled_from(sent))
+        else:
+            body = {**judgment(data.draw(st.integers(0, n_items - 1)), data.draw(st.sampled_from(SIDES))),
+                    **extra}
+            if kind == "bad":
+                field = data.draw(st.sampled_from(sorted(bad)))
+                body[field] = data.draw(bad[field])
+        before = Judgment.objects.count()
+        status, _, out = post(wsgi, a.token, json.dumps(body, allow_nan=True).encode())
+        statuses.append(status)
+        assert status < 500, (status, body, out)
+        if status == 201:
+            accepted[body["uuid"]] = (body["position"], body["choice"])
+            sent.append(body)
+        assert Judgment.objects.count() == before + (status == 201), (status, body)
+
+    one()
+    stored = {str(u): (p, c) for u, p, c in Judgment.objects.values_list("client_uuid", "item__position",
+                                                                         "chosen_side")}
+    print(f"\nshortcut fuzz: {len(statuses)} posts, answers {sorted(set(statuses))}, {len(stored)} stored")
+    assert stored == accepted
+    assert {201, 200} <= set(statuses) and any(400 <= s < 500 for s in statuses)
