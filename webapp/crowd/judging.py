@@ -1,4 +1,5 @@
-"""Storing one judgment: the payload contract and the one statement that stores a new judgment.
+"""Storing one judgment: the payload contract, the statement that stores a new judgment and the one that
+reads back what is stored for a replay.
 
 Shared by the judge view (``views.judge``) and the WSGI shortcut (``fastpath.JudgeFastPath``), so what a
 judgment is, how it is validated and how it is stored is written once.
@@ -152,7 +153,7 @@ def stored_answer(cursor, connection, token: uuid.UUID, v: dict, open_at: dateti
     rows = cursor.fetchall()
     by_uuid = [r for r in rows if uuid.UUID(str(r[0])) == v["uuid"]]
     if by_uuid:
-        uid, tok, position, choice, ms = by_uuid[0][:5]
+        _, tok, position, choice = by_uuid[0][:4]
         if uuid.UUID(str(tok)) != token or position != v["position"] or choice != v["choice"]:
             return None if open_at else (409, DIFFERENT_USE)
         status, row = "duplicate", by_uuid[0]
