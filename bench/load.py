@@ -124,29 +124,33 @@ class _Gone(Exception):
     """The assignment is no longer open (403/404): the page stops, so does the worker."""
 
 
-async def _request(sess, method: str, url: str, res: Result, kind: str, **kw):
-    """One HTTP attempt; returns (status, json-or-text, Location) or raises the aiohttp/timeout error."""
+async def _counted(res: Result, kind: str, send) -> tuple:
+    """Run one HTTP attempt ``send()`` -> (status, body, Location), counting it in ``res`` (in flight,
+    latency, HTTP errors)."""
     t0 = time.perf_counter()
     res.in_flight += 1
     res.peak_in_flight = max(res.peak_in_flight, res.in_flight)
     try:
-        async with sess.request(method, url, allow_redirects=False, **kw) as r:
-            if r.content_type == "application/json":
-                body = await r.json()
-            else:
-                body = await r.text()
-            status, location = r.status, r.headers.get("Location", "")
+        status, body, location = await send()
     finally:
         res.in_flight -= 1
-    if kind == "judge":
-        res.judge_latency.append(time.perf_counter() - t0)
-        res.judge_at.append(time.monotonic())
-    else:
-        res.other_latency.append(time.perf_counter() - t0)
-        res.other_at.append(time.monotonic())
+    latency, at = (res.judge_latency, res.judge_at) if kind == "judge" else (res.other_latency, res.other_at)
+    latency.append(time.perf_counter() - t0)
+    at.append(time.monotonic())
     if status >= 400:
         res.errors[f"{kind} HTTP {status}"] += 1
     return status, body, location
+
+
+async def _request(sess, method: str, url: str, res: Result, kind: str, **kw):
+    """One aiohttp attempt; returns (status, json-or-text, Location) or raises the aiohttp/timeout error."""
+
+    async def send():
+        async with sess.request(method, url, allow_redirects=False, **kw) as r:
+            body = await (r.json() if r.content_type == "application/json" else r.text())
+            return r.status, body, r.headers.get("Location", "")
+
+    return await _counted(res, kind, send)
 
 
 class KeepAlive:
@@ -248,20 +252,13 @@ async def _judge(conn: KeepAlive, token: str, body: dict, res: Result) -> dict |
     path, payload = f"/a/{token}/judge", json.dumps(body).encode()
     hdr = {"X-Assignment-Token": token, "Content-Type": "application/json"}
 
+    async def send():
+        status, data = await conn.request("POST", path, hdr, payload)
+        return status, json.loads(data) if data.startswith(b"{") else data, ""
+
     async def attempt():
         res.judge_posts += 1
-        t0 = time.perf_counter()
-        res.in_flight += 1
-        res.peak_in_flight = max(res.peak_in_flight, res.in_flight)
-        try:
-            status, data = await conn.request("POST", path, hdr, payload)
-        finally:
-            res.in_flight -= 1
-        res.judge_latency.append(time.perf_counter() - t0)
-        res.judge_at.append(time.monotonic())
-        if status >= 400:
-            res.errors[f"judge HTTP {status}"] += 1
-        return status, json.loads(data) if data.startswith(b"{") else data, ""
+        return await _counted(res, "judge", send)
 
     status, data, _ = await _with_retries(attempt, res, "judge")
     if status is None:

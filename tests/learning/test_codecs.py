@@ -15,8 +15,9 @@ from learning.codecs import base
 from learning.codecs.base import Codec, bits_per_pixel, describe_codecs, get_codec, register, registered_names
 from learning.codecs.spec import parse_codec_spec
 from learning.errors import LearningError
+from tests.learning.kodak import KODAK_DIR
 
-KODAK = Path("/work/shared/data/kodak")
+KODAK = KODAK_DIR
 CLASSICAL = ["jpeg", "jpeg444", "jpeg2000", "webp", "avif", "heic", "jxl"]
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,10 +12,9 @@ from learning.__main__ import main
 from learning.data.bapps import to_tensor
 from learning.dpl.weightfile import load_weights
 from learning.fitting.synthetic import make_dataset
+from tests.learning.kodak import KODAK_PNGS
 
-KODAK = sorted(Path(__file__).resolve().parents[2].joinpath("..", "shared", "data", "kodak").glob("*.png"))
-if not KODAK:
-    KODAK = sorted(Path("/work/shared/data/kodak").glob("*.png"))
+KODAK = KODAK_PNGS
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,11 @@ from learning.metrics import get_metric
 from learning.metrics.color import rgb_to_y_uint8
 from learning.saliency import get_saliency_model, load_rgb
 from learning.saliency.jpeg import decode_jpeg, encode_jpeg, qtables_for, saliency_jpeg
+from tests.learning.kodak import KODAK_DIR
 
 torch.set_num_threads(2)
-KODAK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kodak"
-if not KODAK.is_dir():
-    KODAK = Path("/work/shared/data/kodak")
+
+KODAK = KODAK_DIR
 needs_kodak = pytest.mark.skipif(len(list(KODAK.glob("kodim*.png"))) < 24,
                                  reason=f"Kodak images not found in {KODAK}")
 

@@ -14,8 +14,9 @@ from PIL import Image
 from learning.__main__ import main
 from learning.errors import LearningError
 from learning.rd.bdrate import bd_rate
+from tests.learning.kodak import KODAK_DIR
 
-KODAK = Path("/work/shared/data/kodak")
+KODAK = KODAK_DIR
 
 # FAU-LMS/bjontegaard README data (x265 presets). Reference values computed with the `bjontegaard`
 # package 1.3 (which matches the JCT-VC Excel sheet): pchip -4.417485 %, cubic -4.420463 %.

@@ -14,9 +14,9 @@ from learning import DPL, twoafc
 from learning.__main__ import main
 from learning.dpl.weightfile import save_weights
 from learning.fitting.synthetic import judge, make_triplets, write_bapps
+from tests.learning.kodak import KODAK_PNGS
 
-KODAK = sorted(Path("/work/shared/data/kodak").glob("*.png")) or sorted(
-    Path(__file__).resolve().parents[3].joinpath("shared", "data", "kodak").glob("*.png"))
+KODAK = KODAK_PNGS
 
 
 def test_score_formula_and_ties() -> None:

@@ -20,8 +20,9 @@ from learning.codecs import get_codec
 from learning.errors import LearningError
 from learning.training import checkpoint
 from learning.training.data import CropDataset, saliency_weights
+from tests.learning.kodak import KODAK_DIR
 
-KODAK = Path("/work/shared/data/kodak")
+KODAK = KODAK_DIR
 REPO = Path(__file__).resolve().parents[2]
 torch.set_num_threads(2)
 

@@ -16,9 +16,9 @@ from learning.errors import LearningError
 from learning.fitting.cache import channel_vectors
 from learning.fitting.synthetic import make_dataset
 from learning.fitting.tune import TripletImages, evaluate, triplet_distances, tune
+from tests.learning.kodak import KODAK_PNGS
 
-KODAK = sorted(Path("/work/shared/data/kodak").glob("*.png")) or sorted(
-    Path(__file__).resolve().parents[3].joinpath("shared", "data", "kodak").glob("*.png"))
+KODAK = KODAK_PNGS
 NOT_A_BACKBONE = Path("/nonexistent/backbone.pth")  # DPL(backbone=...) raises if it ever reads this
 
 
