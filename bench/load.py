@@ -9,8 +9,9 @@ What it does, in one run on this machine:
    ``trials_per_assignment`` to every normal trial (about 50 items per assignment, like a real study);
 2. measures the raw single-row INSERT throughput of this PostgreSQL server with pgbench: autocommit
    single-row INSERTs into a copy of the judgment table (same columns and indexes, no foreign keys), with
-   as many concurrent connections as the server can hold (workers x threads), synchronous_commit as the
-   server has it;
+   as many concurrent connections as the server can hold (workers x threads) and with one per worker,
+   synchronous_commit as the server has it; measured again after the run (step 6), and the ratio is
+   taken against the faster of the two, since the disk's fsync time drifts;
 3. starts the server exactly as ``make serve-prod`` does (``DEBUG=0``, granian via ``webapp/serve.py``) on a
    free loopback port; the per-IP entry rate limit is switched off (``CROWD_RATE_LIMIT=0``) because all
    simulated workers share 127.0.0.1;
@@ -413,6 +414,7 @@ class Audit:
     wrong_content: int  # stored answer differs from the acknowledged one
     duplicate_uuid: int
     duplicate_slot: int
+    commits: int = 0  # distinct commit times of the stored judgments (a batch shares one)
 
     @property
     def ok(self) -> bool:
@@ -425,11 +427,15 @@ class Audit:
                 f"{self.duplicate_uuid} (uuid) + {self.duplicate_slot} (slot), wrong answer "
                 f"{self.wrong_content}, stored without ack {self.unacknowledged_stored}")
 
+    def commits_line(self) -> str:
+        return (f"stored in {self.commits} commits ({self.stored / max(self.commits, 1):.2f} judgments per "
+                "commit: judgments posted together are stored by one statement, webapp/crowd/groupcommit.py)")
+
 
 def audit(cursor, slug: str, res: Result) -> Audit:
     """Compare what the server acknowledged with what the database holds for experiment ``slug``."""
     cursor.execute(
-        """SELECT j.client_uuid::text, a.token::text, i.position, j.chosen_side, j.item_id
+        """SELECT j.client_uuid::text, a.token::text, i.position, j.chosen_side, j.item_id, j.created
            FROM crowd_judgment j JOIN crowd_assignment a ON a.id = j.assignment_id
            JOIN crowd_assignmentitem i ON i.id = j.item_id
            JOIN experiments_experiment e ON e.id = a.experiment_id WHERE e.slug = %s""", [slug])
@@ -442,7 +448,7 @@ def audit(cursor, slug: str, res: Result) -> Audit:
     return Audit(stored=len(rows), acked=len(res.acked), lost=lost,
                  unacknowledged_stored=sum(1 for u in by_uuid if u not in res.acked), wrong_content=wrong,
                  duplicate_uuid=len(rows) - len(by_uuid),
-                 duplicate_slot=len(rows) - len({r[4] for r in rows}))
+                 duplicate_slot=len(rows) - len({r[4] for r in rows}), commits=len({r[5] for r in rows}))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -679,10 +685,14 @@ def main() -> None:
             per_assignment = cur.fetchone()[0]
         conn.close()
         conns = workers * threads  # the database connections the server can hold at once
-        print(f"[2/4] raw INSERT baseline, {conns} connections (and {workers})", flush=True)
-        raw, raw_how = raw_insert_rate(db_url, conns, a.baseline_seconds)
-        raw_w, raw_w_how = (raw, raw_how) if threads == 1 else raw_insert_rate(db_url, workers,
-                                                                               a.baseline_seconds)
+        print(f"[2/4] raw INSERT baseline, {conns} connections (and {workers}); again after the run",
+              flush=True)
+
+        def baseline() -> tuple[tuple[float, str], tuple[float, str]]:
+            full = raw_insert_rate(db_url, conns, a.baseline_seconds)
+            return full, (full if threads == 1 else raw_insert_rate(db_url, workers, a.baseline_seconds))
+
+        before = baseline()
         load_before = os.getloadavg()
         print(f"[3/4] granian (webapp/serve.py) {workers} workers x {threads} threads on 127.0.0.1:{port}",
               flush=True)
@@ -702,6 +712,9 @@ def main() -> None:
                                    a.replay, a.ramp, a.grace, a.images, during=measure_cpu))
         load_after = os.getloadavg()
         stop_server(proc)
+        after = baseline()
+        # the disk's fsync time drifts: the ratio is taken against the faster of the two measurements
+        (raw, raw_how), (raw_w, _) = (max(before[0], after[0]), max(before[1], after[1]))
         with psycopg2.connect(db_url) as conn, conn.cursor() as cur:
             report = audit(cur, "demo", res)
         conn.close()
@@ -743,8 +756,9 @@ def main() -> None:
           f"{', images' if a.images else ''}): {len(other)}, {pct(other)}")
     print(f"errors: {sum(res.errors.values())} {dict(res.errors) if res.errors else ''}; judgments abandoned "
           f"without ack {res.unacked}; workers cut off waiting for an answer {res.cancelled}")
-    print(f"raw PostgreSQL single-row INSERT: {raw:.1f}/s ({raw_how}); with {workers} connections "
-          f"{raw_w:.1f}/s")
+    print(f"raw PostgreSQL single-row INSERT: {raw:.1f}/s ({raw_how}; before the run {before[0][0]:.1f}/s, "
+          f"after {after[0][0]:.1f}/s); with {workers} connections {raw_w:.1f}/s (before "
+          f"{before[1][0]:.1f}/s, after {after[1][0]:.1f}/s)")
     print(f"ratio judgments/s / raw INSERT/s = {rate / raw:.3f} ({conns} connections; "
           f"{rate / raw_w:.3f} against {workers})")
     if cpu and acked:
@@ -756,6 +770,7 @@ def main() -> None:
               f"(machine busy {busy:.0f} %)")
     print(f"load average (1 min) before the run {load_before[0]:.2f} (other jobs), at its end "
           f"{load_after[0]:.2f} (this benchmark's processes included), {os.cpu_count()} cores")
+    print(report.commits_line())
     print(f"audit: {report.line()} -> {'OK' if report.ok else 'FAILED'}")
     if res.errors and tail:
         print("server log tail:\n  " + "\n  ".join(tail))

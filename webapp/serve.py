@@ -2,14 +2,16 @@
 
     python -m webapp.serve          # replaces itself with granian, configured from the environment
 
-WEB_BIND (127.0.0.1:8000), WEB_WORKERS (worker processes, cores + 1), WEB_THREADS (Python threads per
-worker, 2), WEB_BACKLOG (2048 pending connections), WEB_ACCESS_LOG (off; 1 = on).
+WEB_BIND (127.0.0.1:8000), WEB_WORKERS (worker processes, one per core), WEB_THREADS (Python threads per
+worker, 16), WEB_BACKLOG (2048 pending connections), WEB_ACCESS_LOG (off; 1 = on).
 
 granian parses HTTP in Rust and hands each request to one of a worker's Python threads; a worker that
 dies is started again (``--respawn-failed-workers``). Each thread keeps its own persistent PostgreSQL
 connection (CONN_MAX_AGE), so the server holds up to workers x threads connections: keep that below
-PostgreSQL's max_connections. Two threads per worker let one wait for a commit while the other runs;
-more only make them queue for the interpreter lock (bench/README.md, load section).
+PostgreSQL's max_connections. The threads of a worker store the judgments they receive together
+(``webapp/crowd/groupcommit.py``: one statement and one commit per batch), so most of them wait for a
+batch without the interpreter lock; many threads per worker then let batches fill while a commit is in
+flight, and one worker per core keeps the interpreter lock off the critical path (bench/README.md, load).
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from collections.abc import Mapping
 def command(env: Mapping[str, str] = os.environ) -> list[str]:
     """The granian command line for the settings in ``env``."""
     host, _, port = env.get("WEB_BIND", "127.0.0.1:8000").rpartition(":")
-    workers = env.get("WEB_WORKERS") or str((os.cpu_count() or 1) + 1)
+    workers = env.get("WEB_WORKERS") or str(os.cpu_count() or 1)
     return [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", host or "127.0.0.1",
-            "--port", port, "--workers", workers, "--blocking-threads", env.get("WEB_THREADS", "2"),
+            "--port", port, "--workers", workers, "--blocking-threads", env.get("WEB_THREADS", "16"),
             "--backlog", env.get("WEB_BACKLOG", "2048"), "--no-ws", "--respawn-failed-workers",
             "--access-log" if env.get("WEB_ACCESS_LOG", "0") not in ("", "0") else "--no-access-log",
             "webapp.wsgi:application"]

@@ -25,16 +25,17 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
+from webapp.crowd.groupcommit import GroupCommit
 from webapp.crowd.judging import (
     created_body,
-    insert_new,
+    insert_batch,
     prepare_statements,
     stored_answer,
     validate_judgment,
@@ -73,6 +74,7 @@ class JudgeFastPath:
         self.enabled = (settings.CROWD_JUDGE_FASTPATH and connection.vendor == "postgresql"
                         and connection.settings_dict["AUTOCOMMIT"]
                         and not connection.settings_dict.get("ATOMIC_REQUESTS"))
+        self.group: GroupCommit[tuple[uuid.UUID, dict], tuple[int, bytes] | None] = GroupCommit(self._flush)
         self.headers = {secure: [("Content-Type", "application/json"), *security_headers(secure)]
                         for secure in (False, True)}
 
@@ -118,15 +120,22 @@ class JudgeFastPath:
         status, out = answer
         return STATUS[status], [*self.headers[secure], ("Content-Length", str(len(out)))], out
 
-    @staticmethod
-    def _store(token: uuid.UUID, v: dict) -> tuple[int, bytes] | None:
-        """Store ``v`` (201) or answer a replay of a stored judgment to an open assignment (200) on this
-        thread's Django connection, with the driver's cursor (no health-check ping: the statement itself
-        shows whether the connection works) and statements prepared once per connection; None for
-        anything else, and on any database error after closing the connection so that Django's view
-        starts from a fresh one."""
+    def _store(self, token: uuid.UUID, v: dict) -> tuple[int, bytes] | None:
+        """Store ``v`` (201) or answer a replay of a stored judgment to an open assignment (200), in a
+        batch with the judgments other threads of this process post meanwhile (``GroupCommit``); None
+        for anything else (the request then goes to Django)."""
         if connection.in_atomic_block:
             return None
+        return self.group.submit((token, v))
+
+    @staticmethod
+    def _flush(rows: Sequence[tuple[uuid.UUID, dict]]) -> list[tuple[int, bytes] | None]:
+        """The answers to ``rows`` (token, clean values), stored with one statement and one commit on this
+        thread's Django connection, with the driver's cursor (no health-check ping: the statement itself
+        shows whether the connection works) and statements prepared once per connection. A row that
+        repeats the uuid or the slot of an earlier row is left out of the statement and answered from what
+        is stored, as a replay is. On any database error: None for every row, after closing the
+        connection so that Django's view starts from a fresh one."""
         try:
             if connection.close_at is not None and time.monotonic() >= connection.close_at:
                 connection.close()  # CONN_MAX_AGE, as Django would at the end of a request
@@ -137,16 +146,28 @@ class JudgeFastPath:
                     prepare_statements(cur)
                     connection.judge_prepared_on = raw
                 now = timezone.now()
-                if insert_new(cur, connection, token, v, now, prepared=True):
-                    return 201, created_body(v)
-                return stored_answer(cur, connection, token, v, open_at=now, prepared=True)
+                first, uuids, slots = [], set(), set()
+                for k, (token, v) in enumerate(rows):
+                    if v["uuid"] not in uuids and (token, v["position"]) not in slots:
+                        first.append(k)
+                    uuids.add(v["uuid"])
+                    slots.add((token, v["position"]))
+                # sorted by uuid: two batches that share uuids (a retry racing its original) take their
+                # unique-index locks in the same order
+                first.sort(key=lambda k: rows[k][1]["uuid"])
+                stored = insert_batch(cur, connection, [rows[k] for k in first], now, prepared=True)
+                new = {k for k in first if rows[k][1]["uuid"] in stored}
+                return [(201, created_body(v)) if k in new
+                        else stored_answer(cur, connection, token, v, open_at=now, prepared=True)
+                        for k, (token, v) in enumerate(rows)]
         except (DatabaseError, connection.Database.Error) as exc:
-            log.warning("judge fast path: %s: %s; handing the request to Django", type(exc).__name__, exc)
+            log.warning("judge fast path: %s: %s; handing %d request(s) to Django", type(exc).__name__, exc,
+                        len(rows))
             try:
                 connection.close()
             except (DatabaseError, connection.Database.Error):
                 pass
-            return None
+            return [None] * len(rows)
 
     @staticmethod
     def _secure(environ: dict) -> bool:

@@ -66,21 +66,52 @@ def _tables() -> dict[str, str]:
             "E": Experiment._meta.db_table, "T": Trial._meta.db_table}
 
 
-@functools.cache
-def _insert_sql() -> str:
+def _insert_into() -> str:
+    return (f"INSERT INTO {_tables()['J']} (assignment_id, item_id, trial_id, chosen_id, chosen_side, "
+            "left_stimulus_id, response_ms, client_uuid, created, client_created) ")
+
+
+def _select_template(v: dict[str, str]) -> str:
+    """The row a new judgment stores, with the posted values as SQL expressions ``v``: no row unless its
+    assignment is open and has an item at the position. One template, so the one-row statement and the
+    batched one check and store exactly the same."""
     t = _tables()
     # The chosen stimulus is A exactly when "left was chosen" equals "A was shown on the left".
     return (
-        f"INSERT INTO {t['J']} (assignment_id, item_id, trial_id, chosen_id, chosen_side, "
-        "left_stimulus_id, response_ms, client_uuid, created, client_created) "
         "SELECT a.id, i.id, i.trial_id, "
-        "CASE WHEN i.left_is_a = %s THEN t.stimulus_a_id ELSE t.stimulus_b_id END, %s, "
-        "CASE WHEN i.left_is_a THEN t.stimulus_a_id ELSE t.stimulus_b_id END, %s, %s, %s, %s "
+        f"CASE WHEN i.left_is_a = {v['left']} THEN t.stimulus_a_id ELSE t.stimulus_b_id END, {v['side']}, "
+        f"CASE WHEN i.left_is_a THEN t.stimulus_a_id ELSE t.stimulus_b_id END, {v['ms']}, {v['uuid']}, "
+        f"{v['now']}, {v['client_time']} "
         f"FROM {t['A']} a JOIN {t['E']} e ON e.id = a.experiment_id "
-        f"JOIN {t['I']} i ON i.assignment_id = a.id AND i.position = %s JOIN {t['T']} t ON t.id = i.trial_id "
-        "WHERE a.token = %s AND a.state = 'active' AND a.expires_at > %s AND e.status = 'live' "
-        "ON CONFLICT DO NOTHING RETURNING 1"
+        f"JOIN {t['I']} i ON i.assignment_id = a.id AND i.position = {v['position']} "
+        f"JOIN {t['T']} t ON t.id = i.trial_id "
+        f"WHERE a.token = {v['token']} AND a.state = 'active' AND a.expires_at > {v['open_at']} "
+        "AND e.status = 'live'"
     )
+
+
+@functools.cache
+def _insert_sql() -> str:
+    names = ("left", "side", "ms", "uuid", "now", "client_time", "position", "token", "open_at")
+    select = _select_template(dict.fromkeys(names, "%s"))
+    return f"{_insert_into()}{select} ON CONFLICT DO NOTHING RETURNING 1"
+
+
+# the columns of one posted judgment in the batched statement, in order, with their PostgreSQL types
+_BATCH_COLUMNS = (("token", "uuid"), ("position", "integer"), ("side", "varchar"), ("ms", "integer"),
+                  ("uuid", "uuid"), ("client_time", "timestamptz"))
+
+
+@functools.cache
+def _insert_batch_sql() -> str:
+    names = ", ".join(name for name, _ in _BATCH_COLUMNS)
+    arrays = ", ".join(f"%s::{typ}[]" for _, typ in _BATCH_COLUMNS)
+    values = {name: f"v.{name}" for name, _ in _BATCH_COLUMNS}
+    values.update(left="(v.side = 'left')", now="%s", open_at="%s")
+    # OFFSET 0 keeps the row's lookup a subquery run per posted row (by token: a unique index); flattened,
+    # the planner may instead scan every open assignment and match the tokens afterwards.
+    return (f"{_insert_into()}SELECT x.* FROM unnest({arrays}) AS v({names}) CROSS JOIN LATERAL "
+            f"({_select_template(values)} OFFSET 0) AS x ON CONFLICT DO NOTHING RETURNING client_uuid")
 
 
 @functools.cache
@@ -102,12 +133,18 @@ _STATEMENTS = {
     "crowd_judge_insert": (_insert_sql, ("boolean", "varchar", "integer", "uuid", "timestamptz",
                                          "timestamptz", "integer", "uuid", "timestamptz")),
     "crowd_judge_stored": (_stored_sql, ("uuid", "integer", "uuid")),
+    "crowd_judge_insert_batch": (_insert_batch_sql,
+                                 (*(f"{typ}[]" for _, typ in _BATCH_COLUMNS), "timestamptz", "timestamptz")),
 }
 
 
 def prepare_statements(cursor) -> None:
     """PostgreSQL: prepare the statements of ``insert_new`` and ``stored_answer`` on the cursor's
     connection, so that calls with ``prepared=True`` skip parsing and planning them every time."""
+    # A custom plan for every EXECUTE would re-plan the batched statement each time (its estimate depends
+    # on the arrays' length, so PostgreSQL never settles on the generic plan); the plans do not depend on
+    # the values. Only prepared statements follow this setting, and Django prepares none of its own.
+    cursor.execute("SET plan_cache_mode = force_generic_plan")
     for name, (sql, types) in _STATEMENTS.items():
         parts = sql().split("%s")
         assert len(parts) == len(types) + 1
@@ -117,7 +154,9 @@ def prepare_statements(cursor) -> None:
 
 def _execute(cursor, name: str, params: list, prepared: bool) -> None:
     sql, types = _STATEMENTS[name]
-    cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(types))})" if prepared else sql(), params)
+    # an array is sent as ARRAY[...] of text, which EXECUTE does not convert by itself
+    marks = ", ".join("%s::" + typ if typ.endswith("[]") else "%s" for typ in types)
+    cursor.execute(f"EXECUTE {name} ({marks})" if prepared else sql(), params)
 
 
 def insert_new(cursor, connection, token: uuid.UUID, v: dict, now: datetime, prepared: bool = False) -> bool:
@@ -137,6 +176,21 @@ def insert_new(cursor, connection, token: uuid.UUID, v: dict, now: datetime, pre
         v["position"], token_db_value(token, connection), ops.adapt_datetimefield_value(now),
     ], prepared)
     return cursor.fetchone() is not None
+
+
+def insert_batch(cursor, connection, rows: list[tuple[uuid.UUID, dict]], now: datetime,
+                 prepared: bool = False) -> set[uuid.UUID]:
+    """PostgreSQL: ``insert_new`` for many judgments (``rows`` of (token, clean values)) in one statement and
+    one commit; the uuids of the rows inserted. A row is stored under exactly the conditions
+    ``insert_new`` stores it; rows that share a uuid or a slot with an earlier row of ``rows`` must be left
+    out by the caller (the statement could not tell which of them stored what)."""
+    ops = connection.ops
+    cols = list(zip(*((str(token), v["position"], v["choice"], v["response_ms"], str(v["uuid"]),
+                       None if v["client_time"] is None else ops.adapt_datetimefield_value(v["client_time"]))
+                      for token, v in rows)))
+    at = ops.adapt_datetimefield_value(now)
+    _execute(cursor, "crowd_judge_insert_batch", [*(list(c) for c in cols), at, at], prepared)
+    return {uuid.UUID(str(r[0])) for r in cursor.fetchall()}
 
 
 DIFFERENT_USE = b'{"error": "this uuid was already used for a different judgment"}'
