@@ -74,7 +74,8 @@ class JudgeFastPath:
         self.enabled = (settings.CROWD_JUDGE_FASTPATH and connection.vendor == "postgresql"
                         and connection.settings_dict["AUTOCOMMIT"]
                         and not connection.settings_dict.get("ATOMIC_REQUESTS"))
-        self.group: GroupCommit[tuple[uuid.UUID, dict], tuple[int, bytes] | None] = GroupCommit(self._flush)
+        self.group: GroupCommit[tuple[uuid.UUID, dict], tuple[int, bytes] | None] = GroupCommit(
+            self._flush, linger=settings.CROWD_GROUP_COMMIT_LINGER_MS / 1000)
         self.headers = {secure: [("Content-Type", "application/json"), *security_headers(secure)]
                         for secure in (False, True)}
 

@@ -2,16 +2,22 @@
 commit.
 
 ``GroupCommit(flush).submit(item)`` is called by each request thread. A thread that finds no batch in
-flight takes every item waiting (its own included) and runs ``flush(items)`` on its own database
-connection: it leads that batch. Threads that arrive while a batch is in flight wait (without the
-interpreter lock) and go in the next one, so under load the batches grow by themselves and the commit's
-fixed cost (statement start, WAL flush, round trip) is shared; with one request at a time a batch is one
-item and nothing waits. No thread of its own, no timer: an idle server does nothing.
+flight leads: it takes every item waiting (its own first) and runs ``flush(items)`` on its own database
+connection. Threads that arrive while a batch is in flight queue up (blocked on a lock of their own,
+without the interpreter lock) and go in the next batch, so under load the batches grow by themselves
+and the commit's fixed cost (statement start, WAL flush, round trip) is shared; with one request at a
+time a batch is one item and nothing waits. No thread of its own, no timer: an idle server does nothing.
+
+When a batch is done its leader wakes exactly the threads of that batch, and hands the lead to the
+oldest queued thread, if any; nobody else is woken (a shared condition variable would wake every
+waiting thread at every batch, only for most of them to wait again).
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -20,54 +26,13 @@ Result = TypeVar("Result")
 _WAITING = object()
 
 
-class GroupCommit(Generic[Item, Result]):
-    """Batches ``submit`` calls of concurrent threads into calls of ``flush`` (one at a time)."""
+class _Slot:
+    __slots__ = ("item", "result", "wake")
 
-    def __init__(self, flush: Callable[[Sequence[Item]], Sequence[Result]], max_batch: int = 256) -> None:
-        """``flush(items)`` returns one result per item, in order; if it raises, every item of that batch
-        gets the exception from ``submit``. At most ``max_batch`` items go in one call."""
-        self._flush = flush
-        self._max = max_batch
-        self._cond = threading.Condition(threading.Lock())
-        self._pending: list[list] = []  # [item, result or _WAITING] per waiting submit
-        self._busy = False
-        self.batches = 0  # flush calls so far (what tests and the benchmark read)
-        self.items = 0
-
-    def submit(self, item: Item) -> Result:
-        """``flush``'s result for ``item``, computed in a batch with whatever else is waiting."""
-        slot = [item, _WAITING]
-        with self._cond:
-            self._pending.append(slot)
-            while slot[1] is _WAITING:
-                if self._busy:
-                    self._cond.wait()
-                    continue
-                batch, self._pending = self._pending[:self._max], self._pending[self._max:]
-                self._busy = True
-                self._cond.release()
-                try:
-                    results = self._run([s[0] for s in batch])
-                finally:
-                    self._cond.acquire()
-                    self._busy = False
-                    self._cond.notify_all()  # the finished batch's threads, and the next leader
-                for s, r in zip(batch, results, strict=True):
-                    s[1] = r
-                self.batches += 1
-                self.items += len(batch)
-        if isinstance(slot[1], _Failed):
-            raise slot[1].exc
-        return slot[1]
-
-    def _run(self, items: list) -> list:
-        try:
-            results = list(self._flush(items))
-            if len(results) != len(items):
-                raise RuntimeError(f"flush returned {len(results)} results for {len(items)} items")
-            return results
-        except BaseException as exc:  # every waiter of this batch must hear of it, not only the leader
-            return [_Failed(exc)] * len(items)
+    def __init__(self, item) -> None:
+        self.item, self.result = item, _WAITING
+        self.wake = threading.Lock()
+        self.wake.acquire()  # released once: when the result is in, or when this thread is to lead
 
 
 class _Failed:
@@ -75,3 +40,67 @@ class _Failed:
 
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
+
+
+class GroupCommit(Generic[Item, Result]):
+    """Batches ``submit`` calls of concurrent threads into calls of ``flush`` (one at a time)."""
+
+    def __init__(self, flush: Callable[[Sequence[Item]], Sequence[Result]], max_batch: int = 256,
+                 linger: float = 0.0) -> None:
+        """``flush(items)`` returns one result per item, in order; if it raises, every item of that batch
+        gets the exception from ``submit``. At most ``max_batch`` items go in one call. ``linger`` (s): a
+        leader that finds others queued behind it waits this long for more before it flushes (fewer,
+        larger commits for a little latency; 0 = flush at once)."""
+        self._flush = flush
+        self._max = max_batch
+        self._linger = linger
+        self._mutex = threading.Lock()
+        self._queue: deque[_Slot] = deque()
+        self._busy = False
+        self.batches = 0  # flush calls so far (what tests read)
+        self.items = 0
+
+    def submit(self, item: Item) -> Result:
+        """``flush``'s result for ``item``, computed in a batch with whatever else is waiting."""
+        slot = _Slot(item)
+        with self._mutex:
+            lead = not self._busy
+            if lead:
+                self._busy = True
+            else:
+                self._queue.append(slot)
+        if not lead:
+            slot.wake.acquire()
+        if slot.result is _WAITING:  # woken (or arrived) to lead a batch
+            self._lead(slot)
+        if isinstance(slot.result, _Failed):
+            raise slot.result.exc
+        return slot.result
+
+    def _lead(self, own: _Slot) -> None:
+        if self._linger and self._queue:
+            time.sleep(self._linger)
+        with self._mutex:
+            batch = [own]
+            while self._queue and len(batch) < self._max:
+                batch.append(self._queue.popleft())
+        for s, r in zip(batch, self._call([s.item for s in batch]), strict=True):
+            s.result = r
+        with self._mutex:
+            self.batches += 1
+            self.items += len(batch)
+            nxt = self._queue.popleft() if self._queue else None
+            self._busy = nxt is not None
+        for s in batch[1:]:
+            s.wake.release()
+        if nxt is not None:
+            nxt.wake.release()  # its result is still _WAITING: it leads the next batch
+
+    def _call(self, items: list) -> list:
+        try:
+            results = list(self._flush(items))
+            if len(results) != len(items):
+                raise RuntimeError(f"flush returned {len(results)} results for {len(items)} items")
+            return results
+        except BaseException as exc:  # every waiter of this batch must hear of it, not only the leader
+            return [_Failed(exc)] * len(items)

@@ -43,7 +43,7 @@ def _gated(n_waiting: int):
 
     group = GroupCommit(flush, max_batch=4)
     group.gate = gate
-    group.waiting = lambda: len(group._pending) >= n_waiting
+    group.waiting = lambda: len(group._queue) >= n_waiting
     return group, calls
 
 
@@ -102,7 +102,7 @@ def test_a_failing_flush_raises_in_every_caller_of_its_batch_and_the_next_batch_
     threads = _submit_all(group, [1], out)
     _wait_until(lambda: calls)
     threads += _submit_all(group, [2, 3, 4], out)
-    _wait_until(lambda: len(group._pending) == 3)
+    _wait_until(lambda: len(group._queue) == 3)
     gate.set()
     for t in threads:
         t.join(10)
@@ -112,6 +112,33 @@ def test_a_failing_flush_raises_in_every_caller_of_its_batch_and_the_next_batch_
     wrong = GroupCommit(lambda items: [])
     with pytest.raises(RuntimeError, match="0 results for 1 items"):
         wrong.submit(1)
+
+
+def test_linger_lets_a_leader_with_others_queued_wait_for_more():
+    calls = []
+    gate = threading.Event()
+
+    def flush(items):
+        calls.append(list(items))
+        if len(calls) == 1:
+            gate.wait(10)
+        return list(items)
+
+    group = GroupCommit(flush, linger=0.5)
+    out: dict = {}
+    threads = _submit_all(group, [1], out)  # alone: flushed at once, no linger
+    _wait_until(lambda: calls)
+    threads += _submit_all(group, [2], out)
+    _wait_until(lambda: len(group._queue) == 1)
+    threads += _submit_all(group, [3], out)
+    _wait_until(lambda: len(group._queue) == 2)
+    gate.set()  # 2 leads next, finds 3 queued behind it, and lingers ...
+    time.sleep(0.15)
+    threads += _submit_all(group, [4], out)  # ... so 4, arriving meanwhile, joins that batch
+    for t in threads:
+        t.join(10)
+    assert out == {1: 1, 2: 2, 3: 3, 4: 4}
+    assert calls == [[1], [2, 3, 4]]
 
 
 # ---------------------------------------------------------------- the judge shortcut's batches (PostgreSQL)
