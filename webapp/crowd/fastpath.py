@@ -3,8 +3,9 @@
 ``JudgeFastPath(app)`` wraps Django's WSGI application. It answers ``POST /a/<token>/judge`` itself when
 the request is well formed and the judgment is either new and accepted (201) or a replay of one stored for
 an open assignment (200): the body is parsed and validated by ``judging.validate_judgment``, stored by
-``judging.insert_new`` (one INSERT ... SELECT) or answered by ``judging.stored_answer``, on Django's own
-database connection for this thread, and the answer carries the headers Django's middleware would add.
+``judging.insert_batch`` (one INSERT ... SELECT for all the judgments this process's threads post at the
+same time: ``groupcommit.GroupCommit``) or answered by ``judging.stored_answer``, on one database
+connection of the worker process's own, and the answer carries the headers Django's middleware would add.
 That skips Django's request object, middleware, URL resolver and the per-request connection health check,
 which cost several times the statement itself.
 
@@ -28,7 +29,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
@@ -74,6 +75,8 @@ class JudgeFastPath:
         self.enabled = (settings.CROWD_JUDGE_FASTPATH and connection.vendor == "postgresql"
                         and connection.settings_dict["AUTOCOMMIT"]
                         and not connection.settings_dict.get("ATOMIC_REQUESTS"))
+        self._db = None
+        self._prepared_on = None  # the driver connection the statements are prepared on
         self.group: GroupCommit[tuple[uuid.UUID, dict], tuple[int, bytes] | None] = GroupCommit(
             self._flush, linger=settings.CROWD_GROUP_COMMIT_LINGER_MS / 1000)
         self.headers = {secure: [("Content-Type", "application/json"), *security_headers(secure)]
@@ -129,23 +132,25 @@ class JudgeFastPath:
             return None
         return self.group.submit((token, v))
 
-    @staticmethod
-    def _flush(rows: Sequence[tuple[uuid.UUID, dict]]) -> list[tuple[int, bytes] | None]:
-        """The answers to ``rows`` (token, clean values), stored with one statement and one commit on this
-        thread's Django connection, with the driver's cursor (no health-check ping: the statement itself
-        shows whether the connection works) and statements prepared once per connection. A row that
-        repeats the uuid or the slot of an earlier row is left out of the statement and answered from what
-        is stored, as a replay is. On any database error: None for every row, after closing the
-        connection so that Django's view starts from a fresh one."""
+    def _flush(self, rows: Sequence[tuple[uuid.UUID, dict]]) -> list[tuple[int, bytes] | None]:
+        """The answers to ``rows`` (token, clean values), stored with one statement and one commit.
+
+        Runs on this process's own judge connection (``db``; one batch at a time, so one connection per
+        worker however many threads it has), with the driver's cursor (no health-check ping: the
+        statement itself shows whether the connection works) and statements prepared once per
+        connection. A row that repeats the uuid or the slot of an earlier row is left out of the
+        statement and answered from what is stored, as a replay is. On any database error: None for
+        every row, after closing the connection so that the next batch starts from a fresh one."""
+        db = self.db
         try:
-            if connection.close_at is not None and time.monotonic() >= connection.close_at:
-                connection.close()  # CONN_MAX_AGE, as Django would at the end of a request
-            connection.ensure_connection()
-            raw = connection.connection
+            if db.close_at is not None and time.monotonic() >= db.close_at:
+                db.close()  # CONN_MAX_AGE, as Django does for its own connections after a request
+            db.ensure_connection()
+            raw = db.connection
             with raw.cursor() as cur:
-                if getattr(connection, "judge_prepared_on", None) is not raw:
+                if self._prepared_on is not raw:
                     prepare_statements(cur)
-                    connection.judge_prepared_on = raw
+                    self._prepared_on = raw
                 now = timezone.now()
                 first, uuids, slots = [], set(), set()
                 for k, (token, v) in enumerate(rows):
@@ -153,22 +158,36 @@ class JudgeFastPath:
                         first.append(k)
                     uuids.add(v["uuid"])
                     slots.add((token, v["position"]))
-                # sorted by uuid: two batches that share uuids (a retry racing its original) take their
-                # unique-index locks in the same order
+                # sorted by uuid: two batches that share uuids (a retry racing its original in another
+                # worker) take their unique-index locks in the same order
                 first.sort(key=lambda k: rows[k][1]["uuid"])
-                stored = insert_batch(cur, connection, [rows[k] for k in first], now, prepared=True)
+                stored = insert_batch(cur, db, [rows[k] for k in first], now, prepared=True)
                 new = {k for k in first if rows[k][1]["uuid"] in stored}
                 return [(201, created_body(v)) if k in new
-                        else stored_answer(cur, connection, token, v, open_at=now, prepared=True)
+                        else stored_answer(cur, db, token, v, open_at=now, prepared=True)
                         for k, (token, v) in enumerate(rows)]
-        except (DatabaseError, connection.Database.Error) as exc:
+        except (DatabaseError, db.Database.Error) as exc:
             log.warning("judge fast path: %s: %s; handing %d request(s) to Django", type(exc).__name__, exc,
                         len(rows))
-            try:
-                connection.close()
-            except (DatabaseError, connection.Database.Error):
-                pass
+            self.close()
             return [None] * len(rows)
+
+    @property
+    def db(self):
+        """This process's judge connection: a Django connection of its own (not a thread's), used by the
+        leader of each batch in turn."""
+        if self._db is None:
+            self._db = connections.create_connection(DEFAULT_DB_ALIAS)
+            self._db.inc_thread_sharing()  # used by whichever thread leads the batch
+        return self._db
+
+    def close(self) -> None:
+        """Close the judge connection (the next batch opens a new one)."""
+        if self._db is not None:
+            try:
+                self._db.close()
+            except (DatabaseError, self._db.Database.Error):
+                pass
 
     @staticmethod
     def _secure(environ: dict) -> bool:

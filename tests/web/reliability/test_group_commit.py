@@ -17,7 +17,7 @@ from django.test import Client
 from django.utils import timezone
 
 from tests.web.conftest import enter
-from tests.web.reliability.test_judge_fastpath import app, judgment, post
+from tests.web.reliability.shortcut import app, judgment, post
 from webapp.crowd.groupcommit import GroupCommit
 from webapp.crowd.judging import validate_judgment
 
@@ -160,7 +160,6 @@ def _row(token, body):
 
 @pg
 def test_one_batch_answers_each_post_as_if_it_came_alone(transactional_db, experiment_factory, _fast):
-    from webapp.crowd.fastpath import JudgeFastPath
     from webapp.crowd.models import Judgment
 
     exp = experiment_factory()
@@ -176,7 +175,7 @@ def test_one_batch_answers_each_post_as_if_it_came_alone(transactional_db, exper
     rows = [_row(a.token, new_a), _row(b.token, new_b), _row(a.token, copy_a),
             _row(a.token, other_uuid_same_slot), _row(closed.token, judgment(0)), _row(b.token, stored),
             _row(b.token, reused), _row(a.token, judgment(99))]
-    answers = JudgeFastPath._flush(rows)
+    answers = app()[0]._flush(rows)
     status = [None if x is None else (x[0], json.loads(x[1])["status"]) for x in answers]
     assert status == [(201, "created"), (201, "created"), (200, "duplicate"), (200, "already_judged"),
                       None, (200, "duplicate"), None, None]  # None: Django answers (403, 409, 400)
@@ -192,14 +191,13 @@ def test_one_batch_answers_each_post_as_if_it_came_alone(transactional_db, exper
 def test_a_batch_stores_what_each_item_determines(transactional_db, experiment_factory, _fast):
     """Each row of a many-row batch holds the item's trial, its left stimulus, and the stimulus shown on
     the chosen side, as the view's one-row statement stores them (both sides, both left/right orders)."""
-    from webapp.crowd.fastpath import JudgeFastPath
     from webapp.crowd.models import Judgment
 
     exp = experiment_factory()
     a = enter(Client(), exp)
     items = list(a.items.select_related("trial").order_by("position"))
     bodies = {i.position: judgment(i.position, "left" if i.position % 2 else "right") for i in items}
-    answers = JudgeFastPath._flush([_row(a.token, b) for b in bodies.values()])
+    answers = app()[0]._flush([_row(a.token, b) for b in bodies.values()])
     assert [x[0] for x in answers] == [201] * len(items)
     assert {i.left_is_a for i in items} == {True, False}
     for i in items:
@@ -215,20 +213,20 @@ def test_a_batch_stores_what_each_item_determines(transactional_db, experiment_f
 @pg
 def test_a_batch_that_hits_a_database_error_is_handed_on_whole_and_stores_nothing(transactional_db,
                                                                                   experiment_factory, _fast):
-    from webapp.crowd.fastpath import JudgeFastPath
     from webapp.crowd.models import Judgment
 
     a = enter(Client(), experiment_factory())
-    assert JudgeFastPath._flush([_row(a.token, judgment(0))])[0][0] == 201
-    pid = connection.connection.info.backend_pid
+    fast, _ = app()
+    assert fast._flush([_row(a.token, judgment(0))])[0][0] == 201
+    pid = fast.db.connection.info.backend_pid
     other = connections.create_connection("default")
     with other.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(%s)", [pid])
     other.close()
     rows = [_row(a.token, judgment(p)) for p in (1, 2, 3)]
-    assert JudgeFastPath._flush(rows) == [None, None, None]
+    assert fast._flush(rows) == [None, None, None]
     assert Judgment.objects.count() == 1
-    assert [x[0] for x in JudgeFastPath._flush(rows)] == [201, 201, 201]  # reconnected
+    assert [x[0] for x in fast._flush(rows)] == [201, 201, 201]  # reconnected
     assert Judgment.objects.count() == 4
 
 
@@ -269,10 +267,9 @@ def test_concurrent_posts_share_commits_and_each_is_stored_once(transactional_db
 
 @pg
 def test_an_assignment_closed_between_batches_is_not_written_to(transactional_db, experiment_factory, _fast):
-    from webapp.crowd.fastpath import JudgeFastPath
     from webapp.crowd.models import Assignment, Judgment
 
     a = enter(Client(), experiment_factory())
     Assignment.objects.filter(pk=a.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    assert JudgeFastPath._flush([_row(a.token, judgment(0))]) == [None]
+    assert app()[0]._flush([_row(a.token, judgment(0))]) == [None]
     assert Judgment.objects.count() == 0

@@ -14,12 +14,12 @@ from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
-from django.core.handlers.wsgi import WSGIHandler
 from django.db import connection, connections
-from django.test import Client, RequestFactory
+from django.test import Client
 from django.utils import timezone
 
 from tests.web.conftest import enter
+from tests.web.reliability.shortcut import app, judgment, post
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="the shortcut is PostgreSQL-only")
 
@@ -29,44 +29,6 @@ def _setup(settings):
     settings.CROWD_RATE_LIMIT = 0
     settings.CROWD_JUDGE_FASTPATH = True
     cache.clear()
-
-
-class Counting:
-    """Django's WSGI handler, counting the requests the shortcut hands on."""
-
-    def __init__(self) -> None:
-        self.django, self.calls = WSGIHandler(), 0
-
-    def __call__(self, environ, start_response):
-        self.calls += 1
-        return self.django(environ, start_response)
-
-
-def app():
-    from webapp.crowd.fastpath import JudgeFastPath
-
-    inner = Counting()
-    return JudgeFastPath(inner), inner
-
-
-def post(wsgi, token, body, *, header=None, content_type="application/json", path=None, **extra):
-    """POST through the WSGI app ``wsgi``; returns (status code, headers dict, body bytes)."""
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = RequestFactory().post(path or f"/a/{token}/judge", raw, content_type=content_type,
-                                headers={"X-Assignment-Token": str(header or token)}, **extra)
-    environ = {"HTTP_HOST": "testserver", **req.environ}
-    seen = {}
-
-    def start_response(status, headers, exc_info=None):
-        seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
-
-    out = b"".join(wsgi(environ, start_response))
-    return seen["status"], seen["headers"], out
-
-
-def judgment(position, choice="left", uid=None, **extra):
-    return {"uuid": str(uid or uuid.uuid4()), "position": position, "choice": choice, "response_ms": 640,
-            "client_time": "2026-01-01T12:00:00Z", **extra}
 
 
 def test_new_judgments_are_stored_by_the_shortcut_as_the_view_stores_them(transactional_db,
@@ -188,7 +150,7 @@ def test_a_lost_database_connection_is_handed_on_and_the_judgment_stored_once(tr
     a = enter(Client(), experiment_factory())
     wsgi, inner = app()
     assert post(wsgi, a.token, judgment(0))[0] == 201
-    pid = connection.connection.info.backend_pid
+    pid = wsgi.db.connection.info.backend_pid
     other = connections.create_connection("default")
     with other.cursor() as cur:  # the server drops this thread's connection (a PostgreSQL restart)
         cur.execute("SELECT pg_terminate_backend(%s)", [pid])
@@ -196,7 +158,7 @@ def test_a_lost_database_connection_is_handed_on_and_the_judgment_stored_once(tr
     body = judgment(1)
     status, _, out = post(wsgi, a.token, body)
     assert status == 201, out
-    assert inner.calls == 1  # the shortcut's statement failed; Django reconnected and stored it
+    assert inner.calls == 1  # the shortcut's statement failed; Django stored it on its own connection
     assert Judgment.objects.filter(client_uuid=body["uuid"]).count() == 1
     assert post(wsgi, a.token, judgment(2))[0] == 201  # and the shortcut works again on the new connection
     assert inner.calls == 1
