@@ -139,6 +139,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", 
 CROWD_MAX_BODY_BYTES = int(os.environ.get("CROWD_MAX_BODY_BYTES", 4 * 1024))
 # Store new judgments without Django's request cycle (webapp/crowd/fastpath.py; PostgreSQL only).
 CROWD_JUDGE_FASTPATH = _env_bool("CROWD_JUDGE_FASTPATH", "1")
+# How many of a server worker's threads run Django views at once (webapp/crowd/fastpath.py); the others
+# are free for judgments, which the shortcut stores without Django.
+WEB_VIEW_THREADS = max(1, int(os.environ.get("WEB_VIEW_THREADS", "2")))
 # How long (ms) the thread that stores a batch of judgments waits for more when others are already queued
 # behind it (webapp/crowd/groupcommit.py): fewer, larger commits for a little latency. 0 = at once.
 CROWD_GROUP_COMMIT_LINGER_MS = float(os.environ.get("CROWD_GROUP_COMMIT_LINGER_MS", "0"))

@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -75,6 +76,11 @@ class JudgeFastPath:
         self.enabled = (settings.CROWD_JUDGE_FASTPATH and connection.vendor == "postgresql"
                         and connection.settings_dict["AUTOCOMMIT"]
                         and not connection.settings_dict.get("ATOMIC_REQUESTS"))
+        # Django's views (entry, state, the lab) hold the interpreter lock for milliseconds and the consent
+        # POST holds the experiment's row lock meanwhile: with many of them at once in one process, each
+        # one's critical section stretches while the others run. Only this many at a time; judgments,
+        # which mostly wait for their commit, use the worker's other threads.
+        self._views = threading.BoundedSemaphore(settings.WEB_VIEW_THREADS)
         self._db = None
         self._prepared_on = None  # the driver connection the statements are prepared on
         self.group: GroupCommit[tuple[uuid.UUID, dict], tuple[int, bytes] | None] = GroupCommit(
@@ -91,7 +97,8 @@ class JudgeFastPath:
                     status, headers, body = answer
                     start_response(status, headers)
                     return [body]
-        return self.app(environ, start_response)
+        with self._views:
+            return self.app(environ, start_response)
 
     def _judge(self, environ: dict, token: str) -> tuple[str, list, bytes] | None:
         """(status, headers, body) for a stored new judgment or a replay; None to hand the request to

@@ -256,3 +256,47 @@ def test_fuzzed_payloads_through_the_shortcut_never_500_and_store_exactly_the_ac
     print(f"\nshortcut fuzz: {len(statuses)} posts, answers {sorted(set(statuses))}, {len(stored)} stored")
     assert stored == accepted
     assert {201, 200} <= set(statuses) and any(400 <= s < 500 for s in statuses)
+
+
+def test_django_views_run_at_most_web_view_threads_at_once_and_judgments_pass_them(transactional_db,
+                                                                                  experiment_factory,
+                                                                                  settings):
+    """A worker runs at most WEB_VIEW_THREADS Django views at once (the others queue); a judgment is
+    stored by the shortcut meanwhile, without waiting for a view."""
+    from webapp.crowd.fastpath import JudgeFastPath
+
+    a = enter(Client(), experiment_factory())
+    settings.WEB_VIEW_THREADS = 2
+    release, running, seen = threading.Event(), [], []
+    lock = threading.Lock()
+
+    def slow_view(environ, start_response):  # stands in for Django: holds its slot until released
+        with lock:
+            running.append(1)
+            seen.append(len(running))
+        release.wait(10)
+        with lock:
+            running.pop()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    wsgi = JudgeFastPath(slow_view)
+    try:
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/p/x/", "wsgi.input": None}
+        views = [threading.Thread(target=lambda: list(wsgi(dict(env), lambda *a: None))) for _ in range(5)]
+        for t in views:
+            t.start()
+        deadline = timezone.now() + timedelta(seconds=10)
+        while len(seen) < 2 and timezone.now() < deadline:
+            threading.Event().wait(0.01)
+        status, _, _ = post(wsgi, a.token, judgment(0))  # both view slots are taken
+        assert status == 201
+        threading.Event().wait(0.2)
+        assert len(running) == 2  # the other three views wait for a slot
+        release.set()
+        for t in views:
+            t.join(10)
+        assert max(seen) == 2 and len(seen) == 5
+    finally:
+        release.set()
+        wsgi.close()
