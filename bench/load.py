@@ -648,6 +648,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="server workers (default: webapp/serve.py)")
     ap.add_argument("--threads", type=int, default=None, help="threads per worker (default: webapp/serve.py)")
     ap.add_argument("--baseline-seconds", type=float, default=8, help="pgbench run length, s")
+    ap.add_argument("--baseline-connections", default=None,
+                    help="comma-separated pgbench connection counts; the first is the ratio's headline "
+                         "(default: workers x threads, the most the server holds, then one per worker)")
     ap.add_argument("--admin-url", default="postgres://postgres@127.0.0.1:5432/postgres",
                     help="a PostgreSQL URL allowed to CREATE/DROP DATABASE")
     ap.add_argument("--db", default="loadbench", help="scratch database (dropped and recreated)")
@@ -655,6 +658,12 @@ def main() -> None:
     a = ap.parse_args()
     if not a.admin_url.startswith("postgres"):
         sys.exit("error: --admin-url must be a PostgreSQL URL")
+    try:
+        wanted = [int(x) for x in a.baseline_connections.split(",")] if a.baseline_connections else []
+        if min(wanted, default=1) < 1:
+            raise ValueError
+    except ValueError:
+        sys.exit(f"error: --baseline-connections: expected positive integers, got {a.baseline_connections!r}")
     import psycopg2
 
     db_url = _db_url(a.admin_url, a.db)
@@ -672,6 +681,7 @@ def main() -> None:
     port = free_port()
     env = server_env(db_url, str(tmp / "media"), str(tmp / "static"), port, a.workers, a.threads)
     workers, threads = server_capacity(env)
+    counts = wanted or list(dict.fromkeys([workers * threads, workers]))
     proc = None
     try:
         print(f"[1/4] scratch database {a.db}: migrate, load_demo, collectstatic", flush=True)
@@ -684,13 +694,11 @@ def main() -> None:
                         "t.kind = 'normal') WHERE slug = 'demo' RETURNING trials_per_assignment")
             per_assignment = cur.fetchone()[0]
         conn.close()
-        conns = workers * threads  # the database connections the server can hold at once
-        print(f"[2/4] raw INSERT baseline, {conns} connections (and {workers}); again after the run",
-              flush=True)
+        print(f"[2/4] raw INSERT baseline with {', '.join(map(str, counts))} connections; again after the "
+              "run", flush=True)
 
-        def baseline() -> tuple[tuple[float, str], tuple[float, str]]:
-            full = raw_insert_rate(db_url, conns, a.baseline_seconds)
-            return full, (full if threads == 1 else raw_insert_rate(db_url, workers, a.baseline_seconds))
+        def baseline() -> dict[int, tuple[float, str]]:
+            return {n: raw_insert_rate(db_url, n, a.baseline_seconds) for n in counts}
 
         before = baseline()
         load_before = os.getloadavg()
@@ -713,8 +721,8 @@ def main() -> None:
         load_after = os.getloadavg()
         stop_server(proc)
         after = baseline()
-        # the disk's fsync time drifts: the ratio is taken against the faster of the two measurements
-        (raw, raw_how), (raw_w, _) = (max(before[0], after[0]), max(before[1], after[1]))
+        # the disk's fsync time drifts: each ratio is taken against the faster of the two measurements
+        raw = {n: max(before[n], after[n]) for n in counts}
         with psycopg2.connect(db_url) as conn, conn.cursor() as cur:
             report = audit(cur, "demo", res)
         conn.close()
@@ -756,11 +764,11 @@ def main() -> None:
           f"{', images' if a.images else ''}): {len(other)}, {pct(other)}")
     print(f"errors: {sum(res.errors.values())} {dict(res.errors) if res.errors else ''}; judgments abandoned "
           f"without ack {res.unacked}; workers cut off waiting for an answer {res.cancelled}")
-    print(f"raw PostgreSQL single-row INSERT: {raw:.1f}/s ({raw_how}; before the run {before[0][0]:.1f}/s, "
-          f"after {after[0][0]:.1f}/s); with {workers} connections {raw_w:.1f}/s (before "
-          f"{before[1][0]:.1f}/s, after {after[1][0]:.1f}/s)")
-    print(f"ratio judgments/s / raw INSERT/s = {rate / raw:.3f} ({conns} connections; "
-          f"{rate / raw_w:.3f} against {workers})")
+    for n in counts:
+        print(f"raw PostgreSQL single-row INSERT, {n} connections: {raw[n][0]:.1f}/s ({raw[n][1]}; "
+              f"before the run {before[n][0]:.1f}/s, after {after[n][0]:.1f}/s)")
+    print("ratio judgments/s / raw INSERT/s = " + "; ".join(
+        f"{rate / raw[n][0]:.3f} against {n} connections" for n in counts))
     if cpu and acked:
         per = {k: 1000 * v / acked for k, v in cpu.items()}
         rest = per["machine"] - per["server"] - per["clients"]
