@@ -6,12 +6,14 @@ WEB_BIND (127.0.0.1:8000), WEB_WORKERS (worker processes, one per core), WEB_THR
 worker, 16), WEB_BACKLOG (2048 pending connections), WEB_ACCESS_LOG (off; 1 = on).
 
 granian parses HTTP in Rust and hands each request to one of a worker's Python threads; a worker that
-dies is started again (``--respawn-failed-workers``). Each thread keeps its own persistent PostgreSQL
-connection (CONN_MAX_AGE), so the server holds up to workers x threads connections: keep that below
-PostgreSQL's max_connections. The threads of a worker store the judgments they receive together
+dies is started again (``--respawn-failed-workers``). A thread that ran a Django view keeps its own
+persistent PostgreSQL connection (CONN_MAX_AGE) and each worker one more for judgments, so the server
+holds up to workers x (threads + 1) connections: keep that below PostgreSQL's max_connections. The
+threads of a worker store the judgments they receive together
 (``webapp/crowd/groupcommit.py``: one statement and one commit per batch), so most of them wait for a
-batch without the interpreter lock; many threads per worker then let batches fill while a commit is in
-flight, and one worker per core keeps the interpreter lock off the critical path (bench/README.md, load).
+batch without the interpreter lock, and many threads per worker let batches fill while a commit is in
+flight. Only WEB_VIEW_THREADS (2) of them run Django views at once (``fastpath.JudgeFastPath``). On 2
+cores, 2 workers x 16 threads gave the lowest judge latency (bench/README.md, load).
 """
 
 from __future__ import annotations
