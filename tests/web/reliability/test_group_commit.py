@@ -29,9 +29,9 @@ def _wait_until(predicate, timeout: float = 10.0) -> None:
         time.sleep(0.001)
 
 
-def _gated(n_waiting: int):
-    """A flush that holds its first call until ``n_waiting`` other submits are queued; returns (group,
-    calls: the batches flush saw)."""
+def _gated(then=lambda n, items: list(items), **kw):
+    """A GroupCommit whose flush holds its first call until ``gate`` is set and answers every call with
+    ``then(call number, items)``; returns (group, calls: the batches flush saw, gate)."""
     calls: list[list] = []
     gate = threading.Event()
 
@@ -39,12 +39,9 @@ def _gated(n_waiting: int):
         calls.append(list(items))
         if len(calls) == 1:
             gate.wait(10)
-        return [x * 10 for x in items]
+        return then(len(calls), items)
 
-    group = GroupCommit(flush, max_batch=4)
-    group.gate = gate
-    group.waiting = lambda: len(group._queue) >= n_waiting
-    return group, calls
+    return GroupCommit(flush, **kw), calls, gate
 
 
 def _submit_all(group, items, out: dict) -> list[threading.Thread]:
@@ -61,13 +58,13 @@ def _submit_all(group, items, out: dict) -> list[threading.Thread]:
 
 
 def test_submits_that_arrive_during_a_flush_go_together_in_the_next_one():
-    group, calls = _gated(n_waiting=6)
+    group, calls, gate = _gated(lambda n, items: [x * 10 for x in items], max_batch=4)
     out: dict = {}
     first = _submit_all(group, [1], out)
     _wait_until(lambda: calls)  # 1 is being flushed alone
     rest = _submit_all(group, range(2, 8), out)
-    _wait_until(group.waiting)  # six more wait meanwhile
-    group.gate.set()
+    _wait_until(lambda: len(group._queue) == 6)  # six more wait meanwhile
+    gate.set()
     for t in first + rest:
         t.join(10)
     assert out == {x: x * 10 for x in range(1, 8)}  # every caller got its own result
@@ -85,19 +82,12 @@ def test_one_caller_at_a_time_is_one_item_per_flush():
 
 
 def test_a_failing_flush_raises_in_every_caller_of_its_batch_and_the_next_batch_runs():
-    calls = []
-    gate = threading.Event()
-
-    def flush(items):
-        calls.append(list(items))
-        if len(calls) == 1:
-            gate.wait(10)
-            return [0]
-        if len(calls) == 2:
+    def then(n, items):
+        if n == 2:
             raise RuntimeError("database went away")
-        return list(items)
+        return [0] if n == 1 else list(items)
 
-    group = GroupCommit(flush)
+    group, calls, gate = _gated(then)
     out: dict = {}
     threads = _submit_all(group, [1], out)
     _wait_until(lambda: calls)
@@ -115,16 +105,7 @@ def test_a_failing_flush_raises_in_every_caller_of_its_batch_and_the_next_batch_
 
 
 def test_linger_lets_a_leader_with_others_queued_wait_for_more():
-    calls = []
-    gate = threading.Event()
-
-    def flush(items):
-        calls.append(list(items))
-        if len(calls) == 1:
-            gate.wait(10)
-        return list(items)
-
-    group = GroupCommit(flush, linger=0.5)
+    group, calls, gate = _gated(linger=0.5)
     out: dict = {}
     threads = _submit_all(group, [1], out)  # alone: flushed at once, no linger
     _wait_until(lambda: calls)
