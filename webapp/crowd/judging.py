@@ -139,8 +139,8 @@ _STATEMENTS = {
 
 
 def prepare_statements(cursor) -> None:
-    """PostgreSQL: prepare the statements of ``insert_new`` and ``stored_answer`` on the cursor's
-    connection, so that calls with ``prepared=True`` skip parsing and planning them every time."""
+    """PostgreSQL: prepare the statements of ``insert_new``, ``insert_batch`` and ``stored_answer`` on the
+    cursor's connection, so that calls with ``prepared=True`` skip parsing and planning them every time."""
     # A custom plan for every EXECUTE would re-plan the batched statement each time (its estimate depends
     # on the arrays' length, so PostgreSQL never settles on the generic plan); the plans do not depend on
     # the values. Only prepared statements follow this setting, and Django prepares none of its own.
