@@ -128,10 +128,9 @@ def _stored_sql() -> str:
     )
 
 
-# name -> (statement, PostgreSQL types of its parameters in order), for prepare_statements
+# name -> (statement, PostgreSQL types of its parameters in order), for prepare_statements: the statements
+# the judge shortcut runs (the view's one-row insert is not among them)
 _STATEMENTS = {
-    "crowd_judge_insert": (_insert_sql, ("boolean", "varchar", "integer", "uuid", "timestamptz",
-                                         "timestamptz", "integer", "uuid", "timestamptz")),
     "crowd_judge_stored": (_stored_sql, ("uuid", "integer", "uuid")),
     "crowd_judge_insert_batch": (_insert_batch_sql,
                                  (*(f"{typ}[]" for _, typ in _BATCH_COLUMNS), "timestamptz", "timestamptz")),
@@ -139,8 +138,8 @@ _STATEMENTS = {
 
 
 def prepare_statements(cursor) -> None:
-    """PostgreSQL: prepare the statements of ``insert_new``, ``insert_batch`` and ``stored_answer`` on the
-    cursor's connection, so that calls with ``prepared=True`` skip parsing and planning them every time."""
+    """PostgreSQL: prepare the statements of ``insert_batch`` and ``stored_answer`` on the cursor's
+    connection, so that calls with ``prepared=True`` skip parsing and planning them every time."""
     # A custom plan for every EXECUTE would re-plan the batched statement each time (its estimate depends
     # on the arrays' length, so PostgreSQL never settles on the generic plan); the plans do not depend on
     # the values. Only prepared statements follow this setting, and Django prepares none of its own.
@@ -159,22 +158,21 @@ def _execute(cursor, name: str, params: list, prepared: bool) -> None:
     cursor.execute(f"EXECUTE {name} ({marks})" if prepared else sql(), params)
 
 
-def insert_new(cursor, connection, token: uuid.UUID, v: dict, now: datetime, prepared: bool = False) -> bool:
+def insert_new(cursor, connection, token: uuid.UUID, v: dict, now: datetime) -> bool:
     """Store ``v`` if its assignment (``token``) is open at ``now``, has an item at its position, and
     neither its uuid nor that item is stored yet; True if a row was inserted, False if nothing changed.
 
     One statement (in autocommit, its own transaction); the unique constraints on ``client_uuid`` and
     ``item`` make concurrent and replayed posts store at most one row. ``cursor`` may be Django's or the
-    driver's own; ``connection`` is Django's (for adapting values to its backend); ``prepared``: use the
-    statement ``prepare_statements`` made on that connection.
+    driver's own; ``connection`` is Django's (for adapting values to its backend).
     """
     ops = connection.ops
     ct = v["client_time"]
-    _execute(cursor, "crowd_judge_insert", [
+    cursor.execute(_insert_sql(), [
         v["choice"] == "left", v["choice"], v["response_ms"], _uuid_value(v["uuid"], connection),
         ops.adapt_datetimefield_value(now), None if ct is None else ops.adapt_datetimefield_value(ct),
         v["position"], token_db_value(token, connection), ops.adapt_datetimefield_value(now),
-    ], prepared)
+    ])
     return cursor.fetchone() is not None
 
 
