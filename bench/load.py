@@ -15,9 +15,13 @@ What it does, in one run on this machine:
 3. starts the server exactly as ``make serve-prod`` does (``DEBUG=0``, granian via ``webapp/serve.py``) on a
    free loopback port; the per-IP entry rate limit is switched off (``CROWD_RATE_LIMIT=0``) because all
    simulated workers share 127.0.0.1;
-4. arrival: ``--clients`` asyncio workers (uvloop) arrive spread over ``--ramp`` s; each consents on
-   ``/p/demo/`` (CSRF form), reads the state and posts its device, like the judging page (aiohttp, with
-   cookies); its judge POSTs then go over one kept-alive connection (``KeepAlive``), as a browser tab's;
+4. arrival: ``--clients`` simulated workers arrive spread over ``--ramp`` s; each consents on
+   ``/p/demo/`` (CSRF form), reads the state and posts its device, like the judging page (with cookies);
+   its judge POSTs then go over one kept-alive connection, as a browser tab's. ``--client python`` (the
+   default): asyncio workers (uvloop) in this process, aiohttp for the arrival, ``KeepAlive`` for the judge
+   POSTs. ``--client native``: the same workers as a compiled program (``bench/loadclient``, Rust, one
+   thread each; built here with cargo), taking a fraction of the CPU the Python ones take from the 2
+   cores they share with the server;
 5. judging window (``--duration`` s, from the moment all have arrived): each judges item after item with
    exponential think times (mean ``--think`` s), retrying with the same uuid on a timeout, a connection
    error or a 5xx with doubling backoff, like ``webapp/crowd/static/crowd/task.js``; about ``--replay`` of
@@ -25,12 +29,13 @@ What it does, in one run on this machine:
    worker takes a new one. After the deadline no new judgment is started; retries in flight may finish
    during ``--grace`` s;
 6. prints judgments/s in the window, judge POST latency p50/p95/p99, errors, the ratio of judgments/s to
-   the raw INSERT/s, the CPU time per judgment of the server, PostgreSQL, the clients and the whole
-   machine, the load average (other jobs share the machine), and audits the database: judgments
-   stored == distinct judgments acknowledged, 0 duplicates, 0 lost, every stored answer equal to the
-   acknowledged one (exit status 1 otherwise).
+   the raw INSERT/s, the CPU time per judgment of the server, PostgreSQL, the clients (this process, and
+   the native client's) and the whole machine, the load average (other jobs share the machine), and
+   audits the database: judgments stored == distinct judgments acknowledged, 0 duplicates, 0 lost,
+   every stored answer equal to the acknowledged one (exit status 1 otherwise).
 
-The module is also imported by tests/web/reliability/test_faults.py (``simulate`` and ``audit``).
+The module is also imported by tests/web/reliability/test_faults.py (``simulate`` and ``audit``) and
+tests/bench/test_loadclient.py (``native_simulate``).
 """
 
 from __future__ import annotations
@@ -60,7 +65,10 @@ if str(ROOT) not in sys.path:  # webapp.serve holds the server's command line
     sys.path.insert(0, str(ROOT))
 CSRF_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 PGBENCH_PATHS = ("/usr/lib/postgresql/15/bin/pgbench", "pgbench")
-RETRY_START_S, RETRY_MAX_S = 0.5, 30.0  # as in task.js
+RETRY_START_S, RETRY_MAX_S = 0.5, 30.0  # as in task.js (and bench/loadclient/src/worker.rs)
+NATIVE_DIR = ROOT / "bench" / "loadclient"  # the compiled client (--client native)
+NATIVE_PROGRESS_RE = re.compile(
+    r"loadclient: judging (\d+)/(\d+) s: acked (\d+), in flight (\d+), errors (\d+)")
 REQUEST_TIMEOUT_S = 30  # the browser waits longer
 JUDGMENT_COLUMNS = (
     "assignment_id, item_id, trial_id, chosen_id, chosen_side, left_stimulus_id, response_ms, "
@@ -392,6 +400,110 @@ async def simulate(base: str, slug: str, clients: int, duration: float, think: f
     return res
 
 
+def build_native_client() -> Path:
+    """Build bench/loadclient (``cargo build --release --offline``: it needs no crates) and return its
+    binary; RuntimeError saying why when that cannot be done."""
+    cargo = shutil.which("cargo") or next(
+        (str(p) for p in (Path.home() / ".cargo" / "bin" / "cargo",) if p.exists()), None)
+    if cargo is None:
+        raise RuntimeError("the native client needs Rust's cargo (https://rustup.rs), found neither on PATH "
+                           "nor in ~/.cargo/bin; or use --client python")
+    done = subprocess.run([cargo, "build", "--release", "--offline", "--quiet", "--manifest-path",
+                           str(NATIVE_DIR / "Cargo.toml")], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"building bench/loadclient failed ({cargo} build exited with "
+                           f"{done.returncode}):\n" + (done.stderr or done.stdout).strip())
+    return NATIVE_DIR / "target" / "release" / "loadclient"
+
+
+_NATIVE_STATS = ("judge_posts", "retries", "replays", "replay_mismatch", "unacked", "assignments",
+                 "completed", "arrived", "cancelled", "peak_in_flight")
+
+
+def parse_native_result(text: str, clients: int, ramp: float, grace: float) -> Result:
+    """The ``Result`` of a bench/loadclient result file (format: the top of its src/main.rs). Its times are
+    seconds since the client started, so ``t0`` is 0 and every time in the Result is on that clock."""
+    lines = text.splitlines()
+    if not lines or lines[0] != "loadclient 1":
+        raise ValueError(f"not a loadclient result (format 1): first line {lines[0] if lines else ''!r}")
+    res = Result(clients=clients, ramp=ramp, grace=grace, t0=0.0)
+    for n, line in enumerate(lines[1:], 2):
+        tag, _, rest = line.partition(" ")
+        f = rest.split()
+        if tag == "lat":
+            latency, at = ((res.judge_latency, res.judge_at) if f[0] == "judge"
+                           else (res.other_latency, res.other_at))
+            latency.append(float(f[1]))
+            at.append(float(f[2]))
+        elif tag == "ack":
+            res.acked[f[0]] = (f[1], int(f[2]), f[3])
+            res.ack_at.append(float(f[4]))
+        elif tag == "err":
+            res.errors[rest.partition(" ")[2]] += int(f[0])
+        elif tag == "window":
+            res.started, res.deadline = float(f[0]), float(f[1])
+        elif tag == "ended":
+            res.ended = float(f[0])
+        elif tag == "active":
+            res.active_workers = {int(x) for x in f}
+        elif tag == "stat":
+            for k, _, v in (x.partition("=") for x in f):
+                if k in _NATIVE_STATS:
+                    setattr(res, k, int(v))
+        else:
+            raise ValueError(f"loadclient result line {n}: unknown record {tag!r}")
+    return res
+
+
+def native_simulate(base: str, slug: str, clients: int, duration: float, think: float = 1.5,
+                    replay: float = 0.05, ramp: float = 20.0, grace: float = 30.0, images: bool = False,
+                    seed: int = 0, progress: bool = True, arrival_limit: float = 300, on_window=None,
+                    binary: Path | None = None) -> Result:
+    """``simulate`` done by the compiled client (bench/loadclient, built first unless ``binary`` is given):
+    the same workers, requests, retries and counts, in another process.
+
+    ``on_window(event, pid)`` (optional) is called with ``"start"`` and ``"end"`` as the judging window
+    opens and closes (``pid``: the client's process, e.g. for CPU readings). The Result's times are seconds
+    since the client started (``t0`` = 0); ``res.go`` is None (there is no ``during``)."""
+    from tqdm import tqdm
+
+    binary = binary or build_native_client()
+    with tempfile.TemporaryDirectory(prefix="loadclient-") as tmp:
+        out = Path(tmp) / "result.txt"
+        cmd = [str(binary), "--base", base, "--slug", slug, "--clients", str(clients), "--duration",
+               str(duration), "--think", str(think), "--replay", str(replay), "--ramp", str(ramp), "--grace",
+               str(grace), "--seed", str(seed), "--arrival-limit", str(arrival_limit), "--out", str(out)]
+        cmd += ["--images"] if images else []
+        bar = None
+        with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              bufsize=1) as proc:
+            try:
+                for line in proc.stderr:  # the client's protocol lines (top of its src/main.rs)
+                    line = line.rstrip("\n")
+                    m = NATIVE_PROGRESS_RE.fullmatch(line)
+                    if line == "loadclient: window start":
+                        if on_window:
+                            on_window("start", proc.pid)
+                        bar = tqdm(total=int(duration), unit="s", disable=not progress, desc="judging")
+                    elif line == "loadclient: window end":
+                        if on_window:
+                            on_window("end", proc.pid)
+                        if bar is not None:
+                            bar.close()
+                    elif m and bar is not None:
+                        bar.update(int(m.group(1)) - bar.n)
+                        bar.set_postfix(acked=int(m.group(3)), in_flight=int(m.group(4)),
+                                        errors=int(m.group(5)))
+                    else:  # anything else is the client's own message (a usage error, a panic)
+                        print(line, file=sys.stderr, flush=True)
+            finally:
+                if bar is not None:
+                    bar.close()
+        if proc.returncode:
+            raise RuntimeError(f"bench/loadclient exited with {proc.returncode} (its messages are above)")
+        return parse_native_result(out.read_text(), clients, ramp, grace)
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0-100, nearest rank) of ``values``; nan if empty."""
     if not values:
@@ -599,9 +711,10 @@ def worker_pids(master_pid: int) -> list[int]:
 # --------------------------------------------------------------------------------------------------------
 
 
-def cpu_seconds(server_pid: int) -> dict[str, dict[int, float]]:
-    """CPU seconds (user + system) used so far, per process, by the server (its process and children) and
-    this process (the simulated workers), and by the whole machine (key 0 under "machine")."""
+def cpu_seconds(server_pid: int, client_pids: tuple[int, ...] = ()) -> dict[str, dict[int, float]]:
+    """CPU seconds (user + system) used so far, per process, by the server (its process and children), the
+    simulated workers (this process and ``client_pids``: the native client's) and the whole machine (key
+    0 under "machine")."""
     import psutil
 
     out: dict[str, dict[int, float]] = {"server": {}, "clients": {}, "machine": {}}
@@ -615,7 +728,11 @@ def cpu_seconds(server_pid: int) -> dict[str, dict[int, float]]:
         except psutil.Error:
             pass
 
-    add("clients", psutil.Process())
+    for pid in (os.getpid(), *client_pids):
+        try:
+            add("clients", psutil.Process(pid))
+        except psutil.Error:
+            pass
     try:
         server = psutil.Process(server_pid)
         for p in [server, *server.children(recursive=True)]:
@@ -645,6 +762,9 @@ def main() -> None:
     ap.add_argument("--ramp", type=float, default=20, help="arrivals spread over this many s (default 20)")
     ap.add_argument("--grace", type=float, default=30, help="s after the deadline for retries in flight")
     ap.add_argument("--images", action="store_true", help="also GET the 2-3 images of every trial")
+    ap.add_argument("--client", choices=("python", "native"), default="python",
+                    help="the simulated workers: python (asyncio in this process; default) or native "
+                         "(bench/loadclient, compiled Rust, built with cargo: a fraction of the CPU)")
     ap.add_argument("--workers", type=int, default=None, help="server workers (default: webapp/serve.py)")
     ap.add_argument("--threads", type=int, default=None, help="threads per worker (default: webapp/serve.py)")
     ap.add_argument("--baseline-seconds", type=float, default=8, help="pgbench run length, s")
@@ -664,6 +784,12 @@ def main() -> None:
             raise ValueError
     except ValueError:
         sys.exit(f"error: --baseline-connections: expected positive integers, got {a.baseline_connections!r}")
+    binary = None
+    if a.client == "native":  # before anything else: a failed build should not cost a database setup
+        try:
+            binary = build_native_client()
+        except RuntimeError as e:
+            sys.exit(f"error: --client native: {e}")
     import psycopg2
 
     db_url = _db_url(a.admin_url, a.db)
@@ -705,19 +831,32 @@ def main() -> None:
         print(f"[3/4] granian (webapp/serve.py) {workers} workers x {threads} threads on 127.0.0.1:{port}",
               flush=True)
         proc = start_server(env, str(tmp / "server.log"))
-        print(f"[4/4] {a.clients} simulated workers for {a.duration:.0f} s", flush=True)
-        cpu: dict[str, float] = {}
+        print(f"[4/4] {a.clients} simulated workers ({a.client} client) for {a.duration:.0f} s", flush=True)
+        cpu: dict[str, float] = {}  # CPU seconds per component over the judging window
+        base = f"http://127.0.0.1:{port}"
+        if a.client == "native":
+            readings = {}
 
-        async def measure_cpu(res: Result) -> None:  # CPU per component over the judging window
-            await res.go.wait()
-            before = cpu_seconds(proc.pid)
-            await asyncio.sleep(a.duration)
-            cpu.update(cpu_used(before, cpu_seconds(proc.pid)))
+            def measure_cpu(event: str, client_pid: int) -> None:  # told by the client as the window opens
+                reading = cpu_seconds(proc.pid, (client_pid,))  # and closes
+                if event == "start":
+                    readings["start"] = reading
+                elif "start" in readings:
+                    cpu.update(cpu_used(readings["start"], reading))
 
-        import uvloop  # the clients' event loop in C: less of the shared CPU for them
+            res = native_simulate(base, "demo", a.clients, a.duration, a.think, a.replay, a.ramp, a.grace,
+                                  a.images, on_window=measure_cpu, binary=binary)
+        else:
+            async def measure_cpu(res: Result) -> None:
+                await res.go.wait()
+                before = cpu_seconds(proc.pid)
+                await asyncio.sleep(a.duration)
+                cpu.update(cpu_used(before, cpu_seconds(proc.pid)))
 
-        res = uvloop.run(simulate(f"http://127.0.0.1:{port}", "demo", a.clients, a.duration, a.think,
-                                   a.replay, a.ramp, a.grace, a.images, during=measure_cpu))
+            import uvloop  # the clients' event loop in C: less of the shared CPU for them
+
+            res = uvloop.run(simulate(base, "demo", a.clients, a.duration, a.think, a.replay, a.ramp, a.grace,
+                                       a.images, during=measure_cpu))
         load_after = os.getloadavg()
         stop_server(proc)
         after = baseline()
@@ -746,6 +885,10 @@ def main() -> None:
 
     print()
     print(f"machine: {os.cpu_count()} cores; server, PostgreSQL and clients on the same machine (loopback)")
+    print("clients: " + ("native (bench/loadclient: compiled Rust, one thread per simulated worker, blocking "
+                         "sockets; CPU of its process and this one)" if a.client == "native" else
+                         "python (asyncio on uvloop in this process: aiohttp for the arrival, KeepAlive for "
+                         "the judge POSTs)"))
     print(f"server: granian, {workers} workers x {threads} threads, DEBUG=0, CROWD_RATE_LIMIT=0 (off), judge "
           f"shortcut {'on' if os.environ.get('CROWD_JUDGE_FASTPATH', '1') != '0' else 'off'}")
     print(f"arrival: {res.clients} simulated workers took an assignment over {res.started - res.t0:.1f} s "
@@ -773,8 +916,10 @@ def main() -> None:
         per = {k: 1000 * v / acked for k, v in cpu.items()}
         rest = per["machine"] - per["server"] - per["clients"]
         busy = 100 * cpu["machine"] / (res.window_s * os.cpu_count())
+        who = "loadclient + this process" if a.client == "native" else "this process"
         print(f"CPU per judgment in the window: {per['machine']:.2f} ms = server {per['server']:.2f} + "
-              f"simulated workers {per['clients']:.2f} + PostgreSQL, the kernel and the rest {rest:.2f} "
+              f"simulated workers {per['clients']:.2f} ({a.client} client: {who}) + PostgreSQL, the kernel "
+              f"and the rest {rest:.2f} "
               f"(machine busy {busy:.0f} %)")
     print(f"load average (1 min) before the run {load_before[0]:.2f} (other jobs), at its end "
           f"{load_after[0]:.2f} (this benchmark's processes included), {os.cpu_count()} cores")
