@@ -11,12 +11,10 @@ server: a few seconds once cargo has built the client (skipped where there is no
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,22 +22,15 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchload import bench_load
+
 ITEMS = 5  # items per assignment
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_load", ROOT / "bench" / "load.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_load"] = mod  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def load():
-    mod = _bench()
+    mod = bench_load()
     if not (shutil.which("cargo") or (Path.home() / ".cargo" / "bin" / "cargo").exists()):
         pytest.skip("Rust's cargo is not installed (bench/loadclient is built with it)")
     mod.native_binary = mod.build_native_client()  # a build failure fails the test

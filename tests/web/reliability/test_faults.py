@@ -17,7 +17,6 @@ both faults without anyone restarting anything.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import re
 import shutil
@@ -31,15 +30,9 @@ from pathlib import Path
 import pytest
 from django.db import connection, connections
 
+from tests.benchload import bench_load
+
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_load", ROOT / "bench" / "load.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_load"] = mod  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _cluster(port: int) -> tuple[str, str] | None:
@@ -73,7 +66,7 @@ def _restart_command(settings_dict: dict) -> list[str]:
 def test_judging_survives_postgres_restart_and_worker_kill(transactional_db, experiment_factory, settings,
                                                           tmp_path):
     restart = _restart_command(connection.settings_dict)
-    load = _bench()
+    load = bench_load()
     exp = experiment_factory(codecs=("jpeg:10,30,50,70,90",), trials_per_assignment=8, judgments_per_trial=50)
     s = connection.settings_dict
     db_url = (f"postgres://{s['USER']}{':' + s['PASSWORD'] if s.get('PASSWORD') else ''}@"
