@@ -11,8 +11,14 @@ from webapp.stimuli.models import Stimulus
 
 
 class Participant(models.Model):
+    """Someone who entered a study; ``platform`` is the experiment's, or ``simulated`` for the observers
+    ``simulate_crowd`` drives through the site (left out of exports unless asked for)."""
+
+    SIMULATED = "simulated"
+    PLATFORMS = [*Experiment.PLATFORMS, (SIMULATED, "simulated crowd")]
+
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="participants")
-    platform = models.CharField(max_length=10, choices=Experiment.PLATFORMS)
+    platform = models.CharField(max_length=10, choices=PLATFORMS)
     platform_id = models.CharField(max_length=200)
     study_id = models.CharField(max_length=200, blank=True)
     session_id = models.CharField(max_length=200, blank=True)
