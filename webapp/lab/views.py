@@ -91,7 +91,9 @@ def saliency(request, slug: str, index: int):
     from webapp.stimuli.saliency import overlay_thumbnail
 
     exp = experiment_for(request.user, slug)
-    refs = list(exp.references.order_by("id")[index : index + 1]) if index >= 0 else []
+    if index >= exp.references.count():  # also keeps an index past bigint out of the OFFSET
+        raise Http404("no such reference")
+    refs = list(exp.references.order_by("id")[index : index + 1])
     if not refs or not refs[0].saliency:
         raise Http404("no saliency map for this reference")
     resp = HttpResponse(overlay_thumbnail(refs[0]), content_type="image/png")

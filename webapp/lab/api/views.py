@@ -12,12 +12,12 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webapp.lab.access import experiment_for, experiments_for, parse_flag
+from webapp.lab.access import BIGINT_MAX, experiment_for, experiments_for, parse_bounded_int, parse_flag
 from webapp.lab.api import serializers as s
 from webapp.lab.qc import compute_qc, qc_rules
 
@@ -50,30 +50,48 @@ class ExperimentDetail(LabAPIMixin, generics.RetrieveAPIView):
 
 class JudgmentCursor(CursorPagination):
     """DRF's cursor pagination, but malformed ``page_size`` / ``cursor`` values are refused (400 / 404)
-    instead of silently falling back to the defaults / the first page."""
+    instead of silently falling back to the defaults / the first page, or reaching int() or the query
+    unchecked (a 500)."""
 
     ordering = "id"
     page_size = 100
     page_size_query_param = "page_size"
     max_page_size = 1000
 
-    def get_page_size(self, request):
+    def get_page_size(self, request) -> int:
         raw = request.query_params.get(self.page_size_query_param)
-        if raw is not None and not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
-            raise ValidationError({"page_size": f"expected an integer from 1 to {self.max_page_size}"})
-        return super().get_page_size(request)
+        if raw is None:
+            return self.page_size
+        try:
+            return parse_bounded_int(raw, 1, self.max_page_size)
+        except ValueError as exc:
+            raise ValidationError({"page_size": str(exc)}) from None
 
-    def decode_cursor(self, request):
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        """DRF's parameters, with the page size's bounds documented."""
+        params = super().get_schema_operation_parameters(view)
+        for p in params:
+            if p["name"] == self.page_size_query_param:
+                p["schema"] = {"type": "integer", "minimum": 1, "maximum": self.max_page_size}
+        return params
+
+    def decode_cursor(self, request) -> Cursor | None:
+        """The cursor DRF encoded (``o`` offset, ``r`` reverse, ``p`` last id), every field checked."""
         encoded = request.query_params.get(self.cursor_query_param)
-        if encoded is not None:
-            try:
-                fields = parse_qs(b64decode(encoded.encode("ascii"), validate=True).decode("ascii"),
-                                  keep_blank_values=True, strict_parsing=True)
-            except ValueError:  # not ASCII, not base64, not a query string
-                raise NotFound(self.invalid_cursor_message) from None
-            if not set(fields) <= {"o", "r", "p"}:
-                raise NotFound(self.invalid_cursor_message)
-        return super().decode_cursor(request)
+        if encoded is None:
+            return None
+        try:
+            fields = parse_qs(b64decode(encoded.encode("ascii"), validate=True).decode("ascii"),
+                              keep_blank_values=True, strict_parsing=True)
+            if not set(fields) <= {"o", "r", "p"} or any(len(v) != 1 for v in fields.values()):
+                raise ValueError("unknown or repeated field")
+            one = {k: v[0] for k, v in fields.items()}
+            offset = parse_bounded_int(one.get("o", "0"), 0, self.offset_cutoff)
+            reverse = parse_bounded_int(one.get("r", "0"), 0, 1) == 1
+            position = str(parse_bounded_int(one["p"], 0, BIGINT_MAX)) if "p" in one else None
+        except ValueError:  # not ASCII, not base64, not a query string, a field out of range
+            raise NotFound(self.invalid_cursor_message) from None
+        return Cursor(offset=offset, reverse=reverse, position=position)
 
 
 class JudgmentList(LabAPIMixin, generics.ListAPIView):
