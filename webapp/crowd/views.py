@@ -80,6 +80,29 @@ def _platform_ids(request: HttpRequest, exp: Experiment) -> dict | None:
     return {"platform_id": request.session[key]}
 
 
+def _is_mturk_preview(request: HttpRequest, exp: Experiment) -> bool:
+    """Whether the link (GET) or the consent form (POST) carries MTurk's preview assignment id."""
+    if exp.platform != "mturk":
+        return False
+    values = request.GET.getlist("assignmentId") + request.POST.getlist("assignmentId")
+    return any(v.strip()[:200] == MTURK_PREVIEW for v in values)
+
+
+def _bind_session(request: HttpRequest, exp: Experiment, token: uuid.UUID, rotated: bool = False) -> None:
+    """Tie this browser's session to the assignment ``token``, under a new session key whenever it was
+    tied to another one (or none): a session id planted before never leads to this assignment."""
+    key = f"crowd_token_{exp.slug}"
+    if not rotated and request.session.get(key) != str(token):
+        request.session.cycle_key()
+    request.session[key] = str(token)
+
+
+def _resume(request: HttpRequest, exp: Experiment, found: Assignment) -> HttpResponse:
+    """Send a returning participant to their assignment (or its completion page)."""
+    _bind_session(request, exp, found.token)
+    return redirect("crowd:done" if found.state == "completed" else "crowd:task", token=found.token)
+
+
 def _existing(exp: Experiment, ids: dict, pid: int | None = None) -> Assignment | None:
     """The participant's (``pid``, else looked up from ``ids``) current assignment (resume) or last
     completed one, if any."""
@@ -110,7 +133,10 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
     exp = get_object_or_404(Experiment, slug=slug)
     if exp.status != "live":
         return _not_live(request, exp)
-    if exp.platform == "mturk" and request.GET.get("assignmentId") == MTURK_PREVIEW:
+    if _is_mturk_preview(request, exp):
+        if request.method == "POST":  # consent cannot be given to a HIT that is not accepted yet
+            return _message(request, "Preview only", "This HIT is only being previewed. Accept the HIT on "
+                            "Mechanical Turk first, then give your consent.", 400)
         return render(request, "crowd/preview.html", {"exp": exp})
     src = request.POST if request.method == "POST" else request.GET
     if any("\x00" in v for _, values in src.lists() for v in values):  # no database column can hold NUL
@@ -129,7 +155,7 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
         )
     found = _existing(exp, ids)
     if found is not None:
-        return redirect("crowd:done" if found.state == "completed" else "crowd:task", token=found.token)
+        return _resume(request, exp, found)
     if request.method == "GET":
         hidden = {
             k: v
@@ -140,6 +166,9 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
         return render(request, "crowd/consent.html", {"exp": exp, "hidden": hidden})
     if request.POST.get("consent") != "yes":
         return _message(request, "Consent required", "You can only take part after giving consent.", 400)
+    # Consent starts an identity (the open link's id lives in the session): never under a key someone
+    # else may have planted in this browser before, since they could then follow it to the assignment.
+    request.session.cycle_key()
     participant, _ = Participant.objects.get_or_create(
         experiment=exp,
         platform=exp.platform,
@@ -160,6 +189,7 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
         Participant.objects.select_for_update().filter(pk=participant.pk).values_list("pk").first()
         found = _existing(exp, ids, participant.pk)
         if found is not None:
+            _bind_session(request, exp, found.token, rotated=True)
             return redirect("crowd:done" if found.state == "completed" else "crowd:task", token=found.token)
         try:
             assignment = create_assignment(exp.pk, participant, **extra)
@@ -167,7 +197,7 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
             return _message(
                 request, "No more trials", "There are no more trials for you in this study. Thanks!", 410
             )
-    request.session[f"crowd_token_{exp.slug}"] = str(assignment.token)
+    _bind_session(request, exp, assignment.token, rotated=True)
     return redirect("crowd:task", token=assignment.token)
 
 
@@ -380,31 +410,53 @@ def judge(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
     return JsonResponse({"error": "the judgment could not be stored now; send it again"}, status=503)
 
 
+def _size(v: object) -> list | None:
+    """``v`` if it is [width, height] of non-negative numbers below a million, else None."""
+    ok = isinstance(v, list) and len(v) == 2
+    ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1e6 for x in v)
+    return v if ok else None
+
+
+def _device_facts(request: HttpRequest, data: dict) -> tuple[dict | None, str | None]:
+    """(facts to store, None) from a device payload and the User-Agent, else (None, what is wrong)."""
+    dpr = data.get("dpr")
+    if not isinstance(dpr, (int, float)) or isinstance(dpr, bool) or not 0 < dpr < 100:
+        return None, "dpr: expected a positive number"
+    return {
+        "viewport": _size(data.get("viewport")),
+        "dpr": dpr,
+        "user_agent": request.headers.get("User-Agent", "").replace("\x00", "")[:500],  # jsonb refuses NUL
+        "screen": _size(data.get("screen")),
+    }, None
+
+
 @csrf_exempt
 @require_POST
 def device(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
-    """Record device facts (viewport, devicePixelRatio, user agent) sent by the page on start."""
+    """Record device facts (viewport, devicePixelRatio, user agent) sent by the page on start.
+
+    The judge's rules: 404 unknown token, then the request's own errors, then 403 when the assignment is
+    not open (completed, expired) or the study not live; the UPDATE itself carries the same conditions,
+    so a study paused or an assignment closed in between is never written to either.
+    """
     a = _assignment(token)
     data, err = _json_body(request, token)
     if err:
         return err
-
-    def size(v):  # [width, height] of non-negative numbers, else None
-        ok = isinstance(v, list) and len(v) == 2
-        ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1e6 for x in v)
-        return v if ok else None
-
-    dpr = data.get("dpr")
-    if not isinstance(dpr, (int, float)) or isinstance(dpr, bool) or not 0 < dpr < 100:
-        return JsonResponse({"error": "dpr: expected a positive number"}, status=400)
-    facts = {
-        "viewport": size(data.get("viewport")),
-        "dpr": dpr,
-        "user_agent": request.headers.get("User-Agent", "").replace("\x00", "")[:500],  # jsonb refuses NUL
-        "screen": size(data.get("screen")),
-    }
-    Assignment.objects.filter(pk=a.pk).update(device=facts)
-    return JsonResponse({"status": "ok"})
+    facts, msg = _device_facts(request, data)
+    if msg:
+        return JsonResponse({"error": msg}, status=400)
+    reason = _closed_reason(a)
+    if reason:
+        return JsonResponse({"error": reason}, status=403)
+    open_now = Assignment.objects.filter(pk=a.pk, state="active", expires_at__gte=timezone.now(),
+                                         experiment__status="live")
+    if open_now.update(device=facts):
+        return JsonResponse({"status": "ok"})
+    reason = _closed_reason(_assignment(token))  # it closed, or the study left live, in between
+    if reason:
+        return JsonResponse({"error": reason}, status=403)
+    return JsonResponse({"error": "the device facts could not be stored now; send them again"}, status=503)
 
 
 def _completion(a: Assignment) -> dict:
