@@ -13,7 +13,8 @@ Layout written under ``out``::
 
 Only *normal* trials with at least one included judgment get a BAPPS entry; planned repeats count as further
 judgments of the same trial. With ``exclude_flagged`` the QC-flagged participants' judgments are left out of
-the BAPPS fractions *and* of the judgment log (the manifest lists who was excluded and why).
+the BAPPS fractions *and* of the judgment log (the manifest lists who was excluded and why). Simulated
+participants (``simulate_crowd``, platform ``simulated``) are left out of both unless ``include_simulated``.
 
 Everything is read inside one read-only REPEATABLE READ transaction on PostgreSQL (a consistent snapshot
 while judging goes on) and streamed with ``.iterator()``: memory grows with trials, not with judgments.
@@ -167,7 +168,8 @@ def _experiment_settings(exp) -> dict:
 
 
 def export_experiment(experiment, out: str | os.PathLike, exclude_flagged: bool = False, force: bool = False,
-                      progress: bool = False, chunk_size: int = 1000) -> dict:
+                      progress: bool = False, chunk_size: int = 1000,
+                      include_simulated: bool = False) -> dict:
     """Write the dataset of ``experiment`` under ``out``; returns the manifest (also written).
 
     Raises ExportError (nothing written) for a non-empty ``out`` without ``force``. If the export fails
@@ -184,7 +186,7 @@ def export_experiment(experiment, out: str | os.PathLike, exclude_flagged: bool 
     if force:
         _clear_previous(out, experiment.slug)
     try:
-        return _export(experiment, out, exclude_flagged, progress, chunk_size)
+        return _export(experiment, out, exclude_flagged, progress, chunk_size, include_simulated)
     except BaseException:
         # a failed export leaves no half-written dataset behind where it started from nothing
         if not existed:
@@ -195,10 +197,12 @@ def export_experiment(experiment, out: str | os.PathLike, exclude_flagged: bool 
         raise
 
 
-def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_size: int) -> dict:
+def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_size: int,
+            include_simulated: bool = False) -> dict:
     from tqdm import tqdm
 
     from webapp.crowd.models import Judgment
+    from webapp.crowd.simulated import simulated_ids
     from webapp.experiments.models import Trial
     from webapp.stimuli.models import Stimulus
 
@@ -208,6 +212,9 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
         qc = compute_qc(experiment)
         rules = qc_rules(experiment)
         excluded = {pid for pid, p in qc.items() if p.flagged} if exclude_flagged else set()
+        simulated = simulated_ids(experiment)
+        if not include_simulated:
+            excluded |= simulated
         counts = analysis.trial_counts(experiment, excluded)
 
         # 1. BAPPS triplets, split by the reference's split, numbered per split in trial order.
@@ -326,6 +333,7 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
             "codecs": [{"codec": c, "version": v} for c, v in codecs],
             "layout": "BAPPS 2AFC: <split>/<experiment>/{ref,p0,p1}/NNNNNN.png, judge/NNNNNN.npy = fraction "
                       "of judges preferring p1 (stimulus_b), judge_n/NNNNNN.npy = number of judgments",
+            "include_simulated": include_simulated,
             "qc": {
                 "rules": rules,
                 "exclude_flagged": exclude_flagged,
@@ -343,6 +351,7 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
                 "participants": len(qc),
                 "participants_flagged": sum(p.flagged for p in qc.values()),
                 "participants_excluded": len(excluded),
+                "participants_simulated": len(simulated),
             },
             "files": dict(sorted(w.sha256.items())),
         }
@@ -350,14 +359,15 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
     return manifest
 
 
-def export_zip(experiment, exclude_flagged: bool = False):
+def export_zip(experiment, exclude_flagged: bool = False, include_simulated: bool = False):
     """Build the export in a temp dir and zip it into an anonymous temp file; returns it rewound.
 
     The caller owns (and closes) the returned binary file; the temp dir is removed before returning.
     """
     zf = tempfile.TemporaryFile(suffix=".zip")
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
-        export_experiment(experiment, tmp, exclude_flagged=exclude_flagged)
+        export_experiment(experiment, tmp, exclude_flagged=exclude_flagged,
+                          include_simulated=include_simulated)
         root = Path(tmp)
         with zipfile.ZipFile(zf, "w", compression=zipfile.ZIP_DEFLATED) as z:
             for path in sorted(root.rglob("*")):

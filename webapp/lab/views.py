@@ -9,6 +9,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.views.decorators.http import require_GET, require_POST
 
+from webapp.crowd.simulated import SIMULATED
 from webapp.lab import analysis, plots
 from webapp.lab.access import experiment_for, experiments_for, parse_flag
 from webapp.lab.export import ExportError, export_zip
@@ -53,12 +54,17 @@ def index(request):
 @require_GET
 def experiment_detail(request, slug: str):
     exp = experiment_for(request.user, slug)
-    qc = list(compute_qc(exp).values())
+    everyone = list(compute_qc(exp).values())
+    qc = [p for p in everyone if p.platform != SIMULATED]
+    simulated = [p for p in everyone if p.platform == SIMULATED]
     context = {
         "exp": exp,
         "progress": analysis.progress(exp),
         "qc": qc,
         "qc_flagged": sum(p.flagged for p in qc),
+        "simulated": simulated,
+        "simulated_flagged": sum(p.flagged for p in simulated),
+        "simulated_judgments": sum(p.judgments for p in simulated),
         "rules": qc_rules(exp),
         "win_rates": analysis.win_rates(exp),
         "scale": analysis.quality_scale(exp)["per_setting"],
@@ -113,11 +119,11 @@ def set_status(request, slug: str):
     return redirect("lab:experiment", slug=exp.slug)
 
 
-def zip_response(exp, exclude_flagged: bool) -> HttpResponse:
+def zip_response(exp, exclude_flagged: bool, include_simulated: bool = False) -> HttpResponse:
     """Stream a freshly built export zip (temp file, deleted when the response is closed)."""
-    suffix = "-excl" if exclude_flagged else ""
+    suffix = ("-excl" if exclude_flagged else "") + ("-sim" if include_simulated else "")
     try:
-        zf = export_zip(exp, exclude_flagged=exclude_flagged)
+        zf = export_zip(exp, exclude_flagged=exclude_flagged, include_simulated=include_simulated)
     except ExportError as e:
         return HttpResponse(f"export failed: {e}\n", status=500, content_type="text/plain")
     return FileResponse(zf, as_attachment=True,
@@ -128,8 +134,10 @@ def zip_response(exp, exclude_flagged: bool) -> HttpResponse:
 @require_GET
 def export(request, slug: str):
     exp = experiment_for(request.user, slug)
-    try:
-        exclude = parse_flag(request.GET.get("exclude_flagged"))
-    except ValueError as exc:
-        return HttpResponseBadRequest(f"exclude_flagged: {exc}\n", content_type="text/plain")
-    return zip_response(exp, exclude)
+    flags = {}
+    for name in ("exclude_flagged", "include_simulated"):
+        try:
+            flags[name] = parse_flag(request.GET.get(name))
+        except ValueError as exc:
+            return HttpResponseBadRequest(f"{name}: {exc}\n", content_type="text/plain")
+    return zip_response(exp, **flags)

@@ -124,7 +124,9 @@ class ParticipantQC(LabAPIMixin, APIView):
 
 
 @extend_schema(
-    parameters=[OpenApiParameter("exclude_flagged", OpenApiTypes.BOOL, description="leave out QC-flagged")],
+    parameters=[OpenApiParameter("exclude_flagged", OpenApiTypes.BOOL, description="leave out QC-flagged"),
+                OpenApiParameter("include_simulated", OpenApiTypes.BOOL,
+                                 description="keep simulated participants (simulate_crowd)")],
     responses={(200, "application/zip"): OpenApiTypes.BINARY},
 )
 class ExportZip(LabAPIMixin, APIView):
@@ -134,8 +136,10 @@ class ExportZip(LabAPIMixin, APIView):
         from webapp.lab.views import zip_response
 
         exp = experiment_for(request.user, slug)
-        try:
-            exclude = parse_flag(request.query_params.get("exclude_flagged"))
-        except ValueError as exc:
-            raise ValidationError({"exclude_flagged": str(exc)}) from None
-        return zip_response(exp, exclude)
+        flags = {}
+        for name in ("exclude_flagged", "include_simulated"):
+            try:
+                flags[name] = parse_flag(request.query_params.get(name))
+            except ValueError as exc:
+                raise ValidationError({name: str(exc)}) from None
+        return zip_response(exp, **flags)

@@ -1,4 +1,5 @@
-"""``python manage.py export_dataset EXPERIMENT --out DIR [--exclude-flagged] [--force]``."""
+"""``python manage.py export_dataset EXPERIMENT --out DIR [--exclude-flagged] [--include-simulated]
+[--force]``."""
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -16,6 +17,8 @@ class Command(BaseCommand):
         parser.add_argument("--out", required=True, help="output directory (created if missing)")
         parser.add_argument("--exclude-flagged", action="store_true",
                             help="leave out participants flagged by QC (judge fractions and log)")
+        parser.add_argument("--include-simulated", action="store_true",
+                            help="keep simulated participants (simulate_crowd; left out by default)")
         parser.add_argument("--force", action="store_true", help="write into a non-empty directory")
 
     def handle(self, *args, **opts):
@@ -27,7 +30,8 @@ class Command(BaseCommand):
             raise CommandError(f"unknown experiment {opts['experiment']!r}") from None
         try:
             m = export_experiment(exp, opts["out"], exclude_flagged=opts["exclude_flagged"],
-                                  force=opts["force"], progress=opts["verbosity"] >= 1)
+                                  force=opts["force"], progress=opts["verbosity"] >= 1,
+                                  include_simulated=opts["include_simulated"])
         except ExportError as e:
             raise CommandError(str(e)) from None
         c = m["counts"]
