@@ -32,8 +32,10 @@ from webapp.crowd.judging import created_body, insert_new, stored_answer, token_
 from webapp.crowd.models import Assignment, AssignmentItem, Judgment, Participant
 from webapp.crowd.ratelimit import over_limit
 from webapp.experiments.models import Experiment
+from webapp.stimuli.served import served_path
 
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
+IMAGE_CACHE_CONTROL = "private, max-age=86400, no-transform"
 
 
 def _message(request: HttpRequest, title: str, text: str, status: int) -> HttpResponse:
@@ -291,7 +293,8 @@ def state(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
 
 @require_GET
 def image(request: HttpRequest, token: uuid.UUID, position: int, side: str) -> FileResponse:
-    """The PNG for one side of one item (or its reference), by opaque per-assignment position."""
+    """The PNG for one side of one item (or its reference), by opaque per-assignment position, as its
+    uncompressed copy (``stimuli/served.py``)."""
     a = _assignment(token)
     item = get_object_or_404(
         AssignmentItem.objects.select_related("trial__stimulus_a", "trial__stimulus_b", "trial__reference"),
@@ -306,9 +309,11 @@ def image(request: HttpRequest, token: uuid.UUID, position: int, side: str) -> F
         f = item.trial.reference.file
     else:
         raise Http404("no such image")
-    # an explicit neutral file name: the stored one is the stimulus' public id or the reference's sha256
-    resp = FileResponse(f.open("rb"), content_type="image/png", filename=f"{position}-{side}.png")
-    resp["Cache-Control"] = "private, max-age=86400"
+    # The uncompressed copy, whose length tells nothing about codec or quality, and the same headers for
+    # all three images of a trial: a neutral file name (the copy's is a per-stimulus hash), no ETag or
+    # Last-Modified, and no-transform so that no proxy compresses it back into a telling size.
+    resp = FileResponse(served_path(f).open("rb"), content_type="image/png", filename=f"{position}.png")
+    resp["Cache-Control"] = IMAGE_CACHE_CONTROL
     return resp
 
 

@@ -13,12 +13,13 @@ import torch
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
-from PIL import Image, ImageCms
+from PIL import Image
 
 from learning.codecs.base import get_codec
 from learning.codecs.spec import Setting, encode_setting
 from learning.metrics import get_metric
 from webapp.stimuli.models import ReferenceImage, Stimulus
+from webapp.stimuli.served import to_plain_srgb
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024  # when settings.STIMULI_MAX_IMAGE_BYTES is not set
@@ -44,25 +45,6 @@ def split_for(sha256: str, seed: int, val_fraction: float, test_fraction: float)
     if h < test_fraction + val_fraction:
         return "val"
     return "train"
-
-
-def to_plain_srgb(im: Image.Image) -> Image.Image:
-    """RGB pixels in sRGB with no metadata: an embedded ICC profile is applied, then dropped.
-
-    Every PNG shown to participants must look the same on the wire whatever made it: a profile (the JXL
-    decoder attaches one, cameras do too) would both change how browsers render that one image and tell
-    a participant which codec produced it. Raises ``ImageCms.PyCMSError`` for a broken profile.
-    """
-    icc = im.info.get("icc_profile")
-    if icc:
-        src = im if im.mode in ("RGB", "CMYK", "L") else im.convert("RGB")  # modes a profile describes
-        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        rgb = ImageCms.profileToProfile(src, profile, ImageCms.createProfile("sRGB"), outputMode="RGB")
-    else:
-        rgb = im.convert("RGB")
-    plain = Image.new("RGB", rgb.size)
-    plain.paste(rgb)
-    return plain
 
 
 def max_image_bytes() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from datetime import timedelta
@@ -9,6 +10,7 @@ from datetime import timedelta
 import pytest
 from django.core.cache import cache
 from django.utils import timezone
+from PIL import Image
 
 from tests.web.conftest import enter
 
@@ -190,17 +192,22 @@ def test_state_reveals_nothing_about_codecs(client, live_experiment):
     assert all("correct" not in i for i in data["items"] if not i["practice"])
 
 
+def _pixels(png: bytes) -> bytes:
+    with Image.open(io.BytesIO(png)) as im:
+        return im.convert("RGB").tobytes()
+
+
 def test_images_match_recorded_sides(client, live_experiment):
     a = enter(client, live_experiment)
     item = a.items.select_related("trial__stimulus_a", "trial__stimulus_b", "trial__reference").get(
         position=1
     )
-    left = b"".join(client.get(f"/a/{a.token}/img/1/left").streaming_content)
-    ref = b"".join(client.get(f"/a/{a.token}/img/1/ref").streaming_content)
-    with item.left_stimulus().decoded.open("rb") as f:
-        assert left == f.read()
-    with item.trial.reference.file.open("rb") as f:
-        assert ref == f.read()
+    # served uncompressed (tests/web/security/test_stimulus_bytes.py): the same pixels as the stored files
+    for side, stored in (("left", item.left_stimulus().decoded), ("right", item.right_stimulus().decoded),
+                         ("ref", item.trial.reference.file)):
+        served = b"".join(client.get(f"/a/{a.token}/img/1/{side}").streaming_content)
+        with stored.open("rb") as f:
+            assert _pixels(served) == _pixels(f.read()), side
     assert client.get(f"/a/{a.token}/img/1/top").status_code == 404
     assert client.get(f"/a/{a.token}/img/999/left").status_code == 404
     assert client.get(f"/a/{uuid.uuid4()}/img/1/left").status_code == 404

@@ -9,6 +9,7 @@ from webapp.experiments.models import Experiment
 from webapp.experiments.trials import build_trials
 from webapp.stimuli.ingest import make_stimulus, original_stimulus
 from webapp.stimuli.models import ReferenceImage
+from webapp.stimuli.served import write_served_copies
 
 
 class Command(BaseCommand):
@@ -59,6 +60,7 @@ class Command(BaseCommand):
                         raise CommandError(f"{ref.original_name} {s.label()}: {exc}") from exc
                     made += created
                     bar.update(1)
+        write_served_copies(refs)  # what participants receive (uncompressed), ready before the first one
         exp.codec_settings = sorted(set(exp.codec_settings) | set(specs))
         exp.save(update_fields=["codec_settings"])
         try:
