@@ -48,7 +48,7 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
         a = np.repeat(a[:, :, None], 3, axis=2)
     if a.ndim != 3 or a.shape[2] not in (3, 4):
         raise LearningError(f"expected H×W×3 pixels, got shape {a.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(a[:, :, :3])).permute(2, 0, 1).float().div_(255.0)
+    t = torch.from_numpy(np.array(a[:, :, :3], dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
     return t.unsqueeze(0)
 
 

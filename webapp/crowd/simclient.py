@@ -126,6 +126,8 @@ class SimulatedParticipant:
         self.b = behaviour or Behaviour()
         self.http = requests.Session()
         self.http.headers["User-Agent"] = USER_AGENT
+        if urlsplit(self.base).hostname in ("127.0.0.1", "localhost", "::1"):
+            self.http.trust_env = False  # no proxy look-ups in the environment on every request
         self.token = ""
         self.urls: dict[str, str] = {}
         self.on_scored: Callable[[], None] | None = None  # called once the first item is scored
