@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.core.signing import BadSignature, Signer
 from django.db import connection, transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -76,10 +77,32 @@ def _platform_ids(request: HttpRequest, exp: Experiment) -> dict | None:
             "hit_id": src.get("hitId", "")[:200],
             "turk_submit_to": src.get("turkSubmitTo", "")[:500],
         }
-    key = f"crowd_pid_{exp.slug}"
-    if key not in request.session:
-        request.session[key] = get_random_string(24)
-    return {"platform_id": request.session[key]}
+    return {"platform_id": _open_link_id(request, exp)}
+
+
+class BadEntryForm(ValueError):
+    """A consent POST whose entry id was not issued by this site for this study."""
+
+
+def _entry_signer(exp: Experiment) -> Signer:
+    return Signer(salt=f"crowd.entry:{exp.slug}")
+
+
+def _open_link_id(request: HttpRequest, exp: Experiment) -> str | None:
+    """The open link's participant id: the one this session consented with; else, on the consent POST,
+    the one its form was issued with (a double submit or a retry of that form is the same participant),
+    or a new one. Before consent the session holds none, so a session id planted then carries nothing;
+    the form's id is only in the page the participant was sent. BadEntryForm if it was tampered with."""
+    bound = request.session.get(f"crowd_pid_{exp.slug}")
+    if bound or request.method != "POST":
+        return bound
+    issued = request.POST.get("entry")
+    if issued is None:
+        return get_random_string(24)
+    try:
+        return _entry_signer(exp).unsign(issued)
+    except BadSignature:
+        raise BadEntryForm("the consent form is not valid") from None
 
 
 def _is_mturk_preview(request: HttpRequest, exp: Experiment) -> bool:
@@ -110,6 +133,8 @@ def _existing(exp: Experiment, ids: dict, pid: int | None = None) -> Assignment 
     completed one, if any."""
     # two lookups by unique/foreign-key indexes rather than one join: the join's plan went quadratic on a
     # freshly launched study (statistics of near-empty tables), 30 ms per entry at 300 participants
+    if pid is None and not ids["platform_id"]:  # an open link before consent
+        return None
     if pid is None:
         same = {"experiment": exp, "platform": exp.platform, "platform_id": ids["platform_id"][:200]}
         pid = Participant.objects.filter(**same).values_list("pk", flat=True).first()
@@ -144,7 +169,11 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
     if any("\x00" in v for _, values in src.lists() for v in values):  # no database column can hold NUL
         return _message(request, "Invalid study link", "The link contains a character that is not allowed.",
                         400)
-    ids = _platform_ids(request, exp)
+    try:
+        ids = _platform_ids(request, exp)
+    except BadEntryForm:
+        return _message(request, "Invalid consent form",
+                        "This consent form is not valid. Please open the study link again.", 400)
     if ids is None:
         need = {"prolific": "PROLIFIC_PID", "mturk": "workerId, assignmentId or a valid turkSubmitTo"}[
             exp.platform
@@ -165,12 +194,17 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
             if k
             in {"PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "workerId", "assignmentId", "hitId", "turkSubmitTo"}
         }
+        if exp.platform == "open":  # the identity this form will start (see _open_link_id)
+            hidden["entry"] = _entry_signer(exp).sign(get_random_string(24))
         return render(request, "crowd/consent.html", {"exp": exp, "hidden": hidden})
     if request.POST.get("consent") != "yes":
         return _message(request, "Consent required", "You can only take part after giving consent.", 400)
-    # Consent starts an identity (the open link's id lives in the session): never under a key someone
-    # else may have planted in this browser before, since they could then follow it to the assignment.
+    # Consent starts an identity (from here on, the open link's id lives in the session): never under a key
+    # someone else may have planted in this browser before, since they could then follow it to the
+    # assignment.
     request.session.cycle_key()
+    if exp.platform == "open":
+        request.session[f"crowd_pid_{exp.slug}"] = ids["platform_id"]
     participant, _ = Participant.objects.get_or_create(
         experiment=exp,
         platform=exp.platform,

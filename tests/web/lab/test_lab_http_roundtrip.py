@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 from django.test import Client
+from PIL import Image
 from rest_framework.authtoken.models import Token
 
 pytestmark = pytest.mark.django_db
@@ -27,9 +28,15 @@ def _bytes(resp) -> bytes:
     return b"".join(resp.streaming_content) if resp.streaming else resp.content
 
 
+def _pixels_digest(png: bytes) -> str:
+    """sha256 of the decoded pixels: the served copies are re-encoded (uncompressed), the pixels the same."""
+    with Image.open(io.BytesIO(png)) as im:
+        return hashlib.sha256(im.convert("RGB").tobytes()).hexdigest()
+
+
 def _digest(f) -> str:
     with f.open("rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()
+        return _pixels_digest(fh.read())
 
 
 def _work(exp, workers: int, prolific: bool) -> tuple[dict[int, list[int]], int]:
@@ -52,8 +59,8 @@ def _work(exp, workers: int, prolific: bool) -> tuple[dict[int, list[int]], int]
         hdr = {"X-Assignment-Token": token}
         for item in state["items"]:
             pos = item["position"]
-            left = by_digest[hashlib.sha256(_bytes(c.get(item["left"]))).hexdigest()]
-            right = by_digest[hashlib.sha256(_bytes(c.get(item["right"]))).hexdigest()]
+            left = by_digest[_pixels_digest(_bytes(c.get(item["left"])))]
+            right = by_digest[_pixels_digest(_bytes(c.get(item["right"])))]
             # the worker's rule: prefer the higher-quality picture, except worker 0 who always picks left
             if k == 0:
                 pick = left

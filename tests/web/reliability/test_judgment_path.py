@@ -162,13 +162,15 @@ def test_concurrent_consent_posts_give_one_assignment(live_server, transactional
     exp = experiment_factory()  # 6 normal trials, 4 per assignment: a second assignment would be possible
     url = f"{live_server.url}/p/{exp.slug}/"
     s = requests.Session()
-    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', s.get(url, timeout=30).text).group(1)
+    page = s.get(url, timeout=30).text
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    entry = re.search(r'name="entry" value="([^"]+)"', page).group(1)  # the identity this form starts
     barrier = threading.Barrier(8)
 
     def post(_):
         barrier.wait()
-        r = requests.post(url, data={"consent": "yes", "csrfmiddlewaretoken": csrf}, cookies=s.cookies,
-                          allow_redirects=False, timeout=30)
+        r = requests.post(url, data={"consent": "yes", "csrfmiddlewaretoken": csrf, "entry": entry},
+                          cookies=s.cookies, allow_redirects=False, timeout=30)
         return r.status_code, r.headers.get("Location")
 
     with ThreadPoolExecutor(8) as pool:

@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import timedelta
+from importlib import import_module
 
 import pytest
 from django.contrib.sessions.models import Session
@@ -27,28 +29,82 @@ def _session_key(client: Client, settings) -> str | None:
     return morsel.value if morsel is not None and morsel.value else None
 
 
-def test_consent_rotates_a_planted_session(live_experiment, settings):
-    slug = live_experiment.slug
-    attacker = Client()
-    assert attacker.get(f"/p/{slug}/").status_code == 200  # consent page: a session with an open-link id
-    planted = _session_key(attacker, settings)
-    assert planted and Session.objects.filter(session_key=planted).exists()
+def _consent_form(client: Client, exp) -> dict:
+    """The consent page's hidden fields, as a browser would post them with its consent."""
+    r = client.get(f"/p/{exp.slug}/")
+    assert r.status_code == 200, r.status_code
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', r.content.decode()))
+    return {**fields, "consent": "yes"}
 
-    victim = Client()
-    victim.cookies[settings.SESSION_COOKIE_NAME] = planted  # e.g. set through a sibling subdomain
-    a = enter(victim, live_experiment)
+
+def _consent(client: Client, exp, form: dict) -> str:
+    r = client.post(f"/p/{exp.slug}/", form)
+    assert r.status_code == 302, r.content[:300]
+    return r["Location"]
+
+
+def _planted_session() -> str:
+    """A real session id known to an attacker (any page that stores a session would hand out one)."""
+    from django.conf import settings
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    store["seen"] = True
+    store.create()
+    return store.session_key
+
+
+def test_consent_rotates_a_planted_session(live_experiment, settings):
+    from webapp.crowd.models import Assignment
+
+    planted = _planted_session()
+    attacker, victim = Client(), Client()
+    for c in (attacker, victim):  # e.g. set in the victim's browser through a sibling subdomain
+        c.cookies[settings.SESSION_COOKIE_NAME] = planted
+    attackers_form = _consent_form(attacker, live_experiment)  # taken before the victim consents
+
+    victims_form = _consent_form(victim, live_experiment)
+    location = _consent(victim, live_experiment, victims_form)
+    a = Assignment.objects.get(token=location.strip("/").split("/")[-1])
     rotated = _session_key(victim, settings)
     assert rotated and rotated != planted
     assert not Session.objects.filter(session_key=planted).exists()
 
-    # the planted id no longer reaches the victim's assignment: the attacker is a new visitor
-    r = attacker.get(f"/p/{slug}/")
+    # the planted id no longer reaches the victim's assignment: the attacker is a new visitor ...
+    r = attacker.get(f"/p/{live_experiment.slug}/")
     assert r.status_code == 200 and str(a.token) not in r.content.decode() + r.get("Location", "")
-    theirs = enter(attacker, live_experiment)
-    assert theirs.token != a.token and theirs.participant_id != a.participant_id
+    # ... and consenting with the form taken earlier starts another participant
+    theirs = _consent(attacker, live_experiment, attackers_form)
+    assert theirs != location
+    assert Assignment.objects.exclude(pk=a.pk).get().participant_id != a.participant_id
     # the victim's new session still resumes the victim's own assignment, under the same key
-    assert victim.get(f"/p/{slug}/")["Location"] == f"/a/{a.token}/"
+    assert victim.get(f"/p/{live_experiment.slug}/")["Location"] == location
     assert _session_key(victim, settings) == rotated
+    assert victims_form["entry"] != attackers_form["entry"]  # every consent page starts its own identity
+
+
+def test_a_resent_consent_form_finds_the_first_assignment(live_experiment, settings):
+    """A double submit, or a retry sent with the cookies from before the first answer arrived: one
+    participant, one assignment. A tampered form starts nothing."""
+    from webapp.crowd.models import Assignment, Participant
+
+    first = Client()
+    form = _consent_form(first, live_experiment)
+    before = {k: m.value for k, m in first.cookies.items()}
+    location = _consent(first, live_experiment, form)
+    retry = Client()
+    for name, value in before.items():  # the retry carries the pre-consent cookies (no session key)
+        retry.cookies[name] = value
+    assert _consent(retry, live_experiment, form) == location
+    assert _session_key(retry, settings) != _session_key(first, settings)
+    assert Assignment.objects.count() == 1 and Participant.objects.count() == 1
+    # a form from another consent page (another browser) is another participant
+    assert _consent(Client(), live_experiment, _consent_form(Client(), live_experiment)) != location
+    forged = {**form, "entry": form["entry"][:-1] + ("A" if form["entry"][-1] != "A" else "B")}
+    for bad in (forged, {**form, "entry": "some-participant-id"}, {**form, "entry": ""}):
+        r = probe("entry.form", bad["entry"][:40], Client(raise_request_exception=False).post,
+                  f"/p/{live_experiment.slug}/", bad, expect={400})
+        assert b"consent form is not valid" in r.body
+    assert_clean("entry.form", 3)
 
 
 def test_every_new_identity_gets_a_new_session_key(client, experiment_factory, settings):
