@@ -3,6 +3,10 @@
 Writes the bitstream at OUT and its decoded PNG at OUT.png (or --decoded), prints the achieved bpp.
 ``--decode`` reads a bitstream IN instead and writes its decoded PNG at OUT. Bad input (unknown codec,
 impossible bpp, unreadable image, corrupt bitstream) is a one-line error and nothing is written.
+
+``--device`` (explicit cpu | cuda | cuda:N | mps) runs a ``ckpt:`` model's transforms there; ``auto`` (the
+default) keeps them on the CPU, and the entropy coder always runs there. Decode a learned bitstream on
+the device it was encoded on: across devices the result is not guaranteed bit-exact (floating point).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import os
 from pathlib import Path
 
+from learning.device import add_device_argument
 from learning.errors import LearningError
 
 
@@ -27,6 +32,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--decoded", help="where to write the decoded PNG (default OUT.png)")
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -53,9 +59,12 @@ def read_image(path: str):
 
 def run(args: argparse.Namespace) -> int:
     from learning.codecs.base import get_codec
+    from learning.codecs.learned import coding_device
     from learning.codecs.ratecontrol import encode_at_bpp
+    from learning.device import resolve_device
 
-    codec = get_codec(args.codec)
+    resolve_device(args.device)  # an unknown or absent device is refused for every codec
+    codec = get_codec(args.codec, device=coding_device(args.device))
     out = Path(args.output)
     if not out.parent.is_dir():
         raise LearningError(f"output directory {str(out.parent)!r} does not exist")

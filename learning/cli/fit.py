@@ -8,6 +8,9 @@ the backbone.
 ``--tune`` then fine-tunes the backbone end to end with the weights and head (the LPIPS "tune" variant,
 ``learning.fitting.tune``), keeping the epoch with the best val 2AFC; the weight file then carries the
 tuned backbone.
+
+``--device`` (auto | cpu | cuda | cuda:N | mps) runs the backbone, the weight fit and ``--tune`` there;
+the weight file holds CPU tensors whatever the device.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
+
+from learning.device import add_device_argument
 
 
 def add_parser(subparsers) -> None:
@@ -39,6 +44,7 @@ def add_parser(subparsers) -> None:
                    help="after the linear fit, fine-tune the backbone with weights and head (LPIPS 'tune')")
     p.add_argument("--tune-epochs", type=int, help="max tuning epochs (default 3; needs --tune)")
     p.add_argument("--tune-lr", type=float, help="Adam learning rate for tuning (default 1e-5; needs --tune)")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -107,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from learning.data.bapps import load_2afc
+    from learning.device import resolve_device
     from learning.dpl.backbones import parse_backbone_spec
     from learning.dpl.model import DPL
     from learning.dpl.weightfile import save_weights
@@ -115,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from learning.fitting.fit import fit_weights, holdout, split_weights
 
     t_start = time.perf_counter()
+    device = resolve_device(args.device)
     keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
     train_sets = load_2afc(args.data)  # validates the layout before any heavy work
     val_sets = load_2afc(args.val) if args.val else None
     train = [t for s in train_sets for t in s.triplets]
-    model = DPL(args.net, weights=None, backbone=backbone, seed=seed)
-    log(f"backbone {model.backbone.source} ({args.net}), {len(train)} training triplets")
+    model = DPL(args.net, weights=None, backbone=backbone, seed=seed).to(device)
+    log(f"backbone {model.backbone.source} ({args.net}) on {device}, {len(train)} training triplets")
 
     def vectors(triplets, desc):
         m0, m1, n_new = fcache.channel_vectors(model, triplets, cache_dir, patch, args.seed,
@@ -156,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         m0, m1, h = m0[tr_idx], m1[tr_idx], h[tr_idx]
     t_feat = time.perf_counter()
     res = fit_weights(m0, m1, h, v0, v1, vh, max_rounds=args.rounds, patience=args.patience,
-                      log=None if args.quiet else log)
+                      log=None if args.quiet else log, device=device)
     t_fit = time.perf_counter()
     from learning import twoafc
 

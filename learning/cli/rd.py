@@ -13,6 +13,9 @@ Writes into --out: ``rd.csv`` (image, codec, checkpoint, target and achieved bpp
 cover, which the tables also give; MS-SSIM/SSIM in dB, lower-is-better metrics negated).
 ``--from-csv A.csv B.csv`` rebuilds plots and tables from earlier runs without encoding (later files
 replace earlier rows of the same image, codec and target or checkpoint).
+
+``--device`` runs the deep metrics (``dpl:FILE``, ``lpips-*``) there, and the checkpoints' transforms when
+named explicitly (``auto`` keeps ``ckpt:`` coding on the CPU; the entropy coder always runs there).
 """
 
 from __future__ import annotations
@@ -20,8 +23,13 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from learning.device import add_device_argument
 from learning.errors import LearningError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def add_parser(subparsers) -> None:
@@ -42,10 +50,21 @@ def add_parser(subparsers) -> None:
     p.add_argument("--from-csv", nargs="+", metavar="CSV", help="re-plot earlier rd.csv files, no encoding")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, help="output directory")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from learning.codecs.learned import coding_device
+    from learning.device import resolve_device
+    from learning.metrics.registry import using_device
+
+    device = resolve_device(args.device)  # an unknown or absent device fails before anything is written
+    with using_device(device):
+        return _rd(args, coding_device(args.device))
+
+
+def _rd(args: argparse.Namespace, codec_device: torch.device) -> int:
     from learning.metrics import get_metric
     from learning.rd.evaluate import resolve_curves, run_rd
     from learning.rd.report import read_csv, write_report
@@ -68,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
             raise LearningError(f"--bpp must be a comma list of numbers, got {args.bpp!r}") from exc
         if not codecs or not metrics or not bpps or any(not (b > 0 and math.isfinite(b)) for b in bpps):
             raise LearningError("--codecs, --metrics and positive --bpp targets are required")
-        curves = resolve_curves(codecs)  # names, availability, checkpoints: all checked before any work
+        # names, availability, checkpoints: all checked before any work
+        curves = resolve_curves(codecs, codec_device)
         higher = {m: get_metric(m).higher_is_better for m in metrics}
         images = list_images(args.images)
         if args.limit is not None:

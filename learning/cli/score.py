@@ -2,7 +2,8 @@
 
 For each set and metric: the 2AFC score ``(d0<d1)(1−h) + (d1<d0)h + ½·tie`` averaged over triplets, a
 percentile bootstrap 95% interval (resampling triplets), and the human ceiling where judge counts exist
-(see ``learning.twoafc``). ``--plot`` draws bars with the intervals (PNG and SVG).
+(see ``learning.twoafc``). ``--plot`` draws bars with the intervals (PNG and SVG). ``--device`` runs the
+deep metrics (``lpips-*``, ``dpl:FILE``) there; classical metrics run on the CPU.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from learning.device import add_device_argument
 
 
 def add_parser(subparsers) -> None:
@@ -24,6 +27,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--patch", default="full", help="'full' or a random square crop size (seeded)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -99,6 +103,15 @@ def plot(results: list[dict], path: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from learning.device import resolve_device
+    from learning.metrics.registry import using_device
+
+    device = resolve_device(args.device)  # an unknown or absent device fails before any work
+    with using_device(device):
+        return _score(args)
+
+
+def _score(args: argparse.Namespace) -> int:
     import numpy as np
 
     from learning import twoafc

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from learning.errors import LearningError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def bits_per_pixel(data: bytes, size: tuple[int, int]) -> float:
@@ -86,16 +90,18 @@ def registered_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_codec(name: str, require_available: bool = True) -> Codec:
+def get_codec(name: str, require_available: bool = True,
+              device: str | torch.device | None = None) -> Codec:
     """Return the codec registered under ``name``; a clear error when unknown or unavailable.
 
-    ``ckpt:PATH`` names a learned codec checkpoint made by ``train-codec``.
+    ``ckpt:PATH`` names a learned codec checkpoint made by ``train-codec``; ``device`` (a ``--device`` word
+    or torch.device; None/``auto``: the CPU) is where its transforms run. Classical codecs ignore it.
     """
     _load_builtin()
     if name.startswith("ckpt:"):
         from learning.codecs.learned import LearnedCodec
 
-        return LearnedCodec.from_checkpoint(name[len("ckpt:"):])
+        return LearnedCodec.from_checkpoint(name[len("ckpt:"):], device)
     if name not in _REGISTRY:
         raise LearningError(f"unknown codec {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     codec = _REGISTRY[name]()

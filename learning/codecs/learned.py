@@ -8,6 +8,13 @@ Bitstream layout:
 
     b"LRN1" | width u16 | height u16 | latent h u16 | latent w u16 | n groups u8 |
     per group: n strings u8, per string: length u32 + bytes
+
+Device: the analysis/synthesis transforms (and the hyperprior's scale prediction) run on the codec's
+device, CPU unless asked otherwise (``from_checkpoint(path, device)``, ``--device`` of ``encode``/``rd``;
+``auto`` means the CPU here); the entropy coding (CompressAI's rANS) always runs on the CPU. Decoding on
+a different device than encoding is NOT guaranteed bit-exact for learned codecs: floating point differs
+between devices, and a hyperprior's scales pick the entropy tables, so a bitstream may even fail to decode.
+Encode and decode on the same device (the CPU by default).
 """
 
 from __future__ import annotations
@@ -98,6 +105,20 @@ def unpack(data: bytes) -> tuple[list[list[bytes]], tuple[int, int], tuple[int, 
     return strings, (sh, sw), (w, h)
 
 
+def coding_device(spec: str | torch.device | None) -> torch.device:
+    """The device ``ckpt:`` transforms run on for a ``--device`` word: ``auto`` (or None) → the CPU (so
+    bitstreams decode the same everywhere by default), else :func:`learning.device.resolve_device`."""
+    from learning.device import resolve_device
+
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "auto"):
+        return torch.device("cpu")
+    return resolve_device(spec)
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters(), torch.empty(0)).device
+
+
 def to_tensor(image: Image.Image) -> torch.Tensor:
     arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
@@ -110,7 +131,9 @@ def to_image(x: torch.Tensor) -> Image.Image:
 
 @torch.no_grad()
 def compress_tensor(model: torch.nn.Module, x: torch.Tensor, multiple: int) -> bytes:
-    """1×3×H×W in [0,1] → bitstream (replicate-padded to a multiple of the model's stride)."""
+    """1×3×H×W in [0,1] → bitstream (replicate-padded to a multiple of the model's stride); the transforms
+    run on the model's device, the entropy coder on the CPU."""
+    x = x.to(_device_of(model))
     _, _, h, w = x.shape
     ph, pw = (-h) % multiple, (-w) % multiple
     xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
@@ -122,17 +145,19 @@ def compress_tensor(model: torch.nn.Module, x: torch.Tensor, multiple: int) -> b
 
 @torch.no_grad()
 def decompress_bytes(model: torch.nn.Module, data: bytes) -> torch.Tensor:
+    """Bitstream → 1×3×H×W CPU tensor in [0,1] (synthesis on the model's device)."""
     strings, shape, (w, h) = unpack(data)
     try:
         out = model.decompress(strings, list(shape))
     except Exception as exc:
         raise LearningError(f"learned: bitstream does not decode with this model ({exc})") from exc
-    return out["x_hat"][..., :h, :w].clamp(0, 1)
+    return out["x_hat"][..., :h, :w].clamp(0, 1).cpu()
 
 
 @register("learned")
 class LearnedCodec(Codec):
-    """A trained CompressAI model; quality-less (one rate point per checkpoint)."""
+    """A trained CompressAI model; quality-less (one rate point per checkpoint). Its transforms run on
+    ``device`` (see the module docstring: decode on the device you encoded on)."""
 
     name = "learned"
     quality_range = (0, 0)
@@ -144,14 +169,18 @@ class LearnedCodec(Codec):
     ):
         self.model, self.arch, self.path = model, arch, path
         self.config = dict(config or {})  # the training config stored in the checkpoint (loss, λ, ...)
+        self.device = _device_of(model) if model is not None else torch.device("cpu")
         if path:
             self.name = f"ckpt:{path}"
 
     @classmethod
-    def from_checkpoint(cls, path: str) -> LearnedCodec:
+    def from_checkpoint(cls, path: str, device: str | torch.device | None = None) -> LearnedCodec:
+        """Load a train-codec checkpoint; its transforms run on ``device`` (:func:`coding_device`: CPU
+        for None or ``auto``)."""
         from learning.training.checkpoint import load
         from learning.training.models import build_model
 
+        device = coding_device(device)
         if not Path(path).is_file():
             if "+" in path or _GLOB_CHARS & set(path):
                 raise LearningError(
@@ -164,7 +193,14 @@ class LearnedCodec(Codec):
         model.load_state_dict(blob["model"])
         model.update(force=True)
         model.eval()
-        return cls(model, blob["arch"], path, blob.get("config"))
+        return cls(model.to(device), blob["arch"], path, blob.get("config"))
+
+    def to(self, device: str | torch.device) -> LearnedCodec:
+        """Move the transforms to ``device`` (:func:`coding_device`); returns self."""
+        self.device = coding_device(device)
+        if self.model is not None:
+            self.model.to(self.device)
+        return self
 
     def curve_label(self) -> str:
         """``learned:<arch>/<loss>[+saliency]``: what checkpoints must share to lie on one R–D curve."""

@@ -56,6 +56,9 @@ class DPL(nn.Module):
     ``backbone`` and ``seed`` are then ignored (nothing is fetched or drawn), ``backbone.tuned`` is True and
     ``backbone.sha256()`` is the tuned weights' hash, so feature caches keyed on it never mix tuned and
     untuned features.
+
+    Every tensor it uses is a parameter or buffer of its own (or made from its input), so ``.to(device)``
+    and ``.double()`` move all of it like any ``nn.Module``; feed inputs on :attr:`device`.
     """
 
     def __init__(self, net: str = "alex", weights: str | Path | None = None,
@@ -124,6 +127,8 @@ class DPL(nn.Module):
         self.backbone = Backbone(self.net, base, state=data["backbone_state"])
         self.backbone.base_sha256 = meta.get("base_backbone_sha256")
         self.backbone.to(memory_format=torch.channels_last)
+        if hasattr(self, "in_mul"):  # replacing the backbone of a model already moved: follow it
+            self.backbone.to(self.in_mul.device, self.in_mul.dtype)
 
     def load_weight_source(self, weights: str | Path) -> None:
         """Load channel weights: "lpips" (the shipped lin weights) or a weight file; a file with a tuned
@@ -158,6 +163,11 @@ class DPL(nn.Module):
                 if (w < 0).any() or not torch.isfinite(w).all():
                     raise LearningError("DPL weights must be finite and nonnegative")
                 p.copy_(w)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's tensors are (inputs must be there too)."""
+        return self.in_mul.device
 
     def flat_weights(self) -> torch.Tensor:
         return torch.cat([w.detach() for w in self.weights])

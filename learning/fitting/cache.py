@@ -9,6 +9,10 @@ goes through the backbone once, not twenty times, and so does each distortion.
 
 Cache layout: ``CACHE/<net>-<backbone sha256[:20]>/pairs-<sha>.pt``, each shard a dict of tensors ``keys``
 (N×32 uint8 pair keys) and ``m`` (N×C float32). A refit computes only the pairs it has not seen.
+
+The backbone runs wherever ``model`` is (``model.to(device)``); the vectors come back to the CPU, so
+shards and results are CPU tensors whatever the device. Vectors computed on another device (or with
+TF32 convolutions on CUDA) differ from CPU ones in the last float digits only, so the key ignores it.
 """
 
 from __future__ import annotations
@@ -72,7 +76,8 @@ def channel_vectors(model: DPL, triplets: list[Triplet], cache_dir: Path | None 
                     desc: str = "features", progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
     """N×C tensors m0 = m(ref, p0), m1 = m(ref, p1) for ``triplets``; returns (m0, m1, n_computed), the
     last being the number of triplets with a vector not found in the cache. One backbone batch holds at
-    most ``3 × batch_size`` images."""
+    most ``3 × batch_size`` images. The backbone runs on ``model.device``; the results are CPU tensors."""
+    device = model.device
     folder = None
     if cache_dir is not None:
         folder = Path(cache_dir) / f"{model.net}-{model.backbone.sha256()[:20]}"
@@ -154,7 +159,8 @@ def channel_vectors(model: DPL, triplets: list[Triplet], cache_dir: Path | None 
                 # reference-major layout [ref, its images, next ref, ...] (see DPL.grouped_channel_distances)
                 batch = [imgs[k] for rk, ids in groups for k in [rk] + [pairs[n][2] for n in ids]]
                 with torch.inference_mode():
-                    m = model.grouped_channel_distances(to_tensor(batch), [1 + len(ids) for _, ids in groups])
+                    x = to_tensor(batch).to(device)
+                    m = model.grouped_channel_distances(x, [1 + len(ids) for _, ids in groups]).cpu()
                 ids = [n for _, part in groups for n in part]
                 vectors[torch.tensor(ids)] = m
                 new_ids.extend(ids)

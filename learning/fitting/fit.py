@@ -7,6 +7,9 @@ Model: w = softplus(θ) ≥ 0 (one per channel), d_i = m_i @ w, and
 which increases with d0 and decreases with d1 (monotone) and is antisymmetric in (p0, p1). The loss is
 the binary cross-entropy against the judge fractions. Full-batch L-BFGS (scipy), the validation loss checked
 every round of 10 iterations, early stopping on it (the best round's parameters are kept).
+
+``device``: where the loss and its gradient are evaluated (float64; on MPS, which has no float64, the CPU).
+scipy drives the optimiser on the CPU either way, and the results are CPU tensors.
 """
 
 from __future__ import annotations
@@ -49,27 +52,33 @@ def _inv_softplus(x: torch.Tensor) -> torch.Tensor:
 
 def fit_weights(m0: torch.Tensor, m1: torch.Tensor, h: torch.Tensor, v0: torch.Tensor, v1: torch.Tensor,
                 vh: torch.Tensor, max_rounds: int = 60, iters_per_round: int = 10, patience: int = 5,
-                init: torch.Tensor | None = None, log=None) -> FitResult:
-    """Fit on (m0, m1, h), early-stop on (v0, v1, vh). Tensors are N×C, N×C, N (float32)."""
+                init: torch.Tensor | None = None, log=None,
+                device: torch.device | str = "cpu") -> FitResult:
+    """Fit on (m0, m1, h), early-stop on (v0, v1, vh). Tensors are N×C, N×C, N (float32, any device);
+    the matrix products run on ``device``, the returned weights are on the CPU."""
     # scipy's L-BFGS rather than torch.optim.LBFGS: constructing any torch optimizer imports torch._dynamo,
     # seconds of start-up for a fit that itself takes a fraction of a second
     from scipy.optimize import minimize
 
+    dev = torch.device(device)
+    if dev.type == "mps":
+        dev = torch.device("cpu")
+    f64 = {"device": dev, "dtype": torch.float64}
     N, C = m0.shape
-    both = torch.empty(2 * N, C, dtype=torch.float64)  # one matrix: one matvec each way per evaluation
+    both = torch.empty(2 * N, C, **f64)  # one matrix: one matvec each way per evaluation
     both[:N], both[N:] = m0, m1
-    v0, v1 = v0.double(), v1.double()
-    h, vh = h.double(), vh.double()
-    base = torch.ones(C, dtype=torch.float64) if init is None else init.double().clamp_min(1e-6)
+    v0, v1 = v0.to(**f64), v1.to(**f64)
+    h, vh = h.to(**f64), vh.to(**f64)
+    base = torch.ones(C, **f64) if init is None else init.to(**f64).clamp_min(1e-6)
     spread = float((both[:N] @ base - both[N:] @ base).std()) or 1.0
-    x0 = torch.cat([_inv_softplus(base / spread), torch.tensor([-4.0], dtype=torch.float64)])  # θ, γ
+    x0 = torch.cat([_inv_softplus(base / spread), torch.tensor([-4.0], **f64)]).cpu()  # θ, γ
 
     def loss(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(_logit(a, b, F.softplus(x[:C]), F.softplus(x[C])), y)
 
     def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
         # loss and its gradient written out (no autograd graph; one matvec each way per evaluation)
-        t = torch.from_numpy(x)
+        t = torch.from_numpy(x).to(dev)
         w, c = F.softplus(t[:C]), F.softplus(t[C])
         d = both @ w
         d0, d1 = d[:N], d[N:]
@@ -80,10 +89,10 @@ def fit_weights(m0: torch.Tensor, m1: torch.Tensor, h: torch.Tensor, v0: torch.T
         dz = c * delta / (s * s)
         grad_w = both.T @ torch.cat([g * (1 + c / s - dz), g * (-1 - c / s - dz)])
         grad = torch.cat([grad_w * torch.sigmoid(t[:C]), (g * delta / s).sum().view(1) * torch.sigmoid(t[C])])
-        return float(value), grad.numpy()
+        return float(value), grad.cpu().numpy()
 
     def val_loss(x: np.ndarray) -> float:
-        return float(loss(torch.from_numpy(x), v0, v1, vh))
+        return float(loss(torch.from_numpy(x).to(dev), v0, v1, vh))
 
     best = [val_loss(x0.numpy()), x0.numpy().copy(), 0]
     history: list[tuple[int, float, float]] = []
@@ -123,8 +132,8 @@ def fit_weights(m0: torch.Tensor, m1: torch.Tensor, h: torch.Tensor, v0: torch.T
     xb = torch.from_numpy(best[1])
     w = F.softplus(xb[:C]).float()
     c = float(F.softplus(xb[C]))
-    tr = twoafc.score((m0.float() @ w).numpy(), (m1.float() @ w).numpy(), h.numpy())
-    va = twoafc.score((v0.float() @ w).numpy(), (v1.float() @ w).numpy(), vh.numpy())
+    tr = twoafc.score((m0.float().cpu() @ w).numpy(), (m1.float().cpu() @ w).numpy(), h.cpu().numpy())
+    va = twoafc.score((v0.float().cpu() @ w).numpy(), (v1.float().cpu() @ w).numpy(), vh.cpu().numpy())
     return FitResult(w, c, tr, va, best[0], best[2], history)
 
 

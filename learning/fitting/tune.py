@@ -11,6 +11,9 @@ with ``patch`` each triplet is cropped at the seeded place the fit's feature cac
 model's numbers here are the linear fit's. Val 2AFC is measured before tuning (epoch 0) and after each
 epoch; the best epoch is kept (ties go to the earlier one, so the result never scores below the untuned
 model on val), and tuning stops after ``patience`` epochs without improvement.
+
+Everything runs where ``model`` is (``model.to(device)`` first): batches and the head constant go there,
+scores come back to the CPU; ``save_weights`` writes CPU tensors whatever the device.
 """
 
 from __future__ import annotations
@@ -82,8 +85,10 @@ class TripletImages:
 
 def triplet_distances(model: DPL, ref: torch.Tensor, p0: torch.Tensor,
                       p1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """d(ref, p0), d(ref, p1) with one backbone pass (differentiable when grad is enabled)."""
-    m0, m1 = model.triplet_channel_distances(ref, p0, p1)
+    """d(ref, p0), d(ref, p1) with one backbone pass (differentiable when grad is enabled); the images are
+    moved to ``model.device``, and so are the distances."""
+    dev = model.device
+    m0, m1 = model.triplet_channel_distances(ref.to(dev), p0.to(dev), p1.to(dev))
     w = torch.cat(list(model.weights))
     return m0 @ w, m1 @ w
 
@@ -98,15 +103,15 @@ def evaluate(model: DPL, data: TripletImages, batch_size: int = 64) -> float:
             d0s.append(d0)
             d1s.append(d1)
             hs.append(h)
-    return twoafc.score(torch.cat(d0s).numpy(), torch.cat(d1s).numpy(), torch.cat(hs).numpy())
+    return twoafc.score(torch.cat(d0s).cpu().numpy(), torch.cat(d1s).cpu().numpy(), torch.cat(hs).numpy())
 
 
 def tune(model: DPL, head_c: float, train: list[Triplet], val: list[Triplet], epochs: int = 3,
          lr: float = 1e-5, patch: int | None = None, seed: int = 0, batch_size: int = 64, patience: int = 2,
          progress: bool = True, log: Callable[[str], None] | None = None) -> TuneResult:
-    """Fine-tune ``model`` (its current weights and ``head_c`` as the start) on ``train``, early-stopping on
-    ``val`` 2AFC. ``model`` is left holding the best epoch's backbone and weights, its backbone marked tuned
-    (``save_weights`` then writes it); the best head is ``TuneResult.head_c``."""
+    """Fine-tune ``model`` (its current weights and ``head_c`` as the start) on ``train`` on ``model.device``,
+    early-stopping on ``val`` 2AFC. ``model`` is left holding the best epoch's backbone and weights, its
+    backbone marked tuned (``save_weights`` then writes it); the best head is ``TuneResult.head_c``."""
     if epochs < 1:
         raise LearningError("tune epochs must be a positive integer")
     if not (math.isfinite(lr) and lr > 0):
@@ -121,7 +126,7 @@ def tune(model: DPL, head_c: float, train: list[Triplet], val: list[Triplet], ep
     train_data, val_data = TripletImages(train, patch, seed), TripletImages(val, patch, seed)
     backbone = model.backbone
     base_sha256 = backbone.base_sha256 if backbone.tuned and backbone.base_sha256 else backbone.sha256()
-    c = torch.tensor(float(head_c), requires_grad=True)
+    c = torch.tensor(float(head_c), device=model.device, requires_grad=True)
 
     def snapshot() -> tuple:
         return ({k: v.clone() for k, v in backbone.state_dict().items()},
@@ -151,6 +156,7 @@ def tune(model: DPL, head_c: float, train: list[Triplet], val: list[Triplet], ep
                     for ref, p0, p1, h in groups:  # one group per image size; gradients add up
                         d0, d1 = triplet_distances(model, ref, p0, p1)
                         logit = head_logit(d0, d1, c)
+                        h = h.to(logit.device)
                         loss = F.binary_cross_entropy_with_logits(logit, h, reduction="sum") / n
                         loss.backward()
                         batch_loss += float(loss.detach())

@@ -5,6 +5,9 @@ Variants for machines without the ImageNet weights: ``lpips-alex:random:SEED`` o
 (a torchvision state dict) choose the backbone; ``dpl:FILE`` uses the backbone recorded in the file
 (``random:SEED`` or ImageNet) unless given as ``dpl:FILE@BACKBONE``; the backbone's sha256 must then match
 the one the weights were fitted on.
+
+The network runs on the registry's device (``learning.metrics.registry.set_device``; one model per device,
+built once); results come back to the device of the inputs.
 """
 
 from __future__ import annotations
@@ -15,18 +18,18 @@ from pathlib import Path
 import torch
 
 from learning.errors import LearningError
-from learning.metrics.registry import Metric, register, register_factory
+from learning.metrics.registry import Metric, get_device, register, register_factory
 
 NETS = ("alex", "vgg", "squeeze")
 
 
 @lru_cache(maxsize=8)
-def _model(net: str, weights: str | None, backbone: str):
+def _model(net: str, weights: str | None, backbone: str, device: torch.device):
     from learning.dpl.backbones import parse_backbone_spec
     from learning.dpl.model import DPL
 
     bb, seed = parse_backbone_spec(backbone)
-    return DPL(net, weights=weights, backbone=bb, seed=seed)
+    return DPL(net, weights=weights, backbone=bb, seed=seed).to(device)
 
 
 def _rgb(x: torch.Tensor) -> torch.Tensor:
@@ -34,17 +37,20 @@ def _rgb(x: torch.Tensor) -> torch.Tensor:
 
 
 def _wrap(name: str, get_model, implementation: str) -> Metric:
+    """``get_model(device)`` → the DPL on that device; the metric runs it on the registry's device."""
+
     def fn(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-        model = get_model()
+        device = get_device()
+        model = get_model(device)
         with torch.inference_mode():
-            return model(_rgb(ref), _rgb(dist))
+            return model(_rgb(ref).to(device), _rgb(dist).to(device)).to(ref.device)
 
     return Metric(name, fn, higher_is_better=False, implementation=implementation)
 
 
 def _lpips_metric(net: str, backbone: str = "imagenet") -> Metric:
     name = f"lpips-{net}" + ("" if backbone == "imagenet" else f":{backbone}")
-    return _wrap(name, lambda: _model(net, "lpips", backbone),
+    return _wrap(name, lambda device: _model(net, "lpips", backbone, device),
                  f"DPL with lpips v0.1 {net} lin weights, backbone {backbone} (= lpips.LPIPS to 1e-5)")
 
 
@@ -71,8 +77,9 @@ def _dpl_metric(name: str) -> Metric:
         backbone or source)
 
     @lru_cache(maxsize=1)
-    def get_model():
-        return DPL.from_file(path, backbone or None, how_to_override=f"name it: dpl:{path}@PATH", strict=True)
+    def get_model(device: torch.device):
+        how = f"name it: dpl:{path}@PATH"
+        return DPL.from_file(path, backbone or None, how_to_override=how, strict=True).to(device)
 
     return _wrap(name, get_model, f"DPL weight file {Path(path).name} ({data['net']}, backbone {described})")
 

@@ -3,11 +3,16 @@
 A metric compares a reference batch with a distorted batch: float tensors N×C×H×W in [0, 1]
 (C = 3 for RGB or 1 for luma) and returns a tensor of N values. ``higher_is_better`` says which way
 it points; ``distance`` always returns "smaller = closer", which is what 2AFC scoring needs.
+
+Device: deep metrics (``lpips-*``, ``dpl:FILE``) run their network on the registry's device, CPU unless
+:func:`set_device` (or :func:`using_device`) says otherwise; results come back to the inputs' device.
+Classical metrics always run where their inputs are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +38,34 @@ class Metric:
     def distance(self, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
         value = self(ref, dist)
         return -value if self.higher_is_better else value
+
+
+_DEVICE = torch.device("cpu")
+
+
+def set_device(device: str | torch.device) -> torch.device:
+    """Run deep metrics on ``device`` (``auto | cpu | cuda | cuda:N | mps`` or a torch.device) from now on;
+    returns the previous device. A LearningError for an unknown or absent device."""
+    from learning.device import resolve_device
+
+    global _DEVICE
+    previous, _DEVICE = _DEVICE, resolve_device(device)
+    return previous
+
+
+def get_device() -> torch.device:
+    """The device deep metrics run on."""
+    return _DEVICE
+
+
+@contextmanager
+def using_device(device: str | torch.device) -> Iterator[torch.device]:
+    """``set_device`` for the enclosed block only (a command's run), the previous device restored after."""
+    previous = set_device(device)
+    try:
+        yield _DEVICE
+    finally:
+        set_device(previous)
 
 
 _REGISTRY: dict[str, Metric] = {}

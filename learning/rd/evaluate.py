@@ -4,6 +4,8 @@ Classical codecs go through rate control (bpp from real bytes). A learned codec 
 checkpoint gives one point per image at its own (native) rate, and the checkpoints of one ``ckpt:`` entry
 (``ckpt:A.pt+B.pt+C.pt`` or ``ckpt:DIR/*.pt``, one per λ) form one curve. Their rows carry the checkpoint
 and leave the bpp target blank. Unreachable targets are recorded with a note, not dropped silently.
+``device``: where the checkpoints' transforms run (CPU by default; entropy coding is always on the CPU);
+deep metrics run on the metric registry's device (``learning.metrics.registry.set_device``).
 """
 
 from __future__ import annotations
@@ -52,12 +54,13 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def resolve_curves(entries: list[str]) -> list[Curve]:
+def resolve_curves(entries: list[str], device: str | torch.device | None = None) -> list[Curve]:
     """``--codecs`` entries → curves, loading every codec and checkpoint first (errors before any work).
 
     A classical name is one curve. A ``ckpt:`` entry is one curve labelled ``learned:<arch>/<loss>``;
     its checkpoints must share that label. Two ``ckpt:`` entries with the same label get ``#2``, ``#3``
-    appended; a classical codec listed twice is an error.
+    appended; a classical codec listed twice is an error. Checkpoints are loaded onto ``device`` (None or
+    ``auto``: the CPU).
     """
     curves: list[Curve] = []
     labels: set[str] = set()
@@ -67,7 +70,7 @@ def resolve_curves(entries: list[str]) -> list[Curve]:
             from learning.codecs.learned import expand_checkpoints
 
             paths = expand_checkpoints(entry)
-            codecs = [get_codec(f"ckpt:{p}") for p in paths]
+            codecs = [get_codec(f"ckpt:{p}", device=device) for p in paths]
             kinds = {c.curve_label() for c in codecs}
             if len(kinds) > 1:
                 detail = ", ".join(f"{p}: {c.curve_label()}" for p, c in zip(paths, codecs, strict=True))
@@ -96,6 +99,7 @@ def run_rd(
     bpps: list[float],
     metrics: list[str],
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> list[Row]:
     """Rows for every (image, curve, bpp target) and every (image, checkpoint) of the learned curves."""
     from learning.metrics import get_metric
@@ -104,7 +108,7 @@ def run_rd(
     if all(isinstance(c, Curve) for c in codecs):
         curve_list: list[Curve] = list(codecs)  # type: ignore[arg-type]
     else:
-        curve_list = resolve_curves([str(c) for c in codecs])
+        curve_list = resolve_curves([str(c) for c in codecs], device)
     rows: list[Row] = []
     jobs = sum(len(c.checkpoints) if c.learned else len(bpps) for c in curve_list) * len(images)
     bar = tqdm(total=jobs, desc="rd", disable=not progress)

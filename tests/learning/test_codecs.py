@@ -160,3 +160,27 @@ def test_jpeg444_differs_from_420():
     a, b = get_codec("jpeg").encode(img, 90), get_codec("jpeg444").encode(img, 90)
     assert a.data != b.data
     assert Image.open(io.BytesIO(b.data)).layer[0][1:3] == Image.open(io.BytesIO(b.data)).layer[1][1:3]
+
+
+def test_encode_cli_device(tmp_path, capsys, monkeypatch):
+    """``--device cpu`` works for any codec; an absent or unknown device is refused before anything is
+    written, whatever the codec."""
+    import torch
+
+    from learning.__main__ import main
+
+    src = tmp_path / "in.png"
+    small_image().save(src)
+    out = tmp_path / "o.jpg"
+    assert main(["encode", "--codec", "jpeg", "--quality", "50", "--device", "cpu", str(src), str(out)]) == 0
+    assert out.is_file() and Path(str(out) + ".png").is_file()
+    capsys.readouterr()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, message in [("cuda", "CUDA is not available"), ("cuda:0", "CUDA is not available"),
+                            ("nope", "unknown device")]:
+        bad = tmp_path / f"bad-{device}.jpg"
+        argv = ["encode", "--codec", "jpeg", "--quality", "50", "--device", device, str(src), str(bad)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "o.jpg", "o.jpg.png"]

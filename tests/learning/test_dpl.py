@@ -158,3 +158,37 @@ def test_parse_backbone_spec(tmp_path) -> None:
     missing = str(tmp_path / "nope.pth")
     with pytest.raises(LearningError, match=r"^--backbone '.*nope.pth': not 'imagenet', 'random:SEED'"):
         parse_backbone_spec(missing, "--backbone")
+
+
+def _plain_tensor_attributes(model: torch.nn.Module) -> list[str]:
+    """Tensors a module holds outside its parameters and buffers (``.to()`` would not move them)."""
+    return [f"{name}.{attr}" for name, mod in model.named_modules() for attr, value in vars(mod).items()
+            if isinstance(value, torch.Tensor)]
+
+
+def test_to_moves_every_tensor(tmp_path) -> None:
+    """``.to("meta")`` and ``.double()`` carry every tensor DPL uses (CI has no GPU to move to): the moved
+    model runs on inputs of its device and dtype, a CPU model refuses meta inputs."""
+    x, y = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    cpu = DPL("alex", backbone=None, seed=0)
+    assert _plain_tensor_attributes(cpu) == []
+    meta = DPL("alex", backbone=None, seed=0).to("meta")
+    assert meta.device.type == "meta"
+    assert {t.device.type for t in [*meta.parameters(), *meta.buffers()]} == {"meta"}
+    assert meta(x.to("meta"), y.to("meta")).device.type == "meta"
+    assert meta.channel_distances(x.to("meta"), y.to("meta")).shape == (2, sum(meta.channels))
+    with pytest.raises(RuntimeError):
+        cpu(x.to("meta"), y.to("meta"))
+    double = DPL("alex", backbone=None, seed=0).double()
+    assert {t.dtype for t in [*double.parameters(), *double.buffers()]} == {torch.float64}
+    with torch.no_grad():
+        want, got = cpu(x, y), double(x.double(), y.double())
+    assert got.dtype == torch.float64 and torch.allclose(got.float(), want, rtol=1e-5)
+    # a tuned backbone loaded into a moved model follows it
+    tuned = DPL("alex", backbone=None, seed=1)
+    tuned.backbone.tuned = True
+    weightfile.save_weights(tuned, tmp_path / "tuned.dpl")
+    double.load_weight_source(tmp_path / "tuned.dpl")
+    assert {t.dtype for t in double.backbone.parameters()} == {torch.float64}
+    want_state = tuned.backbone.state_dict()
+    assert all(torch.equal(v.float(), want_state[k]) for k, v in double.backbone.state_dict().items())

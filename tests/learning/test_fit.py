@@ -103,3 +103,92 @@ def test_cache_runs_each_unique_image_once(tmp_path) -> None:
     a0, a1, n_new = channel_vectors(model, allt, tmp_path / "cache", batch_size=2, progress=False)
     assert torch.equal(a0[:12], m0) and torch.equal(a1[:12], m1)
     assert n_new == 6 and sum(seen) == unique_images(trip[12:])  # the third reference's 6 triplets
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture()
+def no_tf32():
+    """Full float32 on CUDA: TF32 (on by default for cuDNN convolutions) keeps 10 mantissa bits."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A small synthetic 2AFC set for the --device runs (observer on random:1, fitted on random:0)."""
+    if not KODAK:
+        pytest.skip("Kodak images not found")
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("device")
+    make_dataset(root, KODAK[:4], net="alex", backbone_seed=1, n_train=32, n_val=16, size=64, seed=0)
+    return root
+
+
+def _fit_args(root: Path, out: Path, device: str, *extra: str) -> list[str]:
+    return ["fit", "--data", str(root / "train"), "--val", str(root / "val"), "--backbone", "random:0",
+            "--out", str(out), "--cache", "none", "--rounds", "3", "--patience", "3", "--batch-size", "8",
+            "--device", device, "--quiet", *extra]
+
+
+def _assert_cpu_file(path: Path) -> dict:
+    data = torch.load(path, weights_only=True)  # no map_location: tensors come back where they were saved
+    tensors = [*data["weights"], *data.get("backbone_state", {}).values()]
+    assert tensors and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+    return data
+
+
+def test_fit_device_cpu_and_refusals(tiny, tmp_path, capsys, monkeypatch) -> None:
+    out = tmp_path / "cpu.dpl"
+    assert main(_fit_args(tiny, out, "cpu")) == 0
+    _assert_cpu_file(out)
+    tuned = tmp_path / "tuned.dpl"
+    assert main(_fit_args(tiny, tuned, "cpu", "--tune", "--tune-epochs", "1")) == 0
+    assert "backbone_state" in _assert_cpu_file(tuned)
+    capsys.readouterr()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, message in [("cuda", "CUDA is not available"), ("cuda:1", "CUDA is not available"),
+                            ("nope", "unknown device")]:
+        bad = tmp_path / f"{device}.dpl"
+        assert main(_fit_args(tiny, bad, device)) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, err
+        assert not bad.exists()
+
+
+@CUDA
+def test_fit_on_cuda_equals_cpu(tiny, tmp_path, no_tf32) -> None:
+    """Features, the L-BFGS fit and the whole command (and --tune) give the CPU's numbers on CUDA."""
+    from learning.data.bapps import load_2afc
+    from learning.fitting.cache import channel_vectors
+    from learning.fitting.fit import fit_weights
+
+    triplets = load_2afc([str(tiny / "train")])[0].triplets
+    model = DPL("alex", backbone=None, seed=0)
+    m0, m1, _ = channel_vectors(model, triplets, None, progress=False)
+    c0, c1, _ = channel_vectors(model.to("cuda"), triplets, None, progress=False)
+    assert c0.device.type == "cpu"
+    for got, want in ((c0, m0), (c1, m1)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    h = torch.tensor([t.judge for t in triplets], dtype=torch.float32)
+    n = len(h) // 2
+    args = (m0[:n], m1[:n], h[:n], m0[n:], m1[n:], h[n:])
+    cpu, gpu = fit_weights(*args, max_rounds=3), fit_weights(*args, max_rounds=3, device="cuda")
+    assert gpu.weights.device.type == "cpu"
+    torch.testing.assert_close(gpu.weights, cpu.weights, rtol=1e-4, atol=1e-4 * float(cpu.weights.max()))
+    assert gpu.head_c == pytest.approx(cpu.head_c, rel=1e-4, abs=1e-6)
+
+    files = {}
+    for device in ("cpu", "cuda"):
+        files[device] = tmp_path / f"{device}.dpl"
+        assert main(_fit_args(tiny, files[device], device)) == 0
+    want, got = (torch.cat(_assert_cpu_file(files[d])["weights"]) for d in ("cpu", "cuda"))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.max()))
+    tuned = tmp_path / "tuned.dpl"
+    assert main(_fit_args(tiny, tuned, "cuda", "--tune", "--tune-epochs", "1")) == 0
+    meta = _assert_cpu_file(tuned)["metadata"]
+    # cache batches and tuning batches differ in layout: equal up to a near-tie flip (one of 16 triplets)
+    assert meta["tune_val_2afc_before"] == pytest.approx(meta["val_2afc_linear"], abs=1 / 16 + 1e-9)

@@ -335,3 +335,45 @@ def test_rd_learned_bad_specs_are_clear_errors(images, checkpoints, tmp_path, ps
     with pytest.raises(LearningError, match="names several checkpoints"):
         get_codec(f"ckpt:{a}+{b}")  # `encode` takes one checkpoint
     assert [s.codec for s in parse_codec_spec(f"ckpt:{a}+{b}")] == [f"ckpt:{a}", f"ckpt:{b}"]
+
+
+def test_device_for_learned_codecs_and_rd(images, checkpoints, tmp_path, psnr_metric, capsys, monkeypatch):
+    """``ckpt:`` coding stays on the CPU unless --device names another device; ``encode`` and ``rd`` run
+    with ``--device cpu`` and refuse an absent or unknown device before writing anything."""
+    from learning.codecs import get_codec
+    from learning.codecs.learned import coding_device
+
+    ckpt = checkpoints / "mse_0.02.pt"
+    assert coding_device("auto").type == "cpu" and coding_device(None).type == "cpu"
+    assert get_codec(f"ckpt:{ckpt}").device.type == "cpu"
+    codec = get_codec(f"ckpt:{ckpt}", device="cpu")
+    assert {p.device.type for p in codec.model.parameters()} == {"cpu"}
+    src = images / "kodim03.png"
+    bits, png = tmp_path / "x.lrn", tmp_path / "x.png"
+    assert main(["encode", "--codec", f"ckpt:{ckpt}", "--quality", "0", "--device", "cpu", str(src),
+                 str(bits), "--decoded", str(png)]) == 0
+    expected = codec.encode(Image.open(src).convert("RGB"), 0).data
+    assert bits.read_bytes() == expected  # the same bitstream as the library's CPU codec
+    again = tmp_path / "again.png"
+    argv = ["encode", "--codec", f"ckpt:{ckpt}", "--decode", "--device", "cpu", str(bits), str(again)]
+    assert main(argv) == 0
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(png)))
+    out = tmp_path / "rd"
+    assert _rd(images, out, f"jpeg,ckpt:{ckpt}", f"{psnr_metric},lpips-alex:random:0", "--limit", "1",
+               "--device", "cpu") == 0
+    rows = list(csv.DictReader(open(out / "rd.csv")))
+    assert len(rows) == 3 + 1 and all(float(r["lpips-alex:random:0"]) >= 0 for r in rows if r["achieved_bpp"])
+    capsys.readouterr()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, message in [("cuda", "CUDA is not available"), ("nope", "unknown device")]:
+        with pytest.raises(LearningError, match=message):
+            get_codec(f"ckpt:{ckpt}", device=device)
+        bad = tmp_path / f"rd-{device}"
+        assert _rd(images, bad, f"jpeg,ckpt:{ckpt}", psnr_metric, "--device", device) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, err
+        assert not bad.exists()
+        enc = tmp_path / f"enc-{device}.lrn"
+        assert main(["encode", "--codec", f"ckpt:{ckpt}", "--quality", "0", "--device", device, str(src),
+                     str(enc)]) == 2
+        assert message in capsys.readouterr().err and not enc.exists()

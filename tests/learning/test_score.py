@@ -82,3 +82,92 @@ def test_score_bad_input(tmp_path: Path, capsys) -> None:
         assert main(["score", "--data", str(tmp_path / "set"), *args]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and msg in err and "\n" not in err, err
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture()
+def small_set(tmp_path: Path):
+    """A 2AFC set of 16 triplets judged by a DPL observer, and the observer's weight file."""
+    if not KODAK:
+        pytest.skip("Kodak images not found")
+    torch.set_num_threads(2)
+    observer = DPL("alex", backbone=None, seed=4)
+    triplets = make_triplets(KODAK[:2], 16, 64, seed=1)
+    h, dist, _ = judge(observer, triplets, n_judges=3, seed=1)
+    write_bapps(tmp_path / "data" / "synth", triplets, h, n_judges=3)
+    weights = tmp_path / "w.dpl"
+    save_weights(observer, weights)
+    return tmp_path / "data", weights, triplets, twoafc.score(dist[:, 0], dist[:, 1], h)
+
+
+def _score(data: Path, weights: Path, out: Path, device: str) -> int:
+    return main(["score", "--data", str(data), "--metrics", f"psnr,dpl:{weights},lpips-alex:random:0",
+                 "--bootstrap", "0", "--json", str(out), "--device", device])
+
+
+def test_score_device_cpu_and_refusals(small_set, tmp_path: Path, capsys, monkeypatch) -> None:
+    from learning.metrics.registry import get_device
+
+    data, weights, _, want = small_set
+    out = tmp_path / "cpu.json"
+    assert _score(data, weights, out, "cpu") == 0
+    res = {r["metric"]: r["score"] for r in json.loads(out.read_text())["results"]}
+    assert res[f"dpl:{weights}"] == pytest.approx(want, abs=1e-6)
+    assert get_device().type == "cpu"  # the command's device is not left behind
+    capsys.readouterr()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, message in [("cuda", "CUDA is not available"), ("nope", "unknown device")]:
+        bad = tmp_path / f"{device}.json"
+        assert _score(data, weights, bad, device) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, err
+        assert not bad.exists()
+
+
+def test_metric_registry_device() -> None:
+    from learning.errors import LearningError
+    from learning.metrics.registry import get_device, get_metric, set_device, using_device
+
+    with pytest.raises(LearningError, match="unknown device"):
+        set_device("nope")
+    assert get_device().type == "cpu"
+    x, y = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    metric = get_metric("lpips-alex:random:0")
+    with using_device("cpu") as device:
+        assert device.type == "cpu" and metric(x, y).device.type == "cpu"
+
+
+@CUDA
+def test_score_on_cuda_equals_cpu(small_set, tmp_path: Path) -> None:
+    """Deep metrics on CUDA give the CPU's distances (to 1e-4 relative, TF32 off) and the same scores."""
+    from learning.data.bapps import to_tensor
+    from learning.metrics.registry import get_metric, using_device
+
+    data, weights, triplets, want = small_set
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        ref, dist = (to_tensor([t[j] for t in triplets]) for j in (0, 1))
+        for name in (f"dpl:{weights}", "lpips-alex:random:0"):
+            metric = get_metric(name)
+            cpu = metric(ref, dist)
+            with using_device("cuda"):
+                gpu = metric(ref, dist)
+            assert gpu.device.type == "cpu"
+            torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=0)
+            with using_device("cuda"):
+                on_gpu = metric(ref.cuda(), dist.cuda())
+            assert on_gpu.device.type == "cuda"
+            torch.testing.assert_close(on_gpu.cpu(), cpu, rtol=1e-4, atol=0)
+        files = {d: tmp_path / f"{d}.json" for d in ("cpu", "cuda")}
+        for device, out in files.items():
+            assert _score(data, weights, out, device) == 0
+        cpu_res, gpu_res = ({r["metric"]: r["score"] for r in json.loads(files[d].read_text())["results"]}
+                            for d in ("cpu", "cuda"))
+        assert gpu_res[f"dpl:{weights}"] == pytest.approx(want, abs=1e-6)
+        for name, score in cpu_res.items():  # equal distances: a flip needs a near-tie (one triplet)
+            assert gpu_res[name] == pytest.approx(score, abs=1 / len(triplets) + 1e-9), name
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
