@@ -1,22 +1,29 @@
-"""``python -m learning train-codec``: train a CompressAI codec, rate + λ·distortion (DDP via torchrun)."""
+"""``python -m learning train-codec``: train or fine-tune a CompressAI codec, rate + λ·distortion, on any
+device (DDP via torchrun: NCCL on CUDA, gloo on CPU)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+
+from learning.device import add_device_argument
 
 
 def add_parser(subparsers) -> None:
     from learning.training.models import ARCHS
+    from learning.training.schedule import SCHEDULES
 
     p = subparsers.add_parser(
         "train-codec",
-        help="train a learned codec (CompressAI) with MSE, MS-SSIM or a DPL",
+        help="train or fine-tune a learned codec (CompressAI) with MSE, MS-SSIM or a DPL",
         description=__doc__,
     )
-    p.add_argument("--arch", required=True, choices=ARCHS)
-    p.add_argument("--N", type=int, default=128)
-    p.add_argument("--M", type=int, default=192)
+    p.add_argument("--arch", choices=ARCHS, help="architecture (may be left out with --init)")
+    p.add_argument("--N", type=int, help="channels (default 128, or as --init fixes them)")
+    p.add_argument("--M", type=int, help="latent channels (default 192, or as --init fixes them)")
+    p.add_argument("--init", help="start from zoo:ARCH:QUALITY[:mse|ms-ssim] (CompressAI's pretrained "
+                                  "weights) or a train-codec checkpoint PATH (weights only)")
     p.add_argument("--data", required=True, help="directory of training images")
     p.add_argument("--val", help="directory of held-out validation images")
     p.add_argument("--loss", default="mse", help="mse | ms-ssim | dpl:FILE")
@@ -27,15 +34,24 @@ def add_parser(subparsers) -> None:
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--batch", type=int, default=8, help="global batch (split across DDP processes)")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--epochs", type=int)
+    g.add_argument("--epochs", type=int, help="passes over the training images (one crop each)")
     g.add_argument("--steps", type=int)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--aux-lr", type=float, default=1e-3)
+    p.add_argument("--lr-schedule", default="none", choices=SCHEDULES,
+                   help="cosine: to 1%% of --lr over the run; plateau: halve after 2 validations "
+                        "without improvement")
     p.add_argument("--clip", type=float, default=1.0, help="gradient norm clip (0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-crop", type=int, default=256, help="centre crop of validation images (0 = whole)")
-    p.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and at the end)")
+    p.add_argument("--val-every", type=int, default=1000, help="validate (and checkpoint) every N steps")
+    p.add_argument("--val-metrics", default="",
+                   help="extra validation metrics from the registry, e.g. lpips-alex:PATH,dpl:dpl.pt")
+    p.add_argument("--log-every", type=int, default=50, help="training record every N steps")
+    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0 = --val-every)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (0 = in-process)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch default)")
+    add_device_argument(p, amp=True)
     p.add_argument(
         "--resume",
         action="store_true",
@@ -43,7 +59,8 @@ def add_parser(subparsers) -> None:
         "from here on, so a later stage can decay them)",
     )
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--out", required=True, help="checkpoint path (log beside it: OUT.log.json)")
+    p.add_argument("--out", required=True,
+                   help="checkpoint path (best validation: OUT.best.pt; log beside it: OUT.log.json)")
     p.set_defaults(func=run)
 
 
@@ -54,34 +71,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    cfg = TrainConfig(
-        arch=args.arch,
-        data=args.data,
-        out=args.out,
-        N=args.N,
-        M=args.M,
-        val=args.val,
-        loss=args.loss,
-        lmbda=args.lmbda,
-        saliency=args.saliency,
-        saliency_alpha=args.saliency_alpha,
-        dpl_backbone=args.dpl_backbone,
-        crop=args.crop,
-        batch=args.batch,
-        epochs=args.epochs,
-        steps=args.steps,
-        lr=args.lr,
-        aux_lr=args.aux_lr,
-        clip=args.clip,
-        seed=args.seed,
-        val_crop=args.val_crop,
-        val_every=args.val_every,
-        resume=args.resume,
-        progress=not args.no_progress,
-    )
+    fields = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields},
+                      progress=not args.no_progress)
     result = train(cfg)
-    import os
-
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result, indent=1, default=float))
     return 0

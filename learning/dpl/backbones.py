@@ -139,7 +139,8 @@ def _random_features(net: str, seed: int) -> nn.Sequential:
 
 
 def _file_features(net: str, path: Path) -> nn.Sequential:
-    """Features loaded from a torchvision classifier state dict (all keys and shapes must match)."""
+    """Features loaded from a torchvision state dict: the whole classifier, or its ``features.*`` keys
+    only (as ``../shared/data/backbones/alexnet-imagenet-features.pth``); keys and shapes must match."""
     if not path.is_file():
         raise LearningError(f"backbone file not found: {path}")
     try:
@@ -149,16 +150,28 @@ def _file_features(net: str, path: Path) -> nn.Sequential:
     with torch.device("meta"):
         skeleton = nn.Module()
         skeleton.features, skeleton.classifier = _features(net), _head(net)
-    want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    whole = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    features_only = {k: v for k, v in whole.items() if k.startswith("features.")}
     got = ({k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
            if isinstance(state, dict) else {})
-    if not isinstance(state, dict) or got != want or len(state) != len(want):
-        raise LearningError(f"{path} is not a torchvision {_CONSTRUCTORS[net]} state dict")
+    if not isinstance(state, dict) or len(got) != len(state) or got not in (whole, features_only):
+        raise LearningError(f"{path} is not a torchvision {_CONSTRUCTORS[net]} state dict (the whole "
+                            f"classifier or its features.* keys){_guess_net(got)}")
     with torch.device("meta"):
         features = _features(net)
     features.to_empty(device="cpu")
     features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
     return features
+
+
+def _guess_net(got: dict) -> str:
+    """``: it holds NET's weights`` when the shapes are another known net's, else nothing."""
+    for other in _CONSTRUCTORS:
+        with torch.device("meta"):
+            shapes = {f"features.{k}": tuple(v.shape) for k, v in _features(other).state_dict().items()}
+        if shapes and all(got.get(k) == v for k, v in shapes.items()):
+            return f": it holds {other} weights"
+    return ""
 
 
 def _load_features(net: str, backbone: str | Path | None, seed: int) -> tuple[nn.Sequential, str]:

@@ -44,6 +44,17 @@ def _plain(value, where: str):
     raise TypeError(f"checkpoint field {where} is a {type(value).__name__}, not plain data")
 
 
+def _cpu(value):
+    """``value`` with every tensor moved to the CPU (dicts and lists walked)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu(v) for v in value)
+    return value
+
+
 def _numpy_rng_state() -> dict:
     name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     return {
@@ -67,18 +78,22 @@ def save(
     batch_in_epoch: int,
     history: list,
     finished: bool = False,
+    extra: dict | None = None,
 ) -> None:
-    """Write atomically (temp file + rename) so an interrupted save never leaves a broken checkpoint."""
+    """Write atomically (temp file + rename) so an interrupted save never leaves a broken checkpoint.
+    Tensors are stored on the CPU, so a checkpoint resumes or decodes on any device; ``extra`` holds
+    further plain fields (schedule state, best validation loss)."""
     model.update(force=True)  # CDF tables for real entropy coding; training never reads them
     blob = {
+        **_plain(extra or {}, "extra"),
         "format": FORMAT,
         "arch": config["arch"],
         "N": config["N"],
         "M": config["M"],
         "config": _plain(config, "config"),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "aux_optimizer": aux_optimizer.state_dict(),
+        "model": _cpu(model.state_dict()),
+        "optimizer": _cpu(optimizer.state_dict()),
+        "aux_optimizer": _cpu(aux_optimizer.state_dict()),
         "step": step,
         "epoch": epoch,
         "batch_in_epoch": batch_in_epoch,

@@ -1,7 +1,10 @@
-"""Training images as random crops whose position depends only on (seed, epoch, index).
+"""Training images as random crops whose position depends only on (seed, position in the crop stream).
 
-Crops do not come from a global RNG, so the data a step sees is the same in one process, in any number
-of DDP ranks, and after a resume. Saliency maps (same stem, 16-bit or 8-bit PNG in ``saliency_dir``)
+:class:`StepBatches` deals the stream of (image, key) pairs: every epoch is a seeded permutation of the
+images, and the global batch of step ``s`` is positions ``s·B … (s+1)·B − 1`` of that stream, rank ``r``
+taking every ``world``-th of them. A crop (and its flip) is fixed by its key, not by a global RNG, so the
+data a step sees is the same in one process, in any number of DDP ranks, in DataLoader worker processes,
+and after a resume at any step. Saliency maps (same stem, 16-bit or 8-bit PNG in ``saliency_dir``)
 are cropped with their image and turned into per-pixel weights ``1 + α·s`` normalised to mean 1.
 """
 
@@ -51,7 +54,8 @@ def saliency_weights(saliency: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 class CropDataset(torch.utils.data.Dataset):
-    """Item ``i`` = (crop of image i, weight map or an empty tensor), crop fixed by (seed, epoch, i)."""
+    """Item ``(i, key)`` = (crop of image i, weight map or an empty tensor); the crop position and a
+    horizontal flip are fixed by (seed, key). A plain index ``i`` means key ``i``."""
 
     def __init__(
         self,
@@ -62,7 +66,7 @@ class CropDataset(torch.utils.data.Dataset):
         alpha: float = 3.0,
     ):
         self.files = list_images(directory)
-        self.crop, self.seed, self.alpha, self.epoch = crop, seed, alpha, 0
+        self.crop, self.seed, self.alpha = crop, seed, alpha
         self.saliency = None
         if saliency_dir is not None:
             sal = Path(saliency_dir)
@@ -73,26 +77,64 @@ class CropDataset(torch.utils.data.Dataset):
                     raise LearningError(f"no saliency map {str(m)!r} for {f.name}")
                 self.saliency.append(m)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def check_sizes(self) -> None:
+        """A clear error now, not in a worker process later, for an image smaller than the crop."""
+        c = self.crop
+        for f in self.files:
+            with Image.open(f) as im:
+                w, h = im.size
+            if h < c or w < c:
+                raise LearningError(f"{f.name} is {w}×{h}, smaller than the {c}px crop")
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, key = item if isinstance(item, tuple) else (item, item)
         img = load_rgb(self.files[index])
         _, h, w = img.shape
         c = self.crop
         if h < c or w < c:
             raise LearningError(f"{self.files[index].name} is {w}×{h}, smaller than the {c}px crop")
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 65_537 + index)
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + key * 65_537) % (2**63))
         top = int(torch.randint(0, h - c + 1, (1,), generator=g))
         left = int(torch.randint(0, w - c + 1, (1,), generator=g))
+        flip = bool(torch.randint(0, 2, (1,), generator=g))
         x = img[:, top : top + c, left : left + c]
+        if flip:
+            x = x.flip(-1)
         if self.saliency is None:
-            return x, torch.empty(0)
+            return x.contiguous(), torch.empty(0)
         s = load_saliency(self.saliency[index], (w, h))[:, top : top + c, left : left + c]
-        return x, saliency_weights(s, self.alpha)
+        if flip:
+            s = s.flip(-1)
+        return x.contiguous(), saliency_weights(s.contiguous(), self.alpha)
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Batch sampler: for steps ``start … stop − 1``, this rank's share of each global batch of ``batch``
+    items, as (image index, crop key) pairs; the crop key is the item's position in the whole stream."""
+
+    def __init__(self, n_images: int, batch: int, seed: int, start: int, stop: int,
+                 rank: int = 0, world: int = 1):
+        self.n, self.batch, self.seed = n_images, batch, seed
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+        self._perm: tuple[int, torch.Tensor] | None = None
+
+    def _image_at(self, position: int) -> int:
+        epoch, offset = divmod(position, self.n)
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 7_919 + epoch)
+            self._perm = (epoch, torch.randperm(self.n, generator=g))
+        return int(self._perm[1][offset])
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0)
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            first = step * self.batch
+            yield [(self._image_at(p), p) for p in range(first + self.rank, first + self.batch, self.world)]
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""torch.distributed glue: ``torchrun`` sets the environment, we use gloo (CPU) and DDP.
+"""torch.distributed glue: ``torchrun`` sets the environment; NCCL on CUDA (one GPU per process, by
+``LOCAL_RANK``), gloo on the CPU.
 
 Rank 0 checkpoints and logs. The entropy bottleneck's ``quantiles`` (trained only by the auxiliary loss,
 which does not depend on the data) are left out of DDP's gradient reduction; they stay equal on every
@@ -13,31 +14,50 @@ import torch
 import torch.distributed as dist
 
 
-def init() -> tuple[int, int]:
-    """(rank, world size); starts a gloo process group under torchrun."""
+def init(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, this process's device); under torchrun starts NCCL for CUDA, gloo otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return dist.get_rank(), dist.get_world_size()
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
 
 
-def wrap(model: torch.nn.Module, world: int) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, world: int, device: torch.device | None = None) -> torch.nn.Module:
     if world <= 1:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ignore = [n for n, _ in model.named_parameters() if n.endswith("quantiles")]
     DDP._set_params_and_buffers_to_ignore_for_model(model, ignore)
-    return DDP(model, broadcast_buffers=False)
+    ids = [device.index] if device is not None and device.type == "cuda" else None
+    return DDP(model, broadcast_buffers=False, device_ids=ids)
+
+
+def _backend_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def broadcast_float(value: float, world: int) -> float:
+    """Rank 0's ``value`` on every rank (e.g. the validation loss a schedule follows)."""
+    if world <= 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=_backend_device())
+    dist.broadcast(t, 0)
+    return float(t.item())
 
 
 def mean_across(values: list[float], world: int) -> list[float]:
     """Average a few numbers over ranks (for logging)."""
     if world <= 1:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=_backend_device())
     dist.all_reduce(t)
     return (t / world).tolist()
 

@@ -1,16 +1,23 @@
-"""The training loop: ``loss = bpp + λ·D`` with CompressAI's auxiliary loss, DDP-ready, exactly resumable.
+"""The training loop: ``loss = bpp + λ·D`` with CompressAI's auxiliary loss, on any device, DDP-ready,
+exactly resumable at any step.
 
-Recipe (CompressAI's example): Adam (lr 1e-4) on the network, a second Adam (lr 1e-3) on the entropy
-bottleneck quantiles driven by ``aux_loss()``, gradient clipping at norm 1, random crops. bpp in the
-loss is the rate estimated from the likelihoods; every reported *evaluation* rate comes from real
-``compress`` bitstreams after ``update(force=True)``.
+Recipe (CompressAI's example): Adam on the network, a second Adam (lr 1e-3) on the entropy bottleneck
+quantiles driven by ``aux_loss()``, gradient clipping at norm 1, random crops (here also random flips).
+Runs are counted in steps: a train record every ``log_every`` steps, a validation R–D point (estimated
+bpp, PSNR, MS-SSIM, the training distortion and any ``val_metrics``) every ``val_every`` steps, the best
+validation loss kept as ``OUT.best.pt`` beside the last checkpoint ``OUT``. bpp in the loss is the rate
+estimated from the likelihoods; the final *evaluation* rate comes from real ``compress`` bitstreams
+(on the CPU, as CompressAI's range coder requires).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
+import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,20 +25,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from learning.device import autocast, check_amp, resolve_device
 from learning.errors import LearningError
-from learning.training import checkpoint, ddp, noise
-from learning.training.data import CropDataset, center_crop, list_images, load_rgb
+from learning.training import checkpoint, ddp, noise, schedule
+from learning.training import init as initial
+from learning.training.data import CropDataset, StepBatches, center_crop, list_images, load_rgb
 from learning.training.losses import build_distortion
-from learning.training.models import ARCHS, PAD_MULTIPLE, build_model
+from learning.training.models import PAD_MULTIPLE, build_model
 
 
 @dataclass
 class TrainConfig:
-    arch: str
     data: str
     out: str
-    N: int = 128
-    M: int = 192
+    arch: str | None = None
+    N: int | None = None
+    M: int | None = None
+    init: str | None = None
     val: str | None = None
     loss: str = "mse"
     lmbda: float = 0.01
@@ -44,10 +54,17 @@ class TrainConfig:
     steps: int | None = None
     lr: float = 1e-4
     aux_lr: float = 1e-3
+    lr_schedule: str = "none"
     clip: float = 1.0
     seed: int = 0
     val_crop: int = 256
-    val_every: int = 1
+    val_every: int = 1000
+    val_metrics: str = ""
+    log_every: int = 50
+    save_every: int = 0
+    device: str = "auto"
+    amp: str = "off"
+    workers: int = 0
     resume: bool = False
     progress: bool = True
 
@@ -57,57 +74,81 @@ def log_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".log.json")
 
 
+def best_path(out: str | Path) -> Path:
+    """The best-validation checkpoint kept beside ``out``: ``m.pt`` → ``m.best.pt``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.best{out.suffix or '.pt'}")
+
+
 def rate(likelihoods: dict, num_pixels: int) -> torch.Tensor:
-    total = sum(torch.log(lik).sum() for lik in likelihoods.values())
+    total = sum(torch.log(lik.float()).sum() for lik in likelihoods.values())
     return total / (-math.log(2) * num_pixels)
 
 
-def _check(cfg: TrainConfig, world: int) -> None:
-    if cfg.arch not in ARCHS:
-        raise LearningError(f"unknown architecture {cfg.arch!r}; known: {', '.join(ARCHS)}")
+def _check(cfg: TrainConfig, arch: str, world: int) -> None:
     if (cfg.epochs is None) == (cfg.steps is None):
         raise LearningError("give exactly one of --epochs and --steps")
     if (cfg.epochs or cfg.steps) <= 0:
         raise LearningError("--epochs/--steps must be positive")
     if cfg.batch <= 0 or cfg.batch % world:
         raise LearningError(f"--batch {cfg.batch} must be a positive multiple of the {world} processes")
-    mult = PAD_MULTIPLE[cfg.arch]
+    mult = PAD_MULTIPLE[arch]
     if cfg.crop <= 0 or cfg.crop % mult:
-        raise LearningError(f"--crop must be a positive multiple of {mult} for {cfg.arch}")
+        raise LearningError(f"--crop must be a positive multiple of {mult} for {arch}")
     if cfg.lmbda <= 0:
         raise LearningError("--lmbda must be positive")
+    if min(cfg.val_every, cfg.log_every) <= 0 or cfg.save_every < 0 or cfg.workers < 0:
+        raise LearningError("--val-every and --log-every must be positive, --save-every and --workers >= 0")
     if cfg.resume and not Path(cfg.out).is_file():
         raise LearningError(f"--resume: no checkpoint at {cfg.out!r}")
+    schedule.check(cfg.lr_schedule, bool(cfg.val))
+
+
+def _val_metrics(names: str) -> list:
+    from learning.metrics import get_metric
+
+    return [get_metric(n.strip()) for n in names.split(",") if n.strip()]
 
 
 @torch.no_grad()
-def validate(model, distortion, images: list[torch.Tensor], lmbda: float, mult: int) -> dict:
-    """Estimated-rate validation (eval mode: rounding, likelihood rate) on centre crops."""
+def validate(model, distortion, images: list[torch.Tensor], lmbda: float, mult: int,
+             device: torch.device, metrics: list = ()) -> dict:
+    """One validation R–D point (eval mode: rounding, likelihood rate) on ``images`` (CPU tensors)."""
+    from pytorch_msssim import ms_ssim
+
     model.eval()
-    tot = {"loss": 0.0, "bpp_est": 0.0, "distortion": 0.0, "psnr": 0.0}
+    tot: dict[str, float] = {}
+
+    def add(key: str, value: float) -> None:
+        tot[key] = tot.get(key, 0.0) + value
+
     for x in images:
         x = x.unsqueeze(0)
         _, _, h, w = x.shape
-        x = x[..., : h - h % mult, : w - w % mult]
+        x = x[..., : h - h % mult, : w - w % mult].to(device)
         out = model(x)
         bpp = float(rate(out["likelihoods"], x.shape[-2] * x.shape[-1]))
-        x_hat = out["x_hat"].clamp(0, 1)
+        x_hat = out["x_hat"].float().clamp(0, 1)
         d = float(distortion(x_hat, x))
         mse = float(((x_hat - x) ** 2).mean())
-        tot["bpp_est"] += bpp
-        tot["distortion"] += d
-        tot["loss"] += bpp + lmbda * d
-        tot["psnr"] += 10 * math.log10(1 / max(mse, 1e-12))
+        add("bpp_est", bpp)
+        add("distortion", d)
+        add("loss", bpp + lmbda * d)
+        add("psnr", 10 * math.log10(1 / max(mse, 1e-12)))
+        if min(x.shape[-2:]) > 160:
+            add("ms_ssim", float(ms_ssim(x_hat, x, data_range=1.0)))
+        for m in metrics:
+            add(m.name.replace("-", "_"), float(m(x.cpu(), x_hat.cpu()).mean()))
     model.train()
     return {f"val_{k}": v / len(images) for k, v in tot.items()}
 
 
 @torch.no_grad()
 def evaluate_bitstreams(model, images: list[torch.Tensor], mult: int) -> dict:
-    """Real entropy coding: bpp from the compressed bytes, PSNR of the decoded image."""
+    """Real entropy coding on a CPU copy of ``model``: bpp from the bytes, PSNR of the decoded image."""
     from learning.codecs.learned import compress_tensor, decompress_bytes
 
-    model.eval()
+    model = copy.deepcopy(model).cpu().float().eval()
     model.update(force=True)
     bpps, psnrs = [], []
     for x in images:
@@ -118,7 +159,6 @@ def evaluate_bitstreams(model, images: list[torch.Tensor], mult: int) -> dict:
             raise RuntimeError(f"decoded shape {tuple(x_hat.shape)} != {tuple(x.shape)}")
         bpps.append(8 * len(data) / (x.shape[-1] * x.shape[-2]))
         psnrs.append(10 * math.log10(1 / max(float(((x_hat - x) ** 2).mean()), 1e-12)))
-    model.train()
     return {
         "bitstream_bpp": float(np.mean(bpps)),
         "bitstream_psnr": float(np.mean(psnrs)),
@@ -127,138 +167,190 @@ def evaluate_bitstreams(model, images: list[torch.Tensor], mult: int) -> dict:
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Train (or resume) and return the final record; rank 0 writes the checkpoint and the JSON log."""
+    """Train (or resume) and return the final record; rank 0 writes the checkpoints and the JSON log."""
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    rank, world = ddp.init()
+    device = resolve_device(cfg.device)
+    rank, world, device = ddp.init(device)
     try:
-        return _train(cfg, rank, world)
+        return _Run(cfg, rank, world, device).run()
     finally:
         ddp.finish(world)
 
 
-def _train(cfg: TrainConfig, rank: int, world: int) -> dict:
-    _check(cfg, world)
-    distortion = build_distortion(cfg.loss, cfg.dpl_backbone)
-    if cfg.saliency and not distortion.spatial:
-        raise LearningError(f"--saliency needs a spatial distortion (mse or dpl), not {cfg.loss}")
-    dataset = CropDataset(cfg.data, cfg.crop, cfg.seed, cfg.saliency, cfg.saliency_alpha)
-    val_images = [center_crop(load_rgb(p), cfg.val_crop) for p in list_images(cfg.val)] if cfg.val else []
-    model = build_model(cfg.arch, cfg.N, cfg.M)
-    mult = PAD_MULTIPLE[cfg.arch]
-    main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
-    aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-    optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
-    aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
-    step, epoch, start_batch, history = 0, 0, 0, []
-    if cfg.resume:
-        blob = checkpoint.load(cfg.out)
-        if (blob["arch"], blob["N"], blob["M"]) != (cfg.arch, cfg.N, cfg.M):
-            raise LearningError(f"--resume: checkpoint is {blob['arch']} N={blob['N']} M={blob['M']}")
-        model.load_state_dict(blob["model"])
-        optimizer.load_state_dict(blob["optimizer"])
-        aux_optimizer.load_state_dict(blob["aux_optimizer"])
+class _Run:
+    """One training run's state; ``run()`` drives it from its first (or resumed) step to the last."""
+
+    def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device):
+        self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
+        self.amp = check_amp(cfg.amp, device)
+        blob = checkpoint.load(cfg.out) if cfg.resume and Path(cfg.out).is_file() else None
+        if blob is not None:
+            start = initial.load_init(cfg.out, cfg.arch, cfg.N, cfg.M)
+        else:
+            start = initial.load_init(cfg.init, cfg.arch, cfg.N, cfg.M)
+        self.arch, self.N, self.M = start.arch, start.N, start.M
+        _check(cfg, self.arch, world)
+        self.mult = PAD_MULTIPLE[self.arch]
+        self.distortion = build_distortion(cfg.loss, cfg.dpl_backbone).to(device)
+        self.metrics = _val_metrics(cfg.val_metrics)
+        self.dataset = CropDataset(cfg.data, cfg.crop, cfg.seed, cfg.saliency, cfg.saliency_alpha)
+        self.dataset.check_sizes()
+        if self.distortion.spatial is False and cfg.saliency:
+            raise LearningError(f"--saliency needs a spatial distortion (mse or dpl), not {cfg.loss}")
+        self.val_images = ([center_crop(load_rgb(p), cfg.val_crop) for p in list_images(cfg.val)]
+                           if cfg.val else [])
+        n_images = len(self.dataset)
+        if n_images < cfg.batch:
+            raise LearningError(f"{n_images} training images are fewer than one batch of {cfg.batch}")
+        self.total = cfg.steps if cfg.steps is not None else math.ceil(cfg.epochs * n_images / cfg.batch)
+        model = build_model(self.arch, self.N, self.M)
+        initial.apply(model, start)
+        self.model = model.to(device)
+        self.main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+        aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+        self.optimizer = torch.optim.Adam(self.main_params, lr=cfg.lr)
+        self.aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+        self.lr = schedule.build(cfg.lr_schedule, self.optimizer, cfg.lr, self.total)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
+        self.step, self.history, self.best = 0, [], math.inf
+        self.config = {**asdict(cfg), "arch": self.arch, "N": self.N, "M": self.M,
+                       "init_source": start.source if blob is None else None, "device_used": str(device)}
+        self.notes: list[str] = []
+        if blob is not None:
+            self._restore(blob)
+        self.source = noise.NoiseSource(cfg.seed, rank, world)
+        noise.install(model, self.source)
+        if self.amp != "off":
+            noise.keep_entropy_models_fp32(model)
+        self.net = ddp.wrap(model, world, device)
+
+    def _restore(self, blob: dict) -> None:
+        cfg = self.cfg
+        self.model.load_state_dict(blob["model"])
+        self.optimizer.load_state_dict(blob["optimizer"])
+        self.aux_optimizer.load_state_dict(blob["aux_optimizer"])
         # the learning rates asked for now win over the stored ones (a later stage may decay them);
         # the same --lr as before leaves the resume exact
-        for opt, lr in ((optimizer, cfg.lr), (aux_optimizer, cfg.aux_lr)):
+        for opt, lr in ((self.optimizer, cfg.lr), (self.aux_optimizer, cfg.aux_lr)):
             for group in opt.param_groups:
                 group["lr"] = lr
-        step, epoch, start_batch = blob["step"], blob["epoch"], blob["batch_in_epoch"]
-        history = blob["history"]
+        self.lr.load_state_dict(blob.get("schedule") or {})
+        self.step, self.history = blob["step"], blob["history"]
+        self.best = float(blob.get("best_val_loss", math.inf))
+        old = (blob.get("config") or {}).get("device_used", "cpu")
+        self.config["init_source"] = (blob.get("config") or {}).get("init_source")
+        if torch.device(old).type != self.device.type:
+            self.notes.append(f"resumed on {self.device} from a checkpoint written on {old}: the run "
+                              "continues from the same weights, optimizer state and data order, but not "
+                              "bit for bit (floating-point kernels differ between devices)")
         checkpoint.restore_rng(blob)
-    source = noise.NoiseSource(cfg.seed, rank, world)
-    noise.install(model, source)
-    net = ddp.wrap(model, world)
-    model.train()
-    sampler = torch.utils.data.DistributedSampler(
-        dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False
-    )
-    local_b = cfg.batch // world
-    n_batches = len(sampler) // local_b
-    if n_batches == 0:
-        raise LearningError(f"{len(dataset)} training images are fewer than one batch of {cfg.batch}")
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * n_batches
-    config = asdict(cfg)
-    bar = tqdm(total=total, initial=step, desc="train-codec", disable=not (cfg.progress and rank == 0))
-    record: dict = {}
 
-    def save(batch_in_epoch: int, finished: bool = False) -> None:
-        if rank == 0:
+    def save(self, path: str | Path, finished: bool = False) -> None:
+        if self.rank == 0:
             checkpoint.save(
-                cfg.out,
-                model=model,
-                optimizer=optimizer,
-                aux_optimizer=aux_optimizer,
-                config=config,
-                step=step,
-                epoch=epoch,
-                batch_in_epoch=batch_in_epoch,
-                history=history,
-                finished=finished,
+                path, model=self.model, optimizer=self.optimizer, aux_optimizer=self.aux_optimizer,
+                config=self.config, step=self.step, epoch=self.step * self.cfg.batch // len(self.dataset),
+                batch_in_epoch=0, history=self.history, finished=finished,
+                extra={"schedule": self.lr.state_dict(), "best_val_loss": self.best},
             )
-            log_path(cfg.out).write_text(json.dumps(history, indent=1))
-        ddp.barrier(world)
+            log_path(self.cfg.out).write_text(json.dumps(self.history, indent=1))
+        ddp.barrier(self.world)
 
-    while step < total:
-        dataset.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        indices = list(sampler)
-        sums = np.zeros(4)
-        count = 0
-        for k in range(start_batch, n_batches):
-            items = [dataset[i] for i in indices[k * local_b : (k + 1) * local_b]]
-            x = torch.stack([it[0] for it in items])
-            w = torch.stack([it[1] for it in items]) if cfg.saliency else None
-            source.start_step(step, local_b)
-            optimizer.zero_grad(set_to_none=True)
-            aux_optimizer.zero_grad(set_to_none=True)
-            out = net(x)
-            bpp = rate(out["likelihoods"], x.shape[0] * x.shape[-2] * x.shape[-1])
-            dist = distortion(out["x_hat"], x, w)
-            loss = bpp + cfg.lmbda * dist
+    def _validate(self, bar) -> None:
+        val = None
+        if self.rank == 0 and self.val_images:
+            val = validate(self.model, self.distortion, self.val_images, self.cfg.lmbda, self.mult,
+                           self.device, self.metrics)
+            self.history.append({"step": self.step, **val})
+            bar.write(f"step {self.step}: " + ", ".join(f"{k[4:]} {v:.4g}" for k, v in val.items()),
+                      file=sys.stderr)
+        loss = ddp.broadcast_float(val["val_loss"] if val else math.nan, self.world)
+        if not math.isnan(loss):
+            self.lr.observe(loss)
+            if loss < self.best:
+                self.best = loss
+                self.save(best_path(self.cfg.out))
+
+    def _one_step(self, x: torch.Tensor, w: torch.Tensor | None) -> list[float]:
+        cfg = self.cfg
+        self.source.start_step(self.step, x.shape[0])
+        self.lr.at_step(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.aux_optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device, self.amp):
+            out = self.net(x)
+        bpp = rate(out["likelihoods"], x.shape[0] * x.shape[-2] * x.shape[-1])
+        dist = self.distortion(out["x_hat"].float(), x, w)
+        loss = bpp + cfg.lmbda * dist
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
             loss.backward()
-            if cfg.clip > 0:
-                torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
-            optimizer.step()
-            aux = model.aux_loss()
-            aux.backward()
-            aux_optimizer.step()
-            step += 1
-            sums += [loss.item(), bpp.item(), dist.item(), aux.item()]
+        if cfg.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.main_params, cfg.clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        aux = self.model.aux_loss()
+        aux.backward()
+        self.aux_optimizer.step()
+        self.step += 1
+        return [loss.item(), bpp.item(), dist.item(), aux.item()]
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        sampler = StepBatches(len(self.dataset), cfg.batch, cfg.seed, self.step, self.total,
+                              self.rank, self.world)
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=sampler, num_workers=cfg.workers,
+            pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed),
+            persistent_workers=False,
+        )
+        bar = tqdm(total=self.total, initial=self.step, desc="train-codec",
+                   disable=not (cfg.progress and self.rank == 0))
+        for note in self.notes:
+            bar.write(f"note: {note}", file=sys.stderr)
+        save_every = cfg.save_every or cfg.val_every
+        sums, count, t0 = np.zeros(4), 0, time.perf_counter()
+        self.model.train()
+        for x, w in loader:
+            x = x.to(self.device, non_blocking=True)
+            w = w.to(self.device, non_blocking=True) if cfg.saliency else None
+            sums += self._one_step(x, w)
             count += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", bpp=f"{bpp.item():.3f}")
-            if step >= total and k + 1 < n_batches:  # stopped mid-epoch: remember where
-                save(k + 1, finished=True)
-                bar.close()
-                return _final(record, cfg, model, val_images, mult, rank, world, step)
-        start_batch = 0
-        means = ddp.mean_across(list(sums / max(count, 1)), world)
-        record = {
-            "epoch": epoch,
-            "step": step,
-            "loss": means[0],
-            "bpp": means[1],
-            "distortion": means[2],
-            "aux_loss": means[3],
-            "lmbda": cfg.lmbda,
-            "loss_kind": cfg.loss,
-        }
-        if val_images and rank == 0 and (epoch % max(cfg.val_every, 1) == 0 or step >= total):
-            record.update(validate(model, distortion, val_images, cfg.lmbda, mult))
-        history.append(record)
-        epoch += 1
-        save(0, finished=step >= total)
-    bar.close()
-    return _final(record, cfg, model, val_images, mult, rank, world, step)
+            bar.set_postfix(loss=f"{sums[0] / count:.3f}", bpp=f"{sums[1] / count:.3f}")
+            last = self.step >= self.total
+            if self.step % cfg.log_every == 0 or last:
+                means = ddp.mean_across(list(sums / count), self.world)
+                elapsed = time.perf_counter() - t0
+                self.history.append({
+                    "step": self.step, "loss": means[0], "bpp": means[1], "distortion": means[2],
+                    "aux_loss": means[3], "lr": self.optimizer.param_groups[0]["lr"],
+                    "steps_per_s": count / elapsed, "lmbda": cfg.lmbda, "loss_kind": cfg.loss,
+                })
+                sums, count, t0 = np.zeros(4), 0, time.perf_counter()
+            if self.step % cfg.val_every == 0 or last:
+                self._validate(bar)
+            if self.step % save_every == 0 or last:
+                self.save(cfg.out, finished=last)
+        bar.close()
+        return self._final()
 
-
-def _final(record, cfg, model, val_images, mult, rank, world, step) -> dict:
-    result = {"step": step, "last_epoch": record, "checkpoint": cfg.out}
-    if rank == 0 and val_images:
-        result["bitstream_eval"] = evaluate_bitstreams(model, val_images, mult)
-        log = json.loads(log_path(cfg.out).read_text()) if log_path(cfg.out).exists() else []
-        log.append({"final_bitstream_eval": result["bitstream_eval"], "step": step})
-        log_path(cfg.out).write_text(json.dumps(log, indent=1))
-    return result
+    def _final(self) -> dict:
+        trains = [r for r in self.history if "loss" in r]
+        vals = [r for r in self.history if "val_loss" in r]
+        result = {"step": self.step, "checkpoint": self.cfg.out, "device": str(self.device),
+                  "last_train": trains[-1] if trains else None, "last_val": vals[-1] if vals else None,
+                  "best_val_loss": self.best if vals else None, "notes": self.notes}
+        if self.rank == 0 and self.val_images:
+            result["bitstream_eval"] = evaluate_bitstreams(self.model, self.val_images, self.mult)
+            log = json.loads(log_path(self.cfg.out).read_text()) if log_path(self.cfg.out).exists() else []
+            log.append({"final_bitstream_eval": result["bitstream_eval"], "step": self.step})
+            log_path(self.cfg.out).write_text(json.dumps(log, indent=1))
+        return result

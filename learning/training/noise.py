@@ -5,7 +5,8 @@ with half a batch each draw different noise than one process with the whole batc
 step is drawn for the whole *global* batch from a generator seeded by (seed, step, module, call) and each
 rank takes the samples it holds (``DistributedSampler`` deals global batch positions rank, rank + world,
 ...). One process and any number of ranks therefore see the same noise, and a resumed run sees the noise
-the uninterrupted run would have seen.
+the uninterrupted run would have seen. Noise is drawn on the CPU and moved to the latents' device, so
+it is the same on every device.
 """
 
 from __future__ import annotations
@@ -56,6 +57,27 @@ def install(model: torch.nn.Module, source: NoiseSource) -> None:
                 noise = noise.permute(1, 2, 0, 3).reshape(c, 1, length)
             else:  # N × C × H × W
                 noise = source.draw(tuple(inputs.shape[1:]), n_local)
-            return inputs + noise.to(inputs.dtype)
+            return inputs + noise.to(inputs.device, inputs.dtype)
 
         module.quantize = types.MethodType(quantize, module)
+
+
+def keep_entropy_models_fp32(model: torch.nn.Module) -> None:
+    """Under mixed precision, run every entropy model of ``model`` in fp32 (autocast off, inputs cast
+    up): likelihoods of a few bits are where half precision loses the rate."""
+    from compressai.entropy_models import EntropyModel
+
+    for module in model.modules():
+        if not isinstance(module, EntropyModel):
+            continue
+        original = module.forward
+
+        def forward(*args, _orig=original, **kwargs):
+            args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+            kwargs = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+                      for k, v in kwargs.items()}
+            device_type = next((a.device.type for a in args if torch.is_tensor(a)), "cpu")
+            with torch.autocast(device_type=device_type, enabled=False):
+                return _orig(*args, **kwargs)
+
+        module.forward = forward

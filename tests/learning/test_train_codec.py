@@ -75,14 +75,21 @@ def common(data, out, *extra) -> list[str]:
 
 def test_trains_loss_falls_and_real_bitstreams_decode(data, tmp_path, capsys):
     ckpt = tmp_path / "m.pt"
-    assert main(common(data, ckpt, "--steps", "40", "--loss", "mse", "--val", data["val"])) == 0
+    argv = common(data, ckpt, "--steps", "40", "--loss", "mse", "--val", data["val"], "--log-every", "2",
+                  "--val-every", "20", "--workers", "0")
+    assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     log = json.loads((tmp_path / "m.pt.log.json").read_text())
-    epochs = [r for r in log if "epoch" in r]
-    assert len(epochs) == 20 and epochs[-1]["step"] == 40
-    first, last = np.mean([r["loss"] for r in epochs[:3]]), np.mean([r["loss"] for r in epochs[-3:]])
+    trains = [r for r in log if "loss" in r]
+    vals = [r for r in log if "val_loss" in r]
+    assert len(trains) == 20 and trains[-1]["step"] == 40
+    first, last = np.mean([r["loss"] for r in trains[:3]]), np.mean([r["loss"] for r in trains[-3:]])
     assert last < 0.8 * first, (first, last)
-    assert "val_psnr" in epochs[-1]
+    assert [r["step"] for r in vals] == [20, 40] and "val_psnr" in vals[-1]
+    # the best validation point is kept beside the last checkpoint
+    best = checkpoint.load(tmp_path / "m.best.pt")
+    assert best["best_val_loss"] == min(r["val_loss"] for r in vals)
+    assert result["best_val_loss"] == best["best_val_loss"]
     ev = result["bitstream_eval"]
     assert ev["n_images"] == 2 and ev["bitstream_bpp"] > 0
     # the checkpoint is a codec: real rANS bitstream, odd image size, bpp from bytes
@@ -111,7 +118,6 @@ def test_resume_is_exact(data, tmp_path):
     full, part = tmp_path / "full.pt", tmp_path / "part.pt"
     assert main(common(data, full, "--steps", "9", "--loss", "mse")) == 0
     assert main(common(data, part, "--steps", "5", "--loss", "mse")) == 0  # stops mid-epoch (2 batches/epoch)
-    assert _state(part)["batch_in_epoch"] == 1
     assert main(common(data, part, "--steps", "9", "--loss", "mse", "--resume")) == 0
     a, b = _state(full), _state(part)
     assert a["step"] == b["step"] == 9
@@ -213,23 +219,26 @@ def test_unreadable_checkpoints_are_clear_errors(tmp_path):
 
 def test_saliency_weights_follow_the_crop(data):
     ds = CropDataset(data["train"], 64, seed=3, saliency_dir=data["sal"], alpha=3.0)
-    ds.set_epoch(2)
-    x, w = ds[1]
-    assert w.shape == (1, 64, 64) and float(w.mean()) == pytest.approx(1.0, abs=1e-5)
-    # recover the crop position from the image and check the weights came from the same window
     full = torch.from_numpy(np.asarray(Image.open(ds.files[1]).convert("RGB"), np.float32) / 255).permute(
         2, 0, 1
     )
     sal = torch.from_numpy(np.asarray(Image.open(ds.saliency[1]), np.float32) / 65535)[None]
-    hits = [
-        (t, s) for t in range(0, 33) for s in range(0, 81) if torch.equal(full[:, t : t + 64, s : s + 64], x)
-    ]
-    assert len(hits) == 1
-    t, s = hits[0]
-    assert torch.allclose(w, saliency_weights(sal[:, t : t + 64, s : s + 64], 3.0), atol=1e-5)
-    ds2 = CropDataset(data["train"], 64, seed=3)
-    ds2.set_epoch(2)
-    assert torch.equal(ds2[1][0], x)  # crop depends only on (seed, epoch, index)
+    flips = set()
+    for key in range(6):
+        x, w = ds[(1, key)]
+        assert w.shape == (1, 64, 64) and float(w.mean()) == pytest.approx(1.0, abs=1e-5)
+        # recover the crop position (and flip) from the image; the weights come from the same window
+        windows = {(t, s): full[:, t : t + 64, s : s + 64] for t in range(0, 33) for s in range(0, 81)}
+        hits = [(t, s, f) for (t, s), win in windows.items() for f in (False, True)
+                if torch.equal(win.flip(-1) if f else win, x)]
+        assert len(hits) == 1
+        t, s, f = hits[0]
+        window = sal[:, t : t + 64, s : s + 64]
+        assert torch.allclose(w, saliency_weights(window.flip(-1) if f else window, 3.0), atol=1e-5)
+        flips.add(f)
+        ds2 = CropDataset(data["train"], 64, seed=3)
+        assert torch.equal(ds2[(1, key)][0], x)  # the crop depends only on (seed, image, key)
+    assert flips == {False, True}
 
 
 def test_saliency_training_runs(data, tmp_path):

@@ -1,0 +1,79 @@
+"""The one place a torch device and a mixed-precision mode are chosen from a command-line word.
+
+``auto`` is CUDA when available, else Apple's MPS, else the CPU. Every command that runs a network takes
+``--device`` through :func:`add_device_argument`, so the words and errors are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from contextlib import nullcontext
+
+import torch
+
+from learning.errors import LearningError
+
+AMP_MODES = ("off", "bf16", "fp16")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """``auto | cpu | cuda | cuda:N | mps`` → a usable ``torch.device``; a one-line LearningError for an
+    unknown word or a device this machine does not have."""
+    if isinstance(spec, torch.device):
+        return spec
+    spec = (spec or "auto").strip().lower()
+    if not _DEVICE_RE.match(spec):
+        raise LearningError(f"unknown device {spec!r}: use auto, cpu, cuda, cuda:N or mps")
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise LearningError(f"--device {spec}: CUDA is not available on this machine (torch "
+                                f"{torch.__version__}); use --device cpu or auto")
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise LearningError(f"--device {spec}: this machine has {count} CUDA device(s)")
+    if spec == "mps" and not _mps_available():
+        raise LearningError("--device mps: Apple MPS is not available on this machine; use cpu or auto")
+    return torch.device(spec)
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def check_amp(mode: str, device: torch.device) -> str:
+    """Validate ``--amp``: fp16 needs CUDA (a gradient scaler); bf16 runs on CUDA and CPU."""
+    if mode not in AMP_MODES:
+        raise LearningError(f"unknown --amp {mode!r}: use {', '.join(AMP_MODES)}")
+    if mode == "fp16" and device.type != "cuda":
+        raise LearningError(f"--amp fp16 needs a CUDA device, not {device}; use bf16 or off")
+    if mode == "bf16" and device.type == "mps":
+        raise LearningError("--amp bf16 is not supported on mps; use off")
+    return mode
+
+
+def autocast(device: torch.device, mode: str):
+    """A context that runs the enclosed forward in ``mode`` precision (``off``: full precision)."""
+    if mode == "off":
+        return nullcontext()
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def add_device_argument(parser: argparse.ArgumentParser, amp: bool = False) -> None:
+    """``--device`` (and ``--amp`` when the command trains) with the shared help text."""
+    parser.add_argument("--device", default="auto",
+                        help="auto | cpu | cuda | cuda:N | mps (auto = CUDA when available, else CPU)")
+    if amp:
+        parser.add_argument("--amp", default="off", choices=AMP_MODES,
+                            help="mixed precision for the forward pass (bf16 or fp16 on CUDA; entropy "
+                                 "models stay fp32)")
