@@ -1,98 +1,190 @@
-"""Benchmark: one codec training step with DPL distortion against the same step with MSE.
+"""Benchmark: ``train-codec``'s training step against CompressAI's own training loop, DPL against MSE, and
+the DataLoader pipeline against pre-loaded tensors, each ratio measured in one run (interleaved rounds).
 
-Same model, batch, crops and optimizer recipe as ``train-codec``; the only change is the distortion.
-Run: .venv/bin/python bench/codec_step.py [--arch bmshj2018-hyperprior --N 128 --M 192 --batch 4 --crop 128]
-The DPL uses a weight file written by ``learning.dpl.weightfile.save_weights`` on a seeded random
-AlexNet backbone (no pretrained download here; the cost does not depend on the weight values).
-Target: DPL step ≤ 2× the MSE step.
+1. ours vs CompressAI: ``train_one_epoch`` of ``examples/train.py`` from CompressAI's source distribution
+   (downloaded from PyPI, sha256 checked) on the same model, batch and crop, MSE; target ours ≥ 1.0× its
+   steps/s.
+2. DPL vs MSE: our step with ``--loss dpl:`` (LPIPS-alex lin weights on the real ImageNet AlexNet of
+   ``../shared/data/backbones``) against ``--loss mse``; target ≤ 1.2×.
+3. pipeline: ``train-codec``'s whole loop (DataLoader with worker processes decoding and cropping PNGs)
+   against the same steps fed from tensors already in memory; target ≥ 0.9×.
+
+    .venv/bin/python bench/codec_step.py [--arch bmshj2018-hyperprior --N 128 --M 192 --batch 8 --crop 128]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import importlib.util
+import io
+import re
 import statistics
 import sys
+import tarfile
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from learning.training.loop import rate  # noqa: E402
-from learning.training.losses import build_distortion  # noqa: E402
-from learning.training.models import build_model  # noqa: E402
+from learning import compat  # noqa: E402
+from learning.training.loop import TrainConfig, _Run  # noqa: E402
+
+ALEX = REPO.parent / "shared/data/backbones/alexnet-imagenet-features.pth"
+KODAK = REPO.parent / "shared/data/kodak"
+SDIST = "compressai==1.2.8"
 
 
-def make_dpl_file(net: str, directory: str) -> str:
-    from learning.dpl import DPL
-    from learning.dpl.weightfile import save_weights
+def compressai_train_py(cache: Path) -> Path:
+    """``examples/train.py`` of CompressAI's sdist from PyPI (sha256 as PyPI lists it)."""
+    name, version = SDIST.split("==")
+    target = cache / f"{name}-{version}" / "examples" / "train.py"
+    if target.is_file():
+        return target
+    index = urllib.request.urlopen(f"https://pypi.org/simple/{name}/", timeout=60).read().decode()
+    filename = f"{name}-{version}.tar.gz"
+    found = re.search(r'href="([^"#]*/' + re.escape(filename) + r')#sha256=([0-9a-f]{64})"', index)
+    if not found:
+        raise SystemExit(f"{filename} is not on PyPI's simple index")
+    data = urllib.request.urlopen(found.group(1), timeout=300).read()
+    if hashlib.sha256(data).hexdigest() != found.group(2):
+        raise SystemExit(f"{filename}: sha256 mismatch")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = tar.getmember(f"{name}-{version}/examples/train.py")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(tar.extractfile(member).read())
+    return target
 
-    path = str(Path(directory) / "dpl.pt")
-    save_weights(DPL(net=net, weights=None, backbone=None, seed=0), path, {"note": "bench, random backbone"})
-    return path
+
+class _Batches:
+    """What ``train_one_epoch`` iterates: the same tensors as ours, ``len`` and ``.dataset`` for its log."""
+
+    def __init__(self, batches: list[torch.Tensor]):
+        self.batches = batches
+        self.dataset = [None] * sum(len(b) for b in batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
-def make_step(arch, N, M, x, distortion):
-    """One train-codec step (forward, rate + λ·D, backward, clip, Adam, aux loss + its Adam)."""
+def theirs(train_py: Path, args, batches: list[torch.Tensor]):
+    compat.ensure_torchvision()
+    spec = importlib.util.spec_from_file_location("compressai_examples_train", train_py)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from compressai.losses import RateDistortionLoss
+
+    from learning.training.models import build_model
+
     torch.manual_seed(0)
-    model = build_model(arch, N, M)
-    model.train()
-    main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
-    aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-    opt, aux_opt = torch.optim.Adam(main, 1e-4), torch.optim.Adam(aux, 1e-3)
+    model = build_model(args.arch, args.N, args.M)
+    opt, aux = mod.configure_optimizers(model, argparse.Namespace(learning_rate=1e-4, aux_learning_rate=1e-3))
+    criterion = RateDistortionLoss(lmbda=0.01)
+    loader = _Batches(batches)
 
-    def step() -> float:
+    def run() -> float:
         t0 = time.perf_counter()
-        opt.zero_grad()
-        aux_opt.zero_grad()
-        out = model(x)
-        bpp = rate(out["likelihoods"], x.shape[0] * x.shape[-2] * x.shape[-1])
-        loss = bpp + 0.01 * distortion(out["x_hat"], x)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(main, 1.0)
-        opt.step()
-        model.aux_loss().backward()
-        aux_opt.step()
-        return time.perf_counter() - t0
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints every 10 steps
+            mod.train_one_epoch(model, criterion, loader, opt, aux, 0, 1.0)
+        return (time.perf_counter() - t0) / len(batches)
 
-    return step
+    return run
+
+
+def ours(cfg: TrainConfig, batches: list[torch.Tensor]):
+    r = _Run(cfg, 0, 1, torch.device("cpu"))
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        for x in batches:
+            r._one_step(x, None)
+        return (time.perf_counter() - t0) / len(batches)
+
+    return run
+
+
+def whole_loop(cfg: TrainConfig, steps: int, directory: Path):
+    """``train-codec``'s loop for ``steps`` steps (DataLoader, workers, logging, the final checkpoint)."""
+    counter = [0]
+
+    def run() -> float:
+        counter[0] += 1
+        c = TrainConfig(**{**cfg.__dict__, "steps": steps, "out": str(directory / f"loop{counter[0]}.pt")})
+        r = _Run(c, 0, 1, torch.device("cpu"))
+        t0 = time.perf_counter()
+        r.run()
+        return (time.perf_counter() - t0) / steps
+
+    return run
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="bmshj2018-hyperprior")
     ap.add_argument("--N", type=int, default=128)
     ap.add_argument("--M", type=int, default=192)
-    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--crop", type=int, default=128)
-    ap.add_argument("--net", default="alex")
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=6, help="steps per timed round")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cache", default=str(REPO / "var/cache/bench"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    x = torch.rand(args.batch, 3, args.crop, args.crop, generator=torch.Generator().manual_seed(0))
+    train_py = compressai_train_py(Path(args.cache))
     with tempfile.TemporaryDirectory() as d:
-        dpl = build_distortion(f"dpl:{make_dpl_file(args.net, d)}")
-        mse = build_distortion("mse")
-        step_mse = make_step(args.arch, args.N, args.M, x, mse)
-        step_dpl = make_step(args.arch, args.N, args.M, x, dpl)
-        t_mse, t_dpl = [], []
-        for i in range(args.warmup + args.steps):  # interleaved, so load changes hit both alike
-            a, b = step_mse(), step_dpl()
-            if i >= args.warmup:
-                t_mse.append(a)
-                t_dpl.append(b)
-    m, d_ = statistics.median(t_mse), statistics.median(t_dpl)
-    print(
-        f"{args.arch} N={args.N} M={args.M}, batch {args.batch}x{args.crop}², {args.threads} threads, "
-        f"DPL net {args.net}"
-    )
-    print(f"MSE step  median {m * 1000:8.1f} ms  (runs: {', '.join(f'{t * 1000:.0f}' for t in t_mse)})")
-    print(f"DPL step  median {d_ * 1000:8.1f} ms  (runs: {', '.join(f'{t * 1000:.0f}' for t in t_dpl)})")
-    print(f"ratio DPL/MSE = {d_ / m:.2f}x  (target <= 2x)")
+        d = Path(d)
+        (d / "train").mkdir()
+        for i in range(1, 17):
+            (d / "train" / f"kodim{i:02d}.png").symlink_to(KODAK / f"kodim{i:02d}.png")
+        dpl = d / "lpips_alex.pt"
+        from learning.dpl import DPL
+        from learning.dpl.weightfile import save_weights
+
+        save_weights(DPL("alex", weights="lpips", backbone=str(ALEX)), dpl, {"note": "bench"})
+        cfg = TrainConfig(data=str(d / "train"), out=str(d / "x.pt"), arch=args.arch, N=args.N, M=args.M,
+                          crop=args.crop, batch=args.batch, steps=args.steps, lmbda=0.01, device="cpu",
+                          workers=args.workers, progress=False, val_every=10**6, log_every=10**6)
+        # the crops the DataLoader would deliver, pre-loaded
+        from learning.training.data import CropDataset, StepBatches
+
+        ds = CropDataset(cfg.data, args.crop, 0)
+        keys = StepBatches(len(ds), args.batch, 0, 0, args.steps)
+        batches = [torch.stack([ds[k][0] for k in b]) for b in keys]
+        runs = {
+            "compressai": theirs(train_py, args, batches),
+            "ours_mse": ours(cfg, batches),
+            "ours_dpl": ours(TrainConfig(**{**cfg.__dict__, "loss": f"dpl:{dpl}", "dpl_backbone": str(ALEX)}),
+                             batches),
+            "ours_loop": whole_loop(cfg, args.steps, d),
+        }
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for f in runs.values():  # warm-up
+            f()
+        for _ in range(args.rounds):  # interleaved, so load changes hit all alike
+            for k, f in runs.items():
+                times[k].append(f())
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"{args.arch} N={args.N} M={args.M}, batch {args.batch}x{args.crop}², {args.threads} threads, "
+          f"{args.rounds} rounds x {args.steps} steps, DataLoader workers {args.workers}")
+    for k, v in times.items():
+        rounds = ", ".join(f"{t * 1000:.0f}" for t in v)
+        print(f"{k:11s} median {med[k] * 1000:8.1f} ms/step  (rounds: {rounds})")
+    print(f"ours vs CompressAI examples/train.py, steps/s: {med['compressai'] / med['ours_mse']:.2f}x "
+          "(target >= 1.0)")
+    print(f"DPL step / MSE step: {med['ours_dpl'] / med['ours_mse']:.2f}x (target <= 1.2)")
+    print(f"DataLoader loop vs pre-loaded tensors, steps/s: {med['ours_mse'] / med['ours_loop']:.2f}x "
+          "(target >= 0.9)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""The budgeted learned-codec runs of bench/README.md: an MSE base model, fine-tuned to one checkpoint per λ,
+each then fine-tuned with the DPL (LPIPS-alex lin weights on the real ImageNet AlexNet), and the R–D table.
+
+Stages (each skipped when its checkpoint is finished, so the script resumes after an interruption):
+  1. base: ``train-codec`` from random weights at ``--base-lmbda``;
+  2. mse: ``train-codec --init base`` for every λ of ``--lmbdas``;
+  3. dpl: ``train-codec --init mse_λ --loss dpl:...`` for every λ (λ_dpl = λ·``--dpl-scale``);
+  4. rd: ``python -m learning rd`` on the test images, JPEG as the anchor, PSNR / MS-SSIM / LPIPS-alex.
+Fine-tunes run ``--parallel`` at a time with one thread each (on 2 cores this beats one 2-thread run).
+
+    .venv/bin/python bench/learned_codec.py --train var/codec/train --val var/codec/val --out var/codec
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+ALEX = REPO.parent / "shared/data/backbones/alexnet-imagenet-features.pth"
+
+
+def finished(path: Path, steps: int) -> bool:
+    from learning.training import checkpoint
+
+    if not path.is_file():
+        return False
+    blob = checkpoint.load(path)
+    return bool(blob.get("finished")) and blob["step"] >= steps
+
+
+def train(args, out: Path, steps: int, extra: list[str], threads: int) -> dict:
+    """One ``train-codec`` run (resumed when a partial checkpoint exists); returns its wall time."""
+    if finished(out, steps):
+        return {"out": str(out), "skipped": True}
+    cmd = [sys.executable, "-m", "learning", "train-codec", "--data", args.train, "--val", args.val,
+           "--crop", str(args.crop), "--batch", str(args.batch), "--steps", str(steps), "--workers", "1",
+           "--threads", str(threads), "--val-every", str(args.val_every), "--log-every", "100",
+           "--no-progress", "--out", str(out), *extra]
+    if out.is_file():
+        cmd.append("--resume")
+    t0 = time.time()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".out"), "a") as log:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        r = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=log, env=env)
+    if r.returncode:
+        raise SystemExit(f"train-codec failed for {out} (see {out.with_suffix('.out')})")
+    return {"out": str(out), "wall_s": time.time() - t0, "steps": steps}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", required=True)
+    p.add_argument("--val", required=True)
+    p.add_argument("--test", default=str(REPO.parent / "shared/data/kodak"), help="rd images (folder)")
+    p.add_argument("--test-glob", default="kodim1[7-9].png,kodim2[0-4].png")
+    p.add_argument("--out", required=True)
+    p.add_argument("--arch", default="bmshj2018-hyperprior")
+    p.add_argument("--N", type=int, default=96)
+    p.add_argument("--M", type=int, default=128)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--base-steps", type=int, default=5000)
+    p.add_argument("--base-lmbda", type=float, default=0.0067)
+    p.add_argument("--base-lr", type=float, default=1e-3)
+    p.add_argument("--lmbdas", default="0.0018,0.0035,0.0067,0.013")
+    p.add_argument("--ft-steps", type=int, default=800)
+    p.add_argument("--ft-lr", type=float, default=3e-4)
+    p.add_argument("--dpl-steps", type=int, default=400)
+    p.add_argument("--dpl-scale", type=float, default=1000.0, help="λ_dpl = λ_mse · scale")
+    p.add_argument("--val-every", type=int, default=400)
+    p.add_argument("--parallel", type=int, default=2)
+    p.add_argument("--stages", default="base,mse,dpl,rd", help="comma list of the stages to run")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dpl = out / "lpips_alex_real.pt"
+    if not dpl.is_file():
+        from learning.dpl import DPL
+        from learning.dpl.weightfile import save_weights
+
+        save_weights(DPL("alex", weights="lpips", backbone=str(ALEX)), dpl,
+                     {"note": "LPIPS v0.1 alex lin weights on the real ImageNet AlexNet"})
+    report: dict = {"config": vars(args), "stages": {}}
+    base = out / "mse_base.pt"
+    stages = set(args.stages.split(","))
+    if "base" in stages:
+        report["stages"]["base"] = train(args, base, args.base_steps, [
+            "--arch", args.arch, "--N", str(args.N), "--M", str(args.M), "--lmbda", str(args.base_lmbda),
+            "--lr", str(args.base_lr), "--lr-schedule", "cosine"], threads=2)
+    lmbdas = [float(v) for v in args.lmbdas.split(",")]
+    common = ["--lr", str(args.ft_lr), "--lr-schedule", "cosine"]
+    with ThreadPoolExecutor(args.parallel) as pool:
+        if "mse" in stages:
+            report["stages"]["mse"] = list(pool.map(lambda lm: train(
+                args, out / "mse" / f"mse_{lm}.pt", args.ft_steps,
+                ["--init", str(base), "--lmbda", str(lm), *common], threads=1), lmbdas))
+        if "dpl" in stages:
+            report["stages"]["dpl"] = list(pool.map(lambda lm: train(
+                args, out / "dpl" / f"dpl_{lm}.pt", args.dpl_steps,
+                ["--init", str(out / "mse" / f"mse_{lm}.pt"), "--lmbda", str(lm * args.dpl_scale),
+                 "--loss", f"dpl:{dpl}", "--dpl-backbone", str(ALEX), *common], threads=1), lmbdas))
+    if "rd" in stages:
+        test = out / "test"
+        test.mkdir(exist_ok=True)
+        for pattern in args.test_glob.split(","):
+            for f in sorted(Path(args.test).glob(pattern)):
+                if not (test / f.name).exists():
+                    (test / f.name).symlink_to(f.resolve())
+        t0 = time.time()
+        curves = f"jpeg,ckpt:{out}/mse/mse_*[0-9].pt,ckpt:{out}/dpl/dpl_*[0-9].pt"
+        cmd = [sys.executable, "-m", "learning", "rd", "--images", str(test), "--codecs", curves,
+               "--bpp", "0.1,0.15,0.2,0.3,0.4,0.5,0.6",
+               "--metrics", f"psnr,ms-ssim,lpips-alex:{ALEX}", "--out", str(out / "rd")]
+        subprocess.run(cmd, cwd=REPO, check=True)
+        report["stages"]["rd"] = {"wall_s": time.time() - t0, "out": str(out / "rd")}
+    (out / f"report_{'_'.join(sorted(stages))}.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
