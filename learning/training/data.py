@@ -32,14 +32,23 @@ def list_images(directory: str | Path) -> list[Path]:
     return files
 
 
-def load_rgb(path: Path) -> torch.Tensor:
-    """3×H×W float tensor in [0, 1]; a clear error for unreadable files."""
+def load_rgb8(path: Path) -> np.ndarray:
+    """H×W×3 uint8 array; a clear error for unreadable files."""
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
     except Exception as exc:
         raise LearningError(f"cannot read image {str(path)!r} ({exc})") from exc
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def to_float(arr: np.ndarray) -> torch.Tensor:
+    """H×W×3 uint8 → 3×H×W float tensor in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255.0).contiguous()
+
+
+def load_rgb(path: Path) -> torch.Tensor:
+    """3×H×W float tensor in [0, 1]; a clear error for unreadable files."""
+    return to_float(load_rgb8(path))
 
 
 def load_saliency(path: Path, size: tuple[int, int]) -> torch.Tensor:
@@ -64,9 +73,12 @@ class CropDataset(torch.utils.data.Dataset):
         seed: int = 0,
         saliency_dir: str | Path | None = None,
         alpha: float = 3.0,
+        cache_mb: int = 512,
     ):
         self.files = list_images(directory)
         self.crop, self.seed, self.alpha = crop, seed, alpha
+        # decoded images, kept (per process) up to a budget: decoding a PNG costs more than a crop
+        self.cache_bytes, self._cache, self._cached = cache_mb * 2**20, {}, 0
         self.saliency = None
         if saliency_dir is not None:
             sal = Path(saliency_dir)
@@ -91,8 +103,8 @@ class CropDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, key = item if isinstance(item, tuple) else (item, item)
-        img = load_rgb(self.files[index])
-        _, h, w = img.shape
+        img = self._image(index)
+        h, w, _ = img.shape
         c = self.crop
         if h < c or w < c:
             raise LearningError(f"{self.files[index].name} is {w}×{h}, smaller than the {c}px crop")
@@ -100,7 +112,7 @@ class CropDataset(torch.utils.data.Dataset):
         top = int(torch.randint(0, h - c + 1, (1,), generator=g))
         left = int(torch.randint(0, w - c + 1, (1,), generator=g))
         flip = bool(torch.randint(0, 2, (1,), generator=g))
-        x = img[:, top : top + c, left : left + c]
+        x = to_float(img[top : top + c, left : left + c])
         if flip:
             x = x.flip(-1)
         if self.saliency is None:
@@ -109,6 +121,16 @@ class CropDataset(torch.utils.data.Dataset):
         if flip:
             s = s.flip(-1)
         return x.contiguous(), saliency_weights(s.contiguous(), self.alpha)
+
+
+    def _image(self, index: int) -> np.ndarray:
+        if index in self._cache:
+            return self._cache[index]
+        img = load_rgb8(self.files[index])
+        if self._cached + img.nbytes <= self.cache_bytes:
+            self._cache[index] = img
+            self._cached += img.nbytes
+        return img
 
 
 class StepBatches(torch.utils.data.Sampler):
