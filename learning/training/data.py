@@ -43,7 +43,7 @@ def load_rgb8(path: Path) -> np.ndarray:
 
 def to_float(arr: np.ndarray) -> torch.Tensor:
     """H×W×3 uint8 → 3×H×W float tensor in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255.0).contiguous()
+    return torch.from_numpy(np.array(arr)).permute(2, 0, 1).float().div_(255.0).contiguous()
 
 
 def load_rgb(path: Path) -> torch.Tensor:

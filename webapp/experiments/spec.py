@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import reprlib
 from pathlib import Path
 from typing import Any
 
 import yaml
+from django.db import transaction
 from django.utils.text import slugify
 
 from learning.codecs.spec import parse_codec_spec
@@ -45,19 +47,43 @@ _TEXTS = {
 KNOWN = {"slug", "codecs", *_CHOICES, *_INTS, *_RATES, *_TEXTS}
 
 
-def load_file(path: Path) -> dict:
+MAX_FILE_BYTES = 1024 * 1024  # an experiment file is a few kilobytes
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 4
+_REPR.maxlevel = 2
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` bounded in length and depth: YAML aliases make a tiny file hold a value whose full
+    repr is gigabytes ("billion laughs"), and error messages echo values."""
+    return _REPR.repr(value)
+
+
+def read_text(path: Path) -> str:
+    """The file's text (UTF-8, at most MAX_FILE_BYTES), or SpecError."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise SpecError(f"{path}: cannot read ({exc.strerror})") from exc
+        raise SpecError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError(f"{path}: over {MAX_FILE_BYTES:,} bytes; an experiment file is a few kilobytes")
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+
+def load_file(path: Path) -> dict:
+    """The mapping of fields in a JSON or YAML file, or SpecError (one line, bounded)."""
+    text = read_text(path)
     kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
     try:
         data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
     # ValueError: also PyYAML's impossible dates and over-long JSON integers; RecursionError: deep nesting
     except (ValueError, RecursionError, yaml.YAMLError) as exc:
-        raise SpecError(f"{path}: not valid {kind}: {str(exc)[:300]}") from exc
+        raise SpecError(f"{path}: not valid {kind}: {' '.join(str(exc).split())[:300]}") from exc
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping of fields at the top level")
     return data
@@ -76,13 +102,15 @@ def _storable(text: str) -> bool:
 
 def validate(data: dict) -> dict[str, Any]:
     """Check every field; return Experiment field values (+ ``codec_settings``)."""
-    unknown = sorted(map(str, set(data) - KNOWN))  # YAML keys can be numbers, booleans or null too
+    unknown = sorted(k[:80] if isinstance(k, str) else shown(k) for k in set(data) - KNOWN)  # or numbers...
     if unknown:
-        raise SpecError(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(KNOWN))}")
+        names = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        raise SpecError(f"unknown field(s): {names}; allowed: {', '.join(sorted(KNOWN))}")
     out: dict[str, Any] = {}
     slug = data.get("slug")
     if not isinstance(slug, str) or not slug or slugify(slug) != slug or len(slug) > 100:
-        raise SpecError(f"slug: required, at most 100 lowercase letters, digits and dashes (got {slug!r})")
+        raise SpecError(
+            f"slug: required, at most 100 lowercase letters, digits and dashes (got {shown(slug)})")
     out["slug"] = slug
     if not isinstance(data.get("title"), str) or not data["title"].strip():
         raise SpecError("title: required text")
@@ -97,19 +125,19 @@ def validate(data: dict) -> dict[str, Any]:
     for name, allowed in _CHOICES.items():
         if name in data:
             if data[name] not in allowed:
-                raise SpecError(f"{name}: must be one of {', '.join(allowed)} (got {data[name]!r})")
+                raise SpecError(f"{name}: must be one of {', '.join(allowed)} (got {shown(data[name])})")
             out[name] = data[name]
     for name, (lo, hi) in _INTS.items():
         if name in data:
             v = data[name]
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise SpecError(f"{name}: expected an integer in [{lo}, {hi}] (got {v!r})")
+                raise SpecError(f"{name}: expected an integer in [{lo}, {hi}] (got {shown(v)})")
             out[name] = v
     for name in _RATES:
         if name in data:
             v = data[name]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-                raise SpecError(f"{name}: expected a number in [0, 1] (got {v!r})")
+                raise SpecError(f"{name}: expected a number in [0, 1] (got {shown(v)})")
             out[name] = float(v)
     if out.get("pairs") == "sampled" and not out.get("pairs_per_reference"):
         raise SpecError("pairs_per_reference: required when pairs is 'sampled'")
@@ -124,14 +152,19 @@ def validate(data: dict) -> dict[str, Any]:
         try:
             parse_codec_spec(c)
         except LearningError as exc:
-            raise SpecError(f"codecs: {exc}") from exc
+            raise SpecError(f"codecs: {str(exc)[:300]}") from exc
     out["codec_settings"] = codecs
     return out
 
 
 def create(data: dict, owner=None, replace: bool = False) -> Experiment:
-    """Create the experiment (or replace a draft with the same slug when ``replace``)."""
+    """Create the experiment (or replace a draft with the same slug when ``replace``), in one transaction."""
     fields = validate(data)
+    with transaction.atomic():
+        return _create(fields, data, owner, replace)
+
+
+def _create(fields: dict[str, Any], data: dict, owner, replace: bool) -> Experiment:
     existing = Experiment.objects.filter(slug=fields["slug"]).first()
     if existing is not None:
         if not replace:

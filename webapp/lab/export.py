@@ -148,10 +148,32 @@ def check_out_dir(out: Path, force: bool) -> None:
 def _clear_previous(out: Path, slug: str) -> None:
     for split in SPLITS:
         d = out / split / slug
-        if d.is_dir():
+        if d.is_symlink():  # the link itself, never the folder it names
+            d.unlink()
+        elif d.is_dir():
             shutil.rmtree(d)
     for name in ("trials.csv", "judgments.csv", "judgments.jsonl", "manifest.json"):
         (out / name).unlink(missing_ok=True)
+
+
+def resolve_out(out: Path) -> Path:
+    """``out``, or the folder it links to when it is a symbolic link (written into, never replaced)."""
+    if not out.is_symlink():
+        return out
+    if not out.exists():
+        raise ExportError(f"{out} is a symbolic link to a missing or looping path")
+    return out.resolve()
+
+
+def _fresh_dir(out: Path) -> Path:
+    """A new empty folder next to ``out`` to build the export in (renamed to ``out`` when complete)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".export-partial-"))
+        os.chmod(tmp, 0o755)
+    except OSError as exc:  # a parent is a file, no permission, read-only file system, name too long...
+        raise ExportError(f"{out}: cannot create the output directory ({exc.strerror or exc})") from exc
+    return tmp
 
 
 def _experiment_settings(exp) -> dict:
@@ -172,29 +194,25 @@ def export_experiment(experiment, out: str | os.PathLike, exclude_flagged: bool 
                       include_simulated: bool = False) -> dict:
     """Write the dataset of ``experiment`` under ``out``; returns the manifest (also written).
 
-    Raises ExportError (nothing written) for a non-empty ``out`` without ``force``. If the export fails
-    midway, a directory that was missing or empty before is left empty again.
+    Raises ExportError (nothing written) for a non-empty ``out`` without ``force``. A missing or empty
+    ``out`` is built in a folder next to it and renamed into place when complete, so a failure or a kill
+    leaves ``out`` as it was; with ``force`` into a non-empty ``out`` the files are replaced in place. A
+    symbolic link is followed (the export goes into the folder it names).
     """
-    out = Path(out)
+    out = resolve_out(Path(out))
     check_out_dir(out, force)
-    existed = out.is_dir()
-    was_empty = not existed or not any(out.iterdir())
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a parent is a file, no permission, read-only file system...
-        raise ExportError(f"{out}: cannot create the output directory ({exc.strerror or exc})") from exc
-    if force:
+    if out.is_dir() and any(out.iterdir()):
         _clear_previous(out, experiment.slug)
-    try:
         return _export(experiment, out, exclude_flagged, progress, chunk_size, include_simulated)
-    except BaseException:
-        # a failed export leaves no half-written dataset behind where it started from nothing
-        if not existed:
-            shutil.rmtree(out, ignore_errors=True)
-        elif was_empty:
-            for p in out.iterdir():
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-        raise
+    tmp = _fresh_dir(out)
+    try:
+        manifest = _export(experiment, tmp, exclude_flagged, progress, chunk_size, include_simulated)
+        os.rename(tmp, out)  # replaces an empty folder; atomic
+    except OSError as exc:
+        raise ExportError(f"{out}: cannot write the export ({exc.strerror or exc})") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
 
 
 def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_size: int,

@@ -1,7 +1,8 @@
 """Saliency maps of reference images: attach maps written by ``python -m learning saliency``, or compute them.
 
 Maps are matched to references by file stem (the stem of the imported file's original name, or its
-sha256). Every map is read and checked before anything is stored, so a bad file changes nothing.
+sha256). Every map is read and checked before anything is stored, so a bad file changes nothing, and the
+maps are stored with their files in one transaction (a kill halfway changes nothing either).
 """
 
 from __future__ import annotations
@@ -10,15 +11,14 @@ import io
 from pathlib import Path
 
 import numpy as np
-from django.core.files.base import ContentFile
-from django.db import transaction
 from PIL import Image
 
 from learning.errors import LearningError
 from learning.saliency import check_rgb, get_saliency_model, load_map, save_map
 from learning.saliency.table import overlay
 from webapp.stimuli.ingest import IngestError, check_file_size
-from webapp.stimuli.models import ReferenceImage
+from webapp.stimuli.models import ReferenceImage, saliency_path
+from webapp.stimuli.staging import staged_atomic
 
 THUMB_WIDTH = 320
 
@@ -34,12 +34,11 @@ def _png(saliency: np.ndarray) -> bytes:
 
 
 def _store(maps: dict[int, tuple[bytes, str]]) -> int:
-    with transaction.atomic():
+    """Store the maps in one transaction with their files (``staging.staged_atomic``: all or nothing)."""
+    with staged_atomic() as stage:
         for ref in ReferenceImage.objects.select_for_update().filter(pk__in=maps):
             png, model = maps[ref.pk]
-            if ref.saliency:
-                ref.saliency.delete(save=False)
-            ref.saliency.save(f"{ref.sha256}.png", ContentFile(png), save=False)
+            ref.saliency.name = stage.write(saliency_path(ref, ""), png)  # replaces the old map at commit
             ref.saliency_model = model[:100]
             ref.save(update_fields=["saliency", "saliency_model"])
     return len(maps)

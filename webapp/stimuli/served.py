@@ -8,9 +8,9 @@ width x height, so every image of a trial (and all images of that size) is the s
 
 The copy is made once per stored file (``served_path``: written atomically under
 ``MEDIA_ROOT/served/``, named by a hash of the stored name, which never changes for a given content)
-and then read from disk; ``make_stimuli`` writes the copies when it makes the stimuli, so the first
-participant's requests take no longer for one image than for another. Exports and analyses use the stored
-files, unchanged.
+and then read from disk; ``make_stimuli`` writes the copies with the stimuli (``stage_served_copies``), so
+the first participant's requests take no longer for one image than for another. Exports and analyses use
+the stored files, unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from PIL import Image, ImageCms
 
 if TYPE_CHECKING:
     from webapp.stimuli.models import ReferenceImage
+    from webapp.stimuli.staging import Stage
 
 SERVED_DIR = "served"
 FORMAT = "png-stored-rgb8-v1"  # part of the cache key: a change of encoding makes new copies
@@ -97,8 +98,13 @@ def served_length(width: int, height: int) -> int:
     return len(PNG_SIGNATURE) + (12 + 13) + (12 + 2 + 5 * blocks + raw + 4) + 12
 
 
+def served_name(name: str) -> str:
+    """The served copy's name (relative to MEDIA_ROOT) of the stored file ``name``."""
+    return f"{SERVED_DIR}/{hashlib.sha256(f'{FORMAT}:{name}'.encode()).hexdigest()}.png"
+
+
 def _cache_name(f: FieldFile) -> str:
-    return f"{SERVED_DIR}/{hashlib.sha256(f'{FORMAT}:{f.name}'.encode()).hexdigest()}.png"
+    return served_name(f.name)
 
 
 def served_path(f: FieldFile) -> Path:
@@ -121,12 +127,12 @@ def served_path(f: FieldFile) -> Path:
     return path
 
 
-def write_served_copies(refs: Sequence[ReferenceImage]) -> int:
-    """Make the served copies of these references and all their stimuli now; how many files there are."""
-    n = 0
-    for ref in refs:
-        served_path(ref.file)
-        for stimulus in ref.stimuli.all():
-            served_path(stimulus.decoded)
-            n += 1
-    return n + len(refs)
+def stage_served_copies(stage: Stage, refs: Sequence[ReferenceImage]) -> int:
+    """Stage (``staging.Stage``) the missing served copies of these references and all their stimuli, so
+    that they appear with the rows; how many files there are."""
+    names = [n for ref in refs for n in (ref.file.name, *(s.decoded.name for s in ref.stimuli.all()))]
+    for name in names:
+        if not default_storage.exists(served_name(name)):
+            with Image.open(io.BytesIO(stage.read(name))) as im:
+                stage.write(served_name(name), uncompressed_png(im))
+    return len(names)

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.db import transaction
 
 from webapp.experiments.models import Experiment
 from webapp.experiments.spec import load_file
@@ -21,6 +22,16 @@ class Command(BaseCommand):
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
 
     def handle(self, *args, **o):
+        with transaction.atomic():  # all or nothing (files of a killed run stay unreferenced, never served)
+            exp = self._load()
+        base = o["base_url"].rstrip("/")
+        self.stdout.write(
+            f"researcher login: {base}/lab/login/  (user {USERNAME!r}, "
+            f"password {PASSWORD!r}); dashboard {base}/lab/"
+        )
+        self.stdout.write(f"participant link: {base}/p/{exp.slug}/")
+
+    def _load(self) -> Experiment:
         User = get_user_model()
         user, created = User.objects.get_or_create(username=USERNAME, defaults={"is_staff": True})
         if created:
@@ -50,9 +61,4 @@ class Command(BaseCommand):
         if exp.status != "live":
             exp.status = "live"
             exp.save(update_fields=["status"])
-        base = o["base_url"].rstrip("/")
-        self.stdout.write(
-            f"researcher login: {base}/lab/login/  (user {USERNAME!r}, "
-            f"password {PASSWORD!r}); dashboard {base}/lab/"
-        )
-        self.stdout.write(f"participant link: {base}/p/{exp.slug}/")
+        return exp
