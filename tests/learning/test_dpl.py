@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,6 +11,8 @@ from learning import DPL
 from learning.compat import ensure_torchvision
 from learning.dpl import weightfile
 from learning.errors import LearningError
+
+REAL_ALEX = Path(__file__).resolve().parents[2].parent / "shared/data/backbones/alexnet-imagenet-features.pth"
 
 torch.set_num_threads(2)
 
@@ -95,6 +99,35 @@ def test_backbone_state_dict_file(tmp_path) -> None:
     assert a.backbone.sha256() == DPL("alex", backbone=None, seed=11).backbone.sha256()
     with pytest.raises(LearningError, match="not a torchvision"):
         DPL("vgg", backbone=path)
+
+
+def test_features_only_backbone_file(tmp_path) -> None:
+    """A state dict with only the ``features.*`` keys (as ../shared/data/backbones ships AlexNet) loads
+    the same backbone as the whole classifier; another net's file or a partial one is a one-line error."""
+    from learning.compat import models
+
+    torch.manual_seed(11)
+    whole = models().alexnet().state_dict()
+    features = tmp_path / "alex-features.pth"
+    torch.save({k: v for k, v in whole.items() if k.startswith("features.")}, features)
+    a = DPL("alex", backbone=features)
+    assert a.backbone.sha256() == DPL("alex", backbone=None, seed=11).backbone.sha256()
+    for net in ("vgg", "squeeze"):
+        with pytest.raises(LearningError, match="it holds alex weights") as err:
+            DPL(net, backbone=features)
+        assert "\n" not in str(err.value)
+    partial = tmp_path / "partial.pth"
+    torch.save({k: v for k, v in whole.items() if k.startswith("features.0")}, partial)
+    with pytest.raises(LearningError, match="features.\\* keys"):
+        DPL("alex", backbone=partial)
+
+
+@pytest.mark.skipif(not REAL_ALEX.is_file(), reason="../shared/data/backbones is not beside the checkout")
+def test_real_imagenet_alexnet_file_loads() -> None:
+    """The shipped ImageNet AlexNet features (SOURCE.md) load as a backbone and differ from any seeded one."""
+    real = DPL("alex", weights="lpips", backbone=REAL_ALEX)
+    assert real.backbone.source == f"file:{REAL_ALEX.name}"
+    assert real.backbone.sha256() != DPL("alex", backbone=None, seed=0).backbone.sha256()
 
 
 def test_round_trip_through_lpips_layout(tmp_path) -> None:
