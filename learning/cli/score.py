@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from learning.device import add_device_argument
@@ -29,38 +28,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     add_device_argument(p)
     p.set_defaults(func=run)
-
-
-def _distances(metric, triplets, patch, seed, batch_size, desc):
-    import numpy as np
-    import torch
-    from tqdm import tqdm
-
-    from learning.data.bapps import load_triplet, to_tensor, triplet_rng
-
-    d = np.empty((len(triplets), 2))
-    pending: list = []
-
-    def flush():
-        groups: dict = {}
-        for it in pending:
-            groups.setdefault(it[1].shape, []).append(it)
-        for items in groups.values():
-            ref, a, b = (to_tensor([it[j] for it in items]) for j in (1, 2, 3))
-            with torch.inference_mode():
-                d0 = metric.distance(ref, a).double().numpy()
-                d1 = metric.distance(ref, b).double().numpy()
-            for row, it in enumerate(items):
-                d[it[0]] = (d0[row], d1[row])
-        pending.clear()
-
-    for i, t in enumerate(tqdm(triplets, desc=desc, unit="triplet", leave=False, file=sys.stderr)):
-        r, a, b, _ = load_triplet(t, patch, triplet_rng(t, seed) if patch else None)
-        pending.append((i, r, a, b))
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    return d
 
 
 def plot(results: list[dict], path: Path) -> list[Path]:
@@ -103,23 +70,14 @@ def plot(results: list[dict], path: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Parse and check the arguments (errors before any work), ``learning.scoring.score_metrics``, then
+    the table, ``--json`` and ``--plot``."""
+    from learning.cli.fit import parse_patch
     from learning.device import resolve_device
-    from learning.metrics.registry import using_device
+    from learning.errors import LearningError
+    from learning.scoring import score_metrics
 
     device = resolve_device(args.device)  # an unknown or absent device fails before any work
-    with using_device(device):
-        return _score(args)
-
-
-def _score(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from learning import twoafc
-    from learning.cli.fit import parse_patch
-    from learning.data.bapps import load_2afc
-    from learning.errors import LearningError
-    from learning.metrics.registry import get_metric
-
     names = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if not names:
         raise LearningError("--metrics is empty")
@@ -128,25 +86,19 @@ def _score(args: argparse.Namespace) -> int:
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".svg", ""):
         raise LearningError("--plot must end in .png")
     patch = parse_patch(args.patch)
-    metrics = [get_metric(n) for n in names]  # unknown names fail before any work
-    sets = load_2afc(args.data)
-    results = []
-    print(f"{'set':24} {'metric':28} {'2AFC':>7}  {'95% CI':>15}  {'ceiling':>7}  n")
-    for s in sets:
-        h = s.judges
-        ceil_t = twoafc.human_ceiling(h, s.n_judges)
-        ceiling = float(np.nanmean(ceil_t)) if ceil_t is not None and np.isfinite(ceil_t).any() else None
-        for name, metric in zip(names, metrics):
-            d = _distances(metric, s.triplets, patch, args.seed, args.batch_size, f"{s.name} {name}")
-            per = twoafc.per_triplet(d[:, 0], d[:, 1], h)
-            ci = twoafc.bootstrap_ci(per, args.bootstrap, seed=args.seed) if args.bootstrap else None
-            row = {"set": s.name, "metric": name, "score": float(per.mean()), "ci": ci,
-                   "human_ceiling": ceiling, "n": len(per), "implementation": metric.implementation}
-            results.append(row)
-            ci_txt = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-"
-            c_txt = f"{ceiling:.4f}" if ceiling is not None else "-"
-            print(f"{s.name[:24]:24} {name[:28]:28} {row['score']:7.4f}  {ci_txt:>15}  {c_txt:>7}  "
-                  f"{len(per)}")
+    header = [f"{'set':24} {'metric':28} {'2AFC':>7}  {'95% CI':>15}  {'ceiling':>7}  n"]
+
+    def print_row(row: dict) -> None:
+        while header:  # printed with the first row: nothing on stdout when the input is refused
+            print(header.pop())
+        ci, ceiling = row["ci"], row["human_ceiling"]
+        ci_txt = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-"
+        c_txt = f"{ceiling:.4f}" if ceiling is not None else "-"
+        print(f"{row['set'][:24]:24} {row['metric'][:28]:28} {row['score']:7.4f}  {ci_txt:>15}  {c_txt:>7}  "
+              f"{row['n']}")
+
+    results = score_metrics(args.data, names, patch=patch, bootstrap=args.bootstrap,
+                            batch_size=args.batch_size, seed=args.seed, device=device, on_row=print_row)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"results": results, "bootstrap": args.bootstrap}, indent=1))

@@ -67,14 +67,14 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from learning.training.loop import TrainConfig, train
+    from learning.training import train_codec
+    from learning.training.loop import TrainConfig
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     fields = TrainConfig.__dataclass_fields__
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields},
-                      progress=not args.no_progress)
-    result = train(cfg)
+    result = train_codec(**{k: v for k, v in vars(args).items() if k in fields},
+                         progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result, indent=1, default=float))
     return 0

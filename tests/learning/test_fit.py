@@ -192,3 +192,33 @@ def test_fit_on_cuda_equals_cpu(tiny, tmp_path, no_tf32) -> None:
     meta = _assert_cpu_file(tuned)["metadata"]
     # cache batches and tuning batches differ in layout: equal up to a near-tie flip (one of 16 triplets)
     assert meta["tune_val_2afc_before"] == pytest.approx(meta["val_2afc_linear"], abs=1 / 16 + 1e-9)
+
+
+def test_fit_dpl_library_equals_cli(tiny, tmp_path, capsys) -> None:
+    """``fit_dpl`` called directly writes the CLI's weight file (same arguments and seed), with and
+    without a validation set, and reports the figures the file's metadata holds."""
+    from learning.fitting import FitReport, fit_dpl
+
+    for name, with_val in (("val", True), ("holdout", False)):
+        cli_out, lib_out = tmp_path / f"cli_{name}.dpl", tmp_path / f"lib_{name}.dpl"
+        args = _fit_args(tiny, cli_out, "cpu", "--seed", "3")
+        if not with_val:
+            args = [a for i, a in enumerate(args) if a != "--val" and args[i - 1] != "--val"]
+        assert main(args) == 0
+        printed = capsys.readouterr().out
+        rep = fit_dpl([str(tiny / "train")], lib_out, val=[tiny / "val"] if with_val else None,
+                      backbone="random:0", cache=None, rounds=3, patience=3, batch_size=8, seed=3,
+                      device="cpu", progress=False)
+        assert isinstance(rep, FitReport) and rep.out == lib_out and rep.tune is None
+        cli, lib = load_weights(cli_out), load_weights(lib_out)
+        torch.testing.assert_close(torch.cat(lib["weights"]), torch.cat(cli["weights"]), rtol=0, atol=1e-6)
+        assert lib["head"]["c"] == pytest.approx(cli["head"]["c"], abs=1e-6)
+        meta = lib["metadata"]
+        assert {k: v for k, v in meta.items() if k != "date"} == \
+            {k: v for k, v in cli["metadata"].items() if k != "date"}
+        assert (rep.train_2afc, rep.val_2afc, rep.rounds) == \
+            (meta["train_2afc"], meta["val_2afc"], meta["rounds"])
+        assert (rep.n_train, rep.n_val) == (meta["n_train"], meta["n_val"])
+        assert (rep.n_train, rep.n_val) == ((32, 16) if with_val else (29, 3))
+        assert f"val 2AFC {rep.val_2afc:.4f} (uniform weights {rep.val_2afc_uniform:.4f})" in printed
+        assert f"best round {rep.rounds}" in printed

@@ -171,3 +171,21 @@ def test_score_on_cuda_equals_cpu(small_set, tmp_path: Path) -> None:
             assert gpu_res[name] == pytest.approx(score, abs=1 / len(triplets) + 1e-9), name
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_score_metrics_library_equals_cli(small_set, tmp_path: Path, capsys) -> None:
+    """``score_metrics`` called directly gives the rows the command writes, each passed to ``on_row``."""
+    from learning.scoring import score_metrics
+
+    data, weights, _, want = small_set
+    out = tmp_path / "cli.json"
+    names = ["psnr", f"dpl:{weights}"]
+    assert main(["score", "--data", str(data), "--metrics", ",".join(names), "--bootstrap", "50",
+                 "--json", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    seen: list[dict] = []
+    rows = score_metrics(data, names, bootstrap=50, device="cpu", progress=False, on_row=seen.append)
+    assert rows == seen and [r["metric"] for r in rows] == names
+    assert json.loads(json.dumps(rows)) == json.loads(out.read_text())["results"]
+    assert rows[1]["score"] == pytest.approx(want, abs=1e-6)
+    assert printed[0].split() == ["set", "metric", "2AFC", "95%", "CI", "ceiling", "n"] and len(printed) == 4
