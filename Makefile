@@ -40,6 +40,8 @@ lint: venv
 # Production: granian (webapp/serve.py) on PostgreSQL; see README "Production".
 serve-prod: venv
 	@case "$(DATABASE_URL)" in postgres*) ;; *) echo "serve-prod needs DATABASE_URL=postgres://..." >&2; exit 2;; esac
+	@test "$(WEB_BUFFERING_PROXY)" = 1 || { echo "serve-prod needs a proxy that buffers request bodies in front \
+	(slow clients would hold granian's threads); set WEB_BUFFERING_PROXY=1 once one does (README, Production)" >&2; exit 2; }
 	DEBUG=0 $(BIN)/python manage.py collectstatic --noinput
 	DEBUG=0 $(BIN)/python manage.py migrate --noinput
 	DEBUG=0 $(BIN)/python -m webapp.serve

@@ -3,7 +3,16 @@
     python -m webapp.serve          # replaces itself with granian, configured from the environment
 
 WEB_BIND (127.0.0.1:8000), WEB_WORKERS (worker processes, one per core), WEB_THREADS (Python threads per
-worker, 16), WEB_BACKLOG (2048 pending connections), WEB_ACCESS_LOG (off; 1 = on).
+worker, 16), WEB_BACKLOG (2048 pending connections), WEB_ACCESS_LOG (off; 1 = on), WEB_HEADER_TIMEOUT_MS
+(10000: a connection that has not sent its request headers by then is closed).
+
+Slow clients: granian reads request headers in Rust, with the timeout above, but a WSGI request's body is
+read by the Python thread serving it, and granian has no body timeout. The judge shortcut and
+``fastpath.buffer_body`` read bodies before a request takes a view slot, so a few slow bodies no longer
+freeze the pages; but workers x WEB_THREADS clients that each send half a body would hold every thread.
+So the server must sit behind a proxy that buffers whole request bodies before forwarding them (nginx's
+default ``proxy_request_buffering on`` with ``client_body_timeout``); ``main`` refuses to start unless
+WEB_BUFFERING_PROXY=1 says that one is in front.
 
 granian parses HTTP in Rust and hands each request to one of a worker's Python threads; a worker that
 dies is started again (``--respawn-failed-workers``). A thread that ran a Django view keeps its own
@@ -30,12 +39,22 @@ def command(env: Mapping[str, str] = os.environ) -> list[str]:
     return [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", host or "127.0.0.1",
             "--port", port, "--workers", workers, "--blocking-threads", env.get("WEB_THREADS", "16"),
             "--backlog", env.get("WEB_BACKLOG", "2048"), "--no-ws", "--respawn-failed-workers",
+            "--http1-header-read-timeout", env.get("WEB_HEADER_TIMEOUT_MS", "10000"),
             "--access-log" if env.get("WEB_ACCESS_LOG", "0") not in ("", "0") else "--no-access-log",
             "webapp.wsgi:application"]
 
 
-def main() -> None:
-    cmd = command()
+PROXY_REQUIRED = ("webapp.serve: refusing to start: production needs a proxy in front that buffers whole "
+                  "request bodies (granian has no body timeout, so clients sending half a body would hold "
+                  "every thread); set WEB_BUFFERING_PROXY=1 once one does (README, Production)")
+
+
+def main(env: Mapping[str, str] = os.environ) -> None:
+    """Replace this process with granian, or exit 2 when no buffering proxy is declared."""
+    if env.get("WEB_BUFFERING_PROXY") != "1":
+        print(PROXY_REQUIRED, file=sys.stderr)
+        raise SystemExit(2)
+    cmd = command(env)
     os.execv(cmd[0], cmd)
 
 

@@ -67,6 +67,23 @@ def security_headers(secure: bool) -> list[tuple[str, str]]:
     return h
 
 
+def buffer_body(environ: dict) -> None:
+    """Read a request body of up to DATA_UPLOAD_MAX_MEMORY_SIZE bytes now, into ``wsgi.input``.
+
+    The body is read before the request takes one of the WEB_VIEW_THREADS view slots: a client that sends
+    half a body then holds one of the worker's threads until it gives up, but never a view slot (with
+    Django reading the body inside the view, two such clients froze every page of a worker). Larger or
+    chunked bodies are left to Django, which refuses them without reading past its limit. The threads
+    themselves only a buffering proxy can protect (granian has no body timeout): README, Production.
+    """
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return
+    if 0 < length <= settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
+
+
 class JudgeFastPath:
     """WSGI middleware: new judgments (and replays of stored ones) answered directly, every other request
     passed to ``app``."""
@@ -97,6 +114,7 @@ class JudgeFastPath:
                     status, headers, body = answer
                     start_response(status, headers)
                     return [body]
+        buffer_body(environ)
         with self._views:
             return self.app(environ, start_response)
 
