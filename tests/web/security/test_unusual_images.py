@@ -217,3 +217,35 @@ def test_oversized_experiment_file_is_refused_unread(db, tmp_path):
     path.write_text("slug: big\ntitle: Big\n# " + "x" * (2 * 1024 * 1024) + "\n")
     with pytest.raises(CommandError, match="over 1,048,576 bytes"):
         call_command("create_experiment", str(path))
+
+
+# --- odd output paths: symbolic links -------------------------------------------------------------------
+
+def test_export_into_a_symlinked_folder(live_experiment, tmp_path):
+    target = tmp_path / "real"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    call_command("export_dataset", live_experiment.slug, out=str(tmp_path / "link"))
+    assert (tmp_path / "link").is_symlink() and (target / "manifest.json").is_file()
+
+
+def test_export_force_over_a_symlinked_split_folder_leaves_its_target_alone(live_experiment, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("not the export's")
+    out = tmp_path / "out"
+    (out / "train").mkdir(parents=True)
+    (out / "train" / live_experiment.slug).symlink_to(elsewhere)
+    call_command("export_dataset", live_experiment.slug, out=str(out), force=True)
+    assert (elsewhere / "keep.txt").read_text() == "not the export's"
+    assert (out / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop"])
+def test_export_to_a_broken_symlink_is_one_clear_line(live_experiment, tmp_path, kind):
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "missing" if kind == "dangling" else link)
+    with pytest.raises(CommandError) as e:
+        call_command("export_dataset", live_experiment.slug, out=str(link))
+    assert "symbolic link" in str(e.value) and "\n" not in str(e.value) and len(str(e.value)) < MAX_MESSAGE
+    assert link.is_symlink() and not (tmp_path / "missing").exists()
