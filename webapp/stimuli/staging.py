@@ -1,23 +1,26 @@
 """All or nothing for commands that write rows and media files together.
 
 ``with staged_atomic() as stage:`` opens one database transaction and a private staging folder,
-``MEDIA_ROOT/.staging/<pid>-<random>/``. Files are written there with ``stage.write(name, data)`` (``name``
-relative to MEDIA_ROOT, as a FileField stores it). When the block ends without an exception the files are
-moved to their names under MEDIA_ROOT (``os.replace``: same file system, each move atomic) as the last step
-before the transaction commits; when it raises, the transaction rolls back and the staging folder is
-removed, so MEDIA_ROOT holds no file of the failed run.
+``MEDIA_ROOT/.staging/<host>:<pid>:<random>/``. Files are written there with ``stage.write(name, data)``
+(``name`` relative to MEDIA_ROOT, as a FileField stores it). When the block ends without an exception,
+the files are moved to their names under MEDIA_ROOT (``os.replace``: same file system, each move atomic)
+as the last step before the transaction commits; when it raises, the transaction rolls back and the
+staging folder is removed, so MEDIA_ROOT holds no file of the failed run.
 
 Why just before the commit and not in ``transaction.on_commit``: a process killed between the commit and
 the moves would leave rows naming files that do not exist (a broken study); killed between the moves and
 the commit it leaves only files that no row names (content-addressed or random names, never served). A
 process killed while writing leaves its staging folder, which the next ``staged_atomic`` removes (its
-process is gone); ``.staging`` is never read by the site.
+process on this host is gone); ``.staging`` is never read by the site. Inside an enclosing atomic block
+(``load_demo``) the files move in when this block ends; if the enclosing one then rolls back they stay,
+unreferenced.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,11 +42,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _prefix() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:"
+
+
 def sweep_stale(root: Path) -> None:
-    """Remove staging folders whose process no longer runs (left by a killed command)."""
-    for d in root.glob("*-*"):
-        pid = d.name.split("-", 1)[0]
-        if d.is_dir() and pid.isdigit() and not _alive(int(pid)):
+    """Remove staging folders of this host whose process no longer runs (left by a killed command)."""
+    host = socket.gethostname()
+    for d in root.iterdir():
+        parts = d.name.split(":")
+        if len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _alive(int(parts[1])):
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -55,7 +63,7 @@ class Stage:
         root = self.media / STAGING_DIR
         root.mkdir(parents=True, exist_ok=True)
         sweep_stale(root)
-        self.dir = Path(tempfile.mkdtemp(dir=root, prefix=f"{os.getpid()}-"))
+        self.dir = Path(tempfile.mkdtemp(dir=root, prefix=_prefix()))
         self.names: list[str] = []
 
     def path(self, name: str) -> Path:
