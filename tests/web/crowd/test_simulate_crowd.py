@@ -159,8 +159,10 @@ def test_runs_its_own_server_and_an_interrupt_leaves_only_acknowledged_judgments
     t.start()
     out = io.StringIO()
     with pytest.raises(CommandError, match="interrupted"):
+        # paced answers (~0.3 s each) keep the run going long after the watcher's Ctrl-C, however slow the
+        # machine: unpaced, a loaded machine could finish all 40 before the interrupt arrived
         call_command("simulate_crowd", study.slug, observer="psnr", participants=40, concurrency=4, seed=5,
-                     stdout=out)
+                     pace=True, rt_median=300, stdout=out)
     t.join()
     text = out.getvalue()
     assert "audit ok" in text, text
