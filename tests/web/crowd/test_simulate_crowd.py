@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import io
 import json
+import signal
 import threading
 import time
 
@@ -139,29 +140,40 @@ def test_simulated_participants_stay_out_of_exports_unless_asked(study, live_ser
     assert api.status_code == 200
 
 
-def test_runs_its_own_server_and_an_interrupt_leaves_only_acknowledged_judgments(study, transactional_db):
+def test_runs_its_own_server_and_an_interrupt_leaves_only_acknowledged_judgments(study, experiment_factory,
+                                                                                transactional_db, request):
     from webapp.crowd.models import Judgment
 
     out = simulate(study, observer="psnr", participants=2, concurrency=2, seed=4)
     assert "(started by this command)" in out and "2 entered, 2 completed" in out and "audit ok" in out, out
+    # a study with room for all 40 (the one above fills after 10 assignments, and a run whose participants
+    # all find no trials ends before any Ctrl-C)
+    roomy = experiment_factory(codecs=("jpeg:5,15,30,50,85",), trials_per_assignment=8,
+                               judgments_per_trial=40, sentinel_rate=0.3, repeat_rate=0.3,
+                               min_response_ms=300)
 
-    def interrupt_after_first_new_judgment(before: int) -> None:
+    def interrupt_after_new_judgments(before: int) -> None:
         from django.db import connection
 
-        deadline = time.monotonic() + 60
-        while Judgment.objects.count() <= before + 5 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        connection.close()
-        _thread.interrupt_main()  # Ctrl-C while the participants judge
+        deadline = time.monotonic() + 30
+        try:
+            while Judgment.objects.count() <= before + 5 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:  # also if the query fails: the run must be interrupted either way
+            connection.close()
+            _thread.interrupt_main()  # Ctrl-C while the participants judge
 
+    # Ctrl-C raises KeyboardInterrupt as in a terminal, whatever SIGINT handler an earlier test or library
+    # left installed (interrupt_main does nothing while SIGINT is ignored or at its default)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     before = Judgment.objects.count()
-    t = threading.Thread(target=interrupt_after_first_new_judgment, args=(before,))
+    t = threading.Thread(target=interrupt_after_new_judgments, args=(before,))
     t.start()
     out = io.StringIO()
     with pytest.raises(CommandError, match="interrupted"):
-        # paced answers (~0.3 s each) keep the run going long after the watcher's Ctrl-C, however slow the
-        # machine: unpaced, a loaded machine could finish all 40 before the interrupt arrived
-        call_command("simulate_crowd", study.slug, observer="psnr", participants=40, concurrency=4, seed=5,
+        # paced answers (~0.3 s each): 40 participants take well over a minute, long after the Ctrl-C
+        call_command("simulate_crowd", roomy.slug, observer="psnr", participants=40, concurrency=4, seed=5,
                      pace=True, rt_median=300, stdout=out)
     t.join()
     text = out.getvalue()
