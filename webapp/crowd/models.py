@@ -80,23 +80,19 @@ class Judgment(models.Model):
     """One answer. Append-only: a row is written once by ``judging.insert_new`` and never changed.
 
     ``assignment``, ``trial``, ``chosen`` and ``left_stimulus`` are copies of what ``item`` determines
-    (written by the same INSERT ... SELECT from the item's rows), so only ``item`` carries a database
-    foreign key: the item in turn references its assignment and trial, and the trial its stimuli, so none of
-    them can be deleted under a judgment. Four more constraint checks per insert would each take a
-    KEY SHARE row lock on rows every concurrent judgment of that trial also locks (the trial, its stimuli).
-    The ORM still protects all five (on_delete=PROTECT) and the columns stay indexed.
+    (written by the same INSERT ... SELECT from the item's rows). All five references are database foreign
+    keys (migration 0005 restored the four that 0003 dropped): research data keeps its integrity enforced by
+    the database, not only by the ORM's on_delete=PROTECT.
     """
 
     SIDES = [("left", "left"), ("right", "right")]
 
-    assignment = models.ForeignKey(Assignment, on_delete=models.PROTECT, related_name="judgments",
-                                   db_constraint=False)
+    assignment = models.ForeignKey(Assignment, on_delete=models.PROTECT, related_name="judgments")
     item = models.OneToOneField(AssignmentItem, on_delete=models.PROTECT, related_name="judgment")
-    trial = models.ForeignKey(Trial, on_delete=models.PROTECT, related_name="judgments", db_constraint=False)
-    chosen = models.ForeignKey(Stimulus, on_delete=models.PROTECT, related_name="+", db_constraint=False)
+    trial = models.ForeignKey(Trial, on_delete=models.PROTECT, related_name="judgments")
+    chosen = models.ForeignKey(Stimulus, on_delete=models.PROTECT, related_name="+")
     chosen_side = models.CharField(max_length=5, choices=SIDES)
-    left_stimulus = models.ForeignKey(Stimulus, on_delete=models.PROTECT, related_name="+",
-                                      db_constraint=False)
+    left_stimulus = models.ForeignKey(Stimulus, on_delete=models.PROTECT, related_name="+")
     response_ms = models.IntegerField()
     client_uuid = models.UUIDField(unique=True)
     created = models.DateTimeField(auto_now_add=True)
