@@ -27,7 +27,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data", required=True, help="directory of training images")
     p.add_argument("--val", help="directory of held-out validation images")
     p.add_argument("--loss", default="mse", help="mse | ms-ssim | dpl:FILE")
-    p.add_argument("--lmbda", type=float, required=True, help="λ in bpp + λ·D (mse: D = 255²·MSE)")
+    p.add_argument("--lmbda", type=float, required=True, help="λ in bpp + λ·D (mse: D = 255²·MSE); "
+                                                                  "with --target-bpp, the starting λ")
+    p.add_argument("--target-bpp", type=float, metavar="BPP",
+                   help="steer λ during training so the training rate meets BPP (compare losses at equal "
+                        "rate; learning/training/ratetarget.py)")
     p.add_argument("--saliency", help="directory of saliency maps (PNG, same stem as the images)")
     p.add_argument("--saliency-alpha", type=float, default=3.0, help="weight = 1 + α·saliency, mean 1")
     p.add_argument("--dpl-backbone", help="override the DPL backbone: PATH or random:SEED")

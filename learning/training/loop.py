@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from learning.device import autocast, check_amp, resolve_device
 from learning.errors import LearningError
-from learning.training import checkpoint, ddp, noise, schedule
+from learning.training import checkpoint, ddp, noise, ratetarget, schedule
 from learning.training import init as initial
 from learning.training.data import CropDataset, StepBatches, center_crop, list_images, load_rgb
 from learning.training.losses import build_distortion
@@ -45,6 +45,7 @@ class TrainConfig:
     val: str | None = None
     loss: str = "mse"
     lmbda: float = 0.01
+    target_bpp: float | None = None
     saliency: str | None = None
     saliency_alpha: float = 3.0
     dpl_backbone: str | None = None
@@ -95,8 +96,9 @@ def _check(cfg: TrainConfig, arch: str, world: int) -> None:
     mult = PAD_MULTIPLE[arch]
     if cfg.crop <= 0 or cfg.crop % mult:
         raise LearningError(f"--crop must be a positive multiple of {mult} for {arch}")
-    if cfg.lmbda <= 0:
+    if not (math.isfinite(cfg.lmbda) and cfg.lmbda > 0):
         raise LearningError("--lmbda must be positive")
+    ratetarget.check(cfg.target_bpp)
     if min(cfg.val_every, cfg.log_every) <= 0 or cfg.save_every < 0 or cfg.workers < 0:
         raise LearningError("--val-every and --log-every must be positive, --save-every and --workers >= 0")
     if cfg.resume and not Path(cfg.out).is_file():
@@ -213,6 +215,7 @@ class _Run:
         self.optimizer = torch.optim.Adam(self.main_params, lr=cfg.lr)
         self.aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
         self.lr = schedule.build(cfg.lr_schedule, self.optimizer, cfg.lr, self.total)
+        self.lmbda = ratetarget.Lambda(cfg.lmbda, cfg.target_bpp)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
         self.step, self.history, self.best = 0, [], math.inf
         self.config = {**asdict(cfg), "arch": self.arch, "N": self.N, "M": self.M,
@@ -237,6 +240,7 @@ class _Run:
             for group in opt.param_groups:
                 group["lr"] = lr
         self.lr.load_state_dict(blob.get("schedule") or {})
+        self.lmbda.load_state_dict(blob.get("lmbda") or {})
         self.step, self.history = blob["step"], blob["history"]
         self.best = float(blob.get("best_val_loss", math.inf))
         old = (blob.get("config") or {}).get("device_used", "cpu")
@@ -253,7 +257,8 @@ class _Run:
                 path, model=self.model, optimizer=self.optimizer, aux_optimizer=self.aux_optimizer,
                 config=self.config, step=self.step, epoch=self.step * self.cfg.batch // len(self.dataset),
                 batch_in_epoch=0, history=self.history, finished=finished,
-                extra={"schedule": self.lr.state_dict(), "best_val_loss": self.best},
+                extra={"schedule": self.lr.state_dict(), "best_val_loss": self.best,
+                       "lmbda": self.lmbda.state_dict()},
             )
             log_path(self.cfg.out).write_text(json.dumps(self.history, indent=1))
         ddp.barrier(self.world)
@@ -261,7 +266,7 @@ class _Run:
     def _validate(self, bar) -> None:
         val = None
         if self.rank == 0 and self.val_images:
-            val = validate(self.model, self.distortion, self.val_images, self.cfg.lmbda, self.mult,
+            val = validate(self.model, self.distortion, self.val_images, self.lmbda.value, self.mult,
                            self.device, self.metrics)
             self.history.append({"step": self.step, **val})
             bar.write(f"step {self.step}: " + ", ".join(f"{k[4:]} {v:.4g}" for k, v in val.items()),
@@ -283,7 +288,7 @@ class _Run:
             out = self.net(x)
         bpp = rate(out["likelihoods"], x.shape[0] * x.shape[-2] * x.shape[-1])
         dist = self.distortion(out["x_hat"].float(), x, w)
-        loss = bpp + cfg.lmbda * dist
+        loss = bpp + self.lmbda.value * dist
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
@@ -300,6 +305,8 @@ class _Run:
         aux.backward()
         self.aux_optimizer.step()
         self.step += 1
+        if self.lmbda.steered:
+            self.lmbda.update(ddp.mean_across([bpp.item()], self.world)[0])
         return [loss.item(), bpp.item(), dist.item(), aux.item()]
 
     def run(self) -> dict:
@@ -332,7 +339,8 @@ class _Run:
                 self.history.append({
                     "step": self.step, "loss": means[0], "bpp": means[1], "distortion": means[2],
                     "aux_loss": means[3], "lr": self.optimizer.param_groups[0]["lr"],
-                    "steps_per_s": count / elapsed, "lmbda": cfg.lmbda, "loss_kind": cfg.loss,
+                    "steps_per_s": count / elapsed, "lmbda": self.lmbda.value, "loss_kind": cfg.loss,
+                    "target_bpp": cfg.target_bpp,
                 })
                 sums, count, t0 = np.zeros(4), 0, time.perf_counter()
             if self.step % cfg.val_every == 0 or last:
@@ -347,7 +355,8 @@ class _Run:
         vals = [r for r in self.history if "val_loss" in r]
         result = {"step": self.step, "checkpoint": self.cfg.out, "device": str(self.device),
                   "last_train": trains[-1] if trains else None, "last_val": vals[-1] if vals else None,
-                  "best_val_loss": self.best if vals else None, "notes": self.notes}
+                  "best_val_loss": self.best if vals else None, "lmbda": self.lmbda.value,
+                  "notes": self.notes}
         if self.rank == 0 and self.val_images:
             result["bitstream_eval"] = evaluate_bitstreams(self.model, self.val_images, self.mult)
             log = json.loads(log_path(self.cfg.out).read_text()) if log_path(self.cfg.out).exists() else []
