@@ -108,7 +108,7 @@ def metric_names() -> list[str]:
 def _load_builtin() -> None:
     import importlib
 
-    for module in ("learning.metrics.classical", "learning.metrics.deep"):
+    for module in ("learning.metrics.classical", "learning.metrics.deep", "learning.metrics.vqmt"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

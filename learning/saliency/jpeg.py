@@ -1,6 +1,9 @@
-"""Saliency-driven JPEG (Prakash et al., DCC 2018), producing one standard baseline JPEG file.
+"""Our saliency-driven JPEGs (after Prakash et al., DCC 2018), each producing one standard baseline JPEG file.
 
-Method ``msroi-composite`` (the paper's):
+These are ours, not the paper's: the reference method itself (per-pixel mixing of ten JPEG decodes) is
+``learning/saliency/reference.py`` (``reference-model-1`` … ``-6``).
+
+Method ``ours-block-composite`` (formerly ``msroi-composite``, still accepted):
 1. Encode the image at several qualities (``levels``, default 40, 50, 60, 80, 95) with Pillow/libjpeg,
    4:2:0, and decode each.
 2. Split the image into 16×16 blocks (one 4:2:0 MCU); a block's mean saliency s ∈ [0, 1] picks
@@ -12,11 +15,11 @@ Method ``msroi-composite`` (the paper's):
    libjpeg's own quality formula (``qtables_for``), so integer qualities give exactly Pillow's
    ``quality=`` tables.
 
-Variant ``dct-prune`` (ours, named so): instead of pre-compressed copies, each 8×8 luma block of the
-image is low-passed in the DCT domain by saliency level — level i keeps the coefficients with
-u + v < ``keeps[i]`` (default 4, 6, 9, 15, 15; 15 keeps all) — then the same single re-encode and size
-search. Background blocks come back with (near-)zero high frequencies, which cost almost no bits and add
-no second quantisation noise, so more of the budget reaches the salient blocks.
+Method ``ours-dct-prune`` (formerly ``dct-prune``, still accepted): instead of pre-compressed copies,
+each 8×8 luma block of the image is low-passed in the DCT domain by saliency level — level i keeps the
+coefficients with u + v < ``keeps[i]`` (default 4, 6, 9, 15, 15; 15 keeps all) — then the same single
+re-encode and size search. Background blocks come back with (near-)zero high frequencies, which cost
+almost no bits and add no second quantisation noise, so more of the budget reaches the salient blocks.
 
 The default levels were picked among five candidate sets on six Kodak images by our own PSNR-S at equal
 size (never against the paper's numbers); wider spreads (e.g. 10…90) lost more to the double quantisation.
@@ -39,9 +42,10 @@ STD_CHROMA = [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24
               47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32
 DEFAULT_LEVELS = (40, 50, 60, 80, 95)
 DEFAULT_KEEPS = (4, 6, 9, 15, 15)
-METHODS = ("msroi-composite", "dct-prune")
+METHODS = ("ours-block-composite", "ours-dct-prune")
+ALIASES = {"msroi-composite": "ours-block-composite", "dct-prune": "ours-dct-prune"}
 BLOCK = 16
-METHOD = "msroi-composite"
+METHOD = "ours-block-composite"
 
 
 def qtables_for(quality: float) -> list[list[int]]:
@@ -132,12 +136,14 @@ def saliency_jpeg(image: Image.Image, saliency: np.ndarray, target_bytes: int, t
                   method: str = METHOD) -> SaliencyJpeg:
     """One standard JPEG of the saliency-prepared image, within ``tolerance`` of ``target_bytes``.
 
-    ``method``: ``msroi-composite`` (``levels`` = JPEG qualities) or ``dct-prune`` (``levels`` = keeps).
+    ``method``: ``ours-block-composite`` (``levels`` = JPEG qualities) or ``ours-dct-prune`` (``levels`` =
+    keeps); the old names ``msroi-composite`` / ``dct-prune`` are accepted.
     """
-    if method == "msroi-composite":
+    method = ALIASES.get(method, method)
+    if method == "ours-block-composite":
         levels = tuple(levels or DEFAULT_LEVELS)
         comp, idx = composite(image, saliency, levels)
-    elif method == "dct-prune":
+    elif method == "ours-dct-prune":
         levels = tuple(levels or DEFAULT_KEEPS)
         comp, idx = dct_prune(image, saliency, levels)
     else:
