@@ -1,7 +1,8 @@
 """Judgment rows → indexed comparisons: who judged, which condition won, which lost.
 
 A row is ``(participant, condition_a, condition_b, chosen)`` with ``chosen`` equal to ``condition_a`` or
-``condition_b``; participants and conditions are any hashable values (ids, labels).
+``condition_b``, optionally with a fifth element: how many such judgments the row stands for (so that a
+database can hand over aggregated rows); participants and conditions are any hashable values.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from learning.scaling.errors import ScalingError
 
-Row = tuple[Hashable, Hashable, Hashable, Hashable]
+Row = tuple  # (participant, condition_a, condition_b, chosen[, count])
 
 
 def _ordered(values: Iterable[Hashable]) -> list:
@@ -60,8 +61,9 @@ def comparisons(rows: Iterable[Row], conditions: Sequence[Hashable] | None = Non
     triples: dict[tuple, int] = {}
     for r in rows:
         try:
-            p, a, b, chosen = r
-        except (TypeError, ValueError) as exc:
+            p, a, b, chosen, *count = r
+            k = int(count[0]) if count else 1
+        except (TypeError, ValueError, IndexError) as exc:
             raise ScalingError(f"a judgment row is (participant, condition_a, condition_b, chosen), "
                                f"got {r!r:.80}") from exc
         if a == b:
@@ -72,7 +74,7 @@ def comparisons(rows: Iterable[Row], conditions: Sequence[Hashable] | None = Non
             key = (p, b, a)
         else:
             raise ScalingError(f"participant {p!r}: chosen {chosen!r} is neither {a!r} nor {b!r}")
-        triples[key] = triples.get(key, 0) + 1
+        triples[key] = triples.get(key, 0) + k
     judged = [c for _, w, lo in triples for c in (w, lo)]
     conds = list(conditions) if conditions is not None else _ordered(judged)
     cidx = {c: k for k, c in enumerate(conds)}

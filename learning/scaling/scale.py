@@ -130,13 +130,14 @@ def preference(rows: Iterable[Row], a: Hashable, b: Hashable, *, n_boot: int = 2
     interval over the participants who judged that pair (each resample weighs a participant's judgments
     by how often the participant was drawn). Rows of other pairs are ignored."""
     per: dict[Hashable, list[int]] = {}
-    for p, x, y, chosen in rows:
+    for p, x, y, chosen, *count in rows:
         if {x, y} == {a, b}:
             if chosen not in (a, b):
                 raise ScalingError(f"participant {p!r}: chosen {chosen!r} is neither {a!r} nor {b!r}")
+            k = int(count[0]) if count else 1
             c = per.setdefault(p, [0, 0])
-            c[0] += chosen == a
-            c[1] += 1
+            c[0] += k * (chosen == a)
+            c[1] += k
     if len(per) < MIN_PARTICIPANTS:
         raise ScalingError(f"{a!r} vs {b!r}: judged by {len(per)} participant(s); an interval by bootstrap "
                            f"over participants needs at least {MIN_PARTICIPANTS}")

@@ -146,3 +146,15 @@ def test_direct_preference_with_participant_bootstrap():
     assert same.ci_low == same.ci_high == 1.0
     with pytest.raises(ScalingError, match="1 participant"):
         preference([("p", "A", "B", "A")], "A", "B")
+
+
+def test_counted_rows_equal_repeated_rows():
+    rows = _rows({("A", "B"): (7, 3), ("B", "C"): (4, 6)}, participants=3)
+    counted: dict[tuple, int] = {}
+    for r in rows:
+        counted[r] = counted.get(r, 0) + 1
+    a = scale_pairs(rows, n_boot=100)
+    b = scale_pairs([(*r, n) for r, n in counted.items()], n_boot=100)
+    np.testing.assert_allclose(a.jod, b.jod)
+    np.testing.assert_allclose(a.ci_low, b.ci_low)
+    assert preference([(*r, n) for r, n in counted.items()], "A", "B").p == pytest.approx(0.7)

@@ -14,6 +14,7 @@ from django.utils.text import slugify
 from learning.codecs.spec import parse_codec_spec
 from learning.errors import LearningError
 from webapp.experiments.models import Experiment
+from webapp.experiments.sampling import SAMPLING
 
 
 class SpecError(Exception):
@@ -44,7 +45,7 @@ _TEXTS = {
     "completion_code": 100,
     "completion_url": 500,
 }
-KNOWN = {"slug", "codecs", *_CHOICES, *_INTS, *_RATES, *_TEXTS}
+KNOWN = {"slug", "codecs", "sampling", *_CHOICES, *_INTS, *_RATES, *_TEXTS}
 
 
 MAX_FILE_BYTES = 1024 * 1024  # an experiment file is a few kilobytes
@@ -139,6 +140,8 @@ def validate(data: dict) -> dict[str, Any]:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 raise SpecError(f"{name}: expected a number in [0, 1] (got {shown(v)})")
             out[name] = float(v)
+    if "sampling" in data and data["sampling"] not in SAMPLING:  # kept in spec (webapp.experiments.sampling)
+        raise SpecError(f"sampling: must be one of {', '.join(SAMPLING)} (got {shown(data['sampling'])})")
     if out.get("pairs") == "sampled" and not out.get("pairs_per_reference"):
         raise SpecError("pairs_per_reference: required when pairs is 'sampled'")
     if out.get("completion_url") and not out["completion_url"].startswith(("https://", "http://")):

@@ -1,4 +1,4 @@
-"""Numbers for the dashboard: progress, coverage, win rates, Bradley–Terry scale, agreement, metric 2AFC.
+"""Numbers for the dashboard: progress, coverage, win rates, agreement, metric 2AFC (JOD scales: ``scaling``).
 
 All functions read the database with aggregate queries or streamed ``values_list`` rows, so memory grows with
 the number of trials / stimuli, never with the number of judgments. Only *normal* trials count (no practice,
@@ -157,73 +157,6 @@ def win_rates(experiment, exclude: set[int] | None = None) -> list[dict]:
             }
         )
     return out
-
-
-def bradley_terry(pairs: dict[tuple[int, int], int], prior: float = 0.5, iters: int = 500,
-                  tol: float = 1e-9) -> dict[int, float]:
-    """Bradley–Terry log-strengths by Hunter's MM algorithm; ``pairs[(i, j)]`` = times i beat j.
-
-    A ``prior`` of virtual wins and losses against a fixed player of strength 1 keeps the estimate finite for
-    unbeaten items and disconnected comparison graphs. Returned log-strengths are centred on mean 0.
-    """
-    items = sorted({i for p in pairs for i in p})
-    if not items:
-        return {}
-    idx = {s: k for k, s in enumerate(items)}
-    n = len(items)
-    wins = np.full(n, prior)
-    games = np.zeros((n, n))
-    for (i, j), c in pairs.items():
-        wins[idx[i]] += c
-        games[idx[i], idx[j]] += c
-        games[idx[j], idx[i]] += c
-    p = np.ones(n)
-    for _ in range(iters):
-        denom = (games / (p[:, None] + p[None, :])).sum(axis=1) + 2 * prior / (p + 1.0)
-        new = wins / denom
-        if np.max(np.abs(np.log(new) - np.log(p))) < tol:
-            p = new
-            break
-        p = new
-    logp = np.log(p)
-    logp -= logp.mean()
-    return {s: float(logp[idx[s]]) for s in items}
-
-
-def quality_scale(experiment, exclude: set[int] | None = None) -> dict:
-    """Bradley–Terry scale per stimulus and its mean (± sd) per codec×setting."""
-    stim = _stimulus_table(experiment)
-    pairs: dict[tuple[int, int], int] = defaultdict(int)
-    for a, b, chosen in _pair_rows(experiment, exclude):
-        loser = b if chosen == a else a
-        pairs[(chosen, loser)] += 1
-    scale = bradley_terry(pairs)
-    groups: dict[tuple, list[float]] = defaultdict(list)
-    bpps: dict[tuple, list[float]] = defaultdict(list)
-    for s, v in scale.items():
-        r = stim[s]
-        k = (r["codec"], r["quality"], r["target_bpp"])
-        groups[k].append(v)
-        bpps[k].append(r["bpp"] or 0.0)
-    per_setting = [
-        {
-            "codec": k[0],
-            "quality": k[1],
-            "target_bpp": k[2],
-            "label": setting_label(*k),
-            "mean_bpp": float(np.mean(bpps[k])),
-            "scale": float(np.mean(v)),
-            "sd": float(np.std(v)),
-            "stimuli": len(v),
-        }
-        for k, v in sorted(groups.items(), key=lambda kv: (kv[0][0], float(np.mean(bpps[kv[0]]))))
-    ]
-    per_stimulus = [
-        {"stimulus": str(stim[s]["public_id"]), "label": setting_label(
-            stim[s]["codec"], stim[s]["quality"], stim[s]["target_bpp"]), "scale": v}
-        for s, v in sorted(scale.items(), key=lambda kv: kv[1])
-    ]
-    return {"per_setting": per_setting, "per_stimulus": per_stimulus}
 
 
 @dataclass

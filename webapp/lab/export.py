@@ -9,6 +9,7 @@ Layout written under ``out``::
     <split>/<slug>/judge_n/NNNNNN.npy  float32 (1,): number of included judgments
     trials.csv                         split, index, trial id, reference sha256, stimulus ids, judge, n
     judgments.csv / judgments.jsonl    one row per judgment (practice included, marked by ``kind``)
+    scale.csv / scale.json             JOD per codec×setting and per stimulus with 95 % bootstrap intervals
     manifest.json                      settings, codecs, QC rules, excluded participants, counts, sha256s
 
 Only *normal* trials with at least one included judgment get a BAPPS entry; planned repeats count as further
@@ -152,7 +153,8 @@ def _clear_previous(out: Path, slug: str) -> None:
             d.unlink()
         elif d.is_dir():
             shutil.rmtree(d)
-    for name in ("trials.csv", "judgments.csv", "judgments.jsonl", "manifest.json"):
+    for name in ("trials.csv", "judgments.csv", "judgments.jsonl", "scale.csv", "scale.json",
+                 "manifest.json"):
         (out / name).unlink(missing_ok=True)
 
 
@@ -329,7 +331,10 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
         csv_f.close()
         jsonl_f.close()
 
-        # 3. The manifest.
+        # 3. JOD scales with their intervals (webapp.lab.scaling), over the same judgments as the fractions.
+        scale_summary = _write_scale(w, experiment, excluded)
+
+        # 4. The manifest.
         codecs = sorted(
             {
                 (c, v or "")
@@ -371,10 +376,45 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
                 "participants_excluded": len(excluded),
                 "participants_simulated": len(simulated),
             },
+            "scale": scale_summary,
             "files": dict(sorted(w.sha256.items())),
         }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     return manifest
+
+
+SCALE_FIELDS = ["level", "reference_sha256", "condition", "label", "bpp", "jod", "ci_low", "ci_high",
+                "judgments"]
+
+
+def _write_scale(w: _Writer, experiment, excluded: set[int]) -> dict:
+    """``scale.csv`` (one row per setting and per stimulus) and ``scale.json`` (the same, with the method and
+    any message saying why a scale is missing); returns the manifest's summary of them."""
+    from webapp.lab import scaling
+
+    rows = scaling.judgment_rows(experiment, excluded)
+    setting = scaling.per_setting(experiment, n_boot=scaling.EXPORT_BOOT, rows=rows)
+    stimulus = scaling.per_stimulus(experiment, n_boot=scaling.EXPORT_BOOT, rows=rows)
+    method = {"model": "Thurstone Case V, MAP with N(0, 10²) prior", "unit": "JOD (1 JOD = 75 % preference)",
+              "gauge": "mean 0 per scale (settings: over all; stimuli: per reference)",
+              "interval": "95 % percentile bootstrap over participants", "n_boot": scaling.EXPORT_BOOT,
+              "judgments": scaling.TRIPLET_RULE, "mode": experiment.mode}
+    f = w.open_text("scale.csv")
+    cw = csv.writer(f)
+    cw.writerow(SCALE_FIELDS)
+    for r in setting["rows"]:
+        cw.writerow(["setting", "", r["label"], r["label"], r["mean_bpp"], r["jod"], r["ci_low"],
+                     r["ci_high"], r["judgments"]])
+    for r in stimulus["rows"]:
+        cw.writerow(["stimulus", r["reference_sha256"], r["stimulus"], r["label"], r["bpp"], r["jod"],
+                     r["ci_low"], r["ci_high"], r["judgments"]])
+    f.close()
+    doc = {"method": method, "per_setting": setting["rows"], "per_setting_error": setting["error"],
+           "per_stimulus": stimulus["rows"], "per_stimulus_errors": stimulus["errors"]}
+    w.write_bytes("scale.json", (json.dumps(doc, indent=1, default=str) + "\n").encode())
+    return {"files": ["scale.csv", "scale.json"], "method": method, "settings": len(setting["rows"]),
+            "stimuli": len(stimulus["rows"]), "per_setting_error": setting["error"],
+            "per_stimulus_errors": len(stimulus["errors"])}
 
 
 def export_zip(experiment, exclude_flagged: bool = False, include_simulated: bool = False):

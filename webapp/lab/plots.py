@@ -110,20 +110,26 @@ def winrate(exp) -> Figure:
 
 
 def scale(exp) -> Figure:
+    """JOD per codec×setting against mean bpp, one line per codec with its 95 % bootstrap band."""
+    from webapp.lab.scaling import per_setting
+
     fig, ax = _subplots(1, 1, figsize=(6, 4))
-    rows = analysis.quality_scale(exp)["per_setting"]
-    if not rows:
-        return _empty(fig, ax, "no judgments yet")
+    res = per_setting(exp)
+    if res["error"]:
+        import textwrap
+
+        return _empty(fig, ax, "no scale: " + textwrap.fill(res["error"], 60))
     by: dict[str, list] = defaultdict(list)
-    for r in rows:
-        by[r["codec"]].append((r["mean_bpp"], r["scale"], r["sd"]))
+    for r in res["rows"]:
+        by[r["codec"]].append((r["mean_bpp"], r["jod"], r["ci_low"], r["ci_high"]))
     for codec, pts in by.items():
         pts.sort()
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], fmt="o-", label=codec,
-                    capsize=3)
-    ax.set_xlabel("bits per pixel")
-    ax.set_ylabel("Bradley–Terry log-strength")
-    ax.set_title("Quality scale per codec×setting")
+        x = [p[0] for p in pts]
+        (line,) = ax.plot(x, [p[1] for p in pts], "o-", label=codec)
+        ax.fill_between(x, [p[2] for p in pts], [p[3] for p in pts], color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("bits per pixel (mean over references)")
+    ax.set_ylabel("quality (JOD, mean 0)")
+    ax.set_title("Quality scale per codec×setting (Thurstone, 95 % CI)")
     ax.legend()
     return fig
 

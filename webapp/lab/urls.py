@@ -14,6 +14,7 @@ urlpatterns = [
     path("lab/e/<slug:slug>/plot/<str:name>.<str:fmt>", views.plot, name="plot"),
     path("lab/e/<slug:slug>/saliency/<int:index>.png", views.saliency, name="saliency"),
     path("lab/e/<slug:slug>/status/", views.set_status, name="status"),
+    path("lab/e/<slug:slug>/sampling/", views.set_sampling, name="sampling"),
     path("lab/e/<slug:slug>/export.zip", views.export, name="export"),
     path("api/", include("webapp.lab.api.urls")),
 ]

@@ -9,8 +9,10 @@ from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.views.decorators.http import require_GET, require_POST
 
+from learning.scaling.plan import plan as scaling_plan
 from webapp.crowd.simulated import SIMULATED
-from webapp.lab import analysis, plots
+from webapp.experiments.sampling import SAMPLING, sampling_mode, set_sampling_mode
+from webapp.lab import analysis, plots, scaling
 from webapp.lab.access import experiment_for, experiments_for, parse_flag
 from webapp.lab.export import ExportError, export_zip
 from webapp.lab.qc import compute_qc, qc_rules
@@ -22,7 +24,7 @@ PLOT_TITLES = {
     "coverage": "Coverage per trial",
     "qc": "QC per participant",
     "winrate": "Win rate per codec and bitrate",
-    "scale": "Quality scale (Bradley–Terry)",
+    "scale": "Quality scale (JOD, 95 % CI)",
     "agreement": "Agreement (judges, metrics)",
 }
 
@@ -54,6 +56,17 @@ def index(request):
 @require_GET
 def experiment_detail(request, slug: str):
     exp = experiment_for(request.user, slug)
+    try:
+        ci_width = float(request.GET.get("ci_width", "0.5"))
+        if not 0 < ci_width < 100:
+            raise ValueError
+    except ValueError:
+        return HttpResponseBadRequest("ci_width: a number of JOD between 0 and 100\n",
+                                      content_type="text/plain")
+    scale = scaling.per_setting(exp)
+    plan, plan_error = None, scale["error"]
+    if scale["scale"] is not None:
+        plan = scaling_plan(scale["scale"], ci_width)
     everyone = list(compute_qc(exp).values())
     qc = [p for p in everyone if p.platform != SIMULATED]
     simulated = [p for p in everyone if p.platform == SIMULATED]
@@ -67,7 +80,13 @@ def experiment_detail(request, slug: str):
         "simulated_judgments": sum(p.judgments for p in simulated),
         "rules": qc_rules(exp),
         "win_rates": analysis.win_rates(exp),
-        "scale": analysis.quality_scale(exp)["per_setting"],
+        "scale": scale["rows"],
+        "scale_error": scale["error"],
+        "plan": plan,
+        "plan_error": plan_error,
+        "ci_width": ci_width,
+        "sampling": sampling_mode(exp),
+        "sampling_modes": SAMPLING,
         "agreement": analysis.agreement(exp),
         "metrics": analysis.metric_agreement(exp),
         "plots": PLOT_TITLES.items(),
@@ -116,6 +135,18 @@ def set_status(request, slug: str):
         return HttpResponseBadRequest(f"status must be one of {', '.join(STATUSES)}")
     exp.status = status
     exp.save(update_fields=["status"])
+    return redirect("lab:experiment", slug=exp.slug)
+
+
+@login_required(login_url=LOGIN_URL)
+@require_POST
+def set_sampling(request, slug: str):
+    """POST ``sampling=balanced|active``: how the next participants' trials are chosen."""
+    exp = experiment_for(request.user, slug)
+    try:
+        set_sampling_mode(exp, request.POST.get("sampling", ""))
+    except ValueError as exc:
+        return HttpResponseBadRequest(f"{exc}\n", content_type="text/plain")
     return redirect("lab:experiment", slug=exp.slug)
 
 
