@@ -17,8 +17,10 @@ from django.db import transaction
 from django.db.models import Case, Count, F, IntegerField, Q, Value, When
 from django.utils import timezone
 
+from webapp.crowd.active import choose_trials
 from webapp.crowd.models import Assignment, AssignmentItem, Participant, TrialSlots
 from webapp.experiments.models import Experiment, Trial
+from webapp.experiments.sampling import sampling_mode
 
 
 def _lock(experiment_id: int) -> Experiment:
@@ -121,8 +123,11 @@ def create_assignment(experiment_id: int, participant: Participant, **extra) -> 
         if not load:
             raise LookupError("no trials left for this participant")
         rng = random.Random()
-        order = sorted(load, key=lambda t: (load[t], rng.random()))
-        chosen = order[: exp.trials_per_assignment]
+        if sampling_mode(exp) == "active":  # from the JOD posterior (webapp.crowd.active)
+            chosen = choose_trials(exp.pk, load, exp.trials_per_assignment, rng)
+        else:
+            order = sorted(load, key=lambda t: (load[t], rng.random()))
+            chosen = order[: exp.trials_per_assignment]
         rng.shuffle(chosen)
         sequence: list[tuple[int, bool, bool]] = [
             (t, False, False) for t in chosen
