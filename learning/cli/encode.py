@@ -28,7 +28,7 @@ def add_parser(subparsers) -> None:
     g.add_argument("--bpp", type=float, help="target bits per pixel (rate control)")
     g.add_argument("--quality", type=float, help="codec quality setting")
     g.add_argument("--decode", action="store_true", help="IN is a bitstream: write its decoded PNG at OUT")
-    p.add_argument("--tolerance", type=float, default=0.03, help="relative bpp tolerance for --bpp")
+    p.add_argument("--tolerance", type=float, default=0.01, help="relative bpp tolerance for --bpp (1 %%)")
     p.add_argument("--decoded", help="where to write the decoded PNG (default OUT.png)")
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT")

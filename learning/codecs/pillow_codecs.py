@@ -8,6 +8,7 @@ import PIL
 from PIL import Image
 
 from learning.codecs.base import Codec, register
+from learning.codecs.jpeg_tables import qtables_for
 from learning.errors import LearningError
 
 
@@ -22,10 +23,15 @@ def _decode_with_pillow(data: bytes, name: str) -> Image.Image:
 
 @register("jpeg")
 class JPEG(Codec):
+    """Quality is continuous: a fractional quality scales the Annex-K tables by libjpeg's own formula
+    (``qtables_for``), so integer qualities give exactly Pillow's ``quality=`` files and rate control can
+    land between them."""
+
     name = "jpeg"
     quality_range = (1, 95)
+    integer_quality = False
     extension = "jpg"
-    description = "JPEG (Pillow/libjpeg-turbo), 4:2:0"
+    description = "JPEG (Pillow/libjpeg-turbo), 4:2:0, continuous quality"
     subsampling = 2  # Pillow: 0 = 4:4:4, 2 = 4:2:0
 
     def version(self) -> str:
@@ -33,7 +39,10 @@ class JPEG(Codec):
 
     def encode_quality(self, image: Image.Image, quality: float) -> bytes:
         buf = io.BytesIO()
-        image.save(buf, "JPEG", quality=int(quality), subsampling=self.subsampling, optimize=True)
+        if float(quality).is_integer():
+            image.save(buf, "JPEG", quality=int(quality), subsampling=self.subsampling, optimize=True)
+        else:
+            image.save(buf, "JPEG", qtables=qtables_for(quality), subsampling=self.subsampling, optimize=True)
         return buf.getvalue()
 
     def decode(self, data: bytes) -> Image.Image:
@@ -43,7 +52,7 @@ class JPEG(Codec):
 @register("jpeg444")
 class JPEG444(JPEG):
     name = "jpeg444"
-    description = "JPEG (Pillow/libjpeg-turbo), 4:4:4"
+    description = "JPEG (Pillow/libjpeg-turbo), 4:4:4, continuous quality"
     subsampling = 0
 
 
@@ -51,15 +60,16 @@ class JPEG444(JPEG):
 class WebP(Codec):
     name = "webp"
     quality_range = (0, 100)
+    integer_quality = False  # Pillow hands libwebp its float quality (WebPConfig.quality)
     extension = "webp"
-    description = "WebP lossy (Pillow/libwebp)"
+    description = "WebP lossy (Pillow/libwebp), continuous quality"
 
     def version(self) -> str:
         return f"Pillow {PIL.__version__}"
 
     def encode_quality(self, image: Image.Image, quality: float) -> bytes:
         buf = io.BytesIO()
-        image.save(buf, "WEBP", quality=int(quality), method=6)
+        image.save(buf, "WEBP", quality=float(quality), method=6)
         return buf.getvalue()
 
     def decode(self, data: bytes) -> Image.Image:

@@ -32,8 +32,8 @@ def encode_at_bpp(
     codec: Codec,
     image: Image.Image,
     target_bpp: float,
-    tolerance: float = 0.03,
-    max_encodes: int = 8,
+    tolerance: float = 0.01,
+    max_encodes: int = 16,
     cache: dict | None = None,
 ) -> RateResult:
     """Encode ``image`` with ``codec`` as close as possible to ``target_bpp`` (real bytes).

@@ -86,6 +86,8 @@ def ms_ssim(ref: np.ndarray, dist: np.ndarray) -> float:
     """VQMT's MS-SSIM: Π_{l<5} cs_l^w_l · SSIM_5 (see module doc)."""
     if ref.shape[0] % 16 or ref.shape[1] % 16:
         raise LearningError(f"VQMT MS-SSIM needs sides that are multiples of 16, got {ref.shape}")
+    if min(ref.shape) < 16 * 11:
+        raise LearningError(f"VQMT MS-SSIM needs sides of at least 176 (5th level ≥ 11), got {ref.shape}")
     a, b = ref.astype(np.float64), dist.astype(np.float64)
     value = 1.0
     for level, weight in enumerate(MS_SSIM_WEIGHTS):

@@ -33,27 +33,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from learning.codecs.jpeg_tables import STD_CHROMA, STD_LUMA, qtables_for  # noqa: F401 (re-exported)
 from learning.errors import LearningError
 
-STD_LUMA = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-            14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113,
-            92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]
-STD_CHROMA = [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
-              47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32
 DEFAULT_LEVELS = (40, 50, 60, 80, 95)
 DEFAULT_KEEPS = (4, 6, 9, 15, 15)
 METHODS = ("ours-block-composite", "ours-dct-prune")
 ALIASES = {"msroi-composite": "ours-block-composite", "dct-prune": "ours-dct-prune"}
 BLOCK = 16
 METHOD = "ours-block-composite"
-
-
-def qtables_for(quality: float) -> list[list[int]]:
-    """libjpeg's quality→table scaling (jcparam.c) for a real-valued quality in [1, 100]."""
-    q = min(100.0, max(1.0, float(quality)))
-    scale = 5000.0 / q if q < 50 else 200.0 - 2.0 * q
-    return [[int(min(255, max(1, (v * scale + 50) // 100))) for v in table]
-            for table in (STD_LUMA, STD_CHROMA)]
 
 
 def encode_jpeg(image: Image.Image, quality: float) -> bytes:

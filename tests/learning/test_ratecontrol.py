@@ -68,3 +68,45 @@ def test_encode_setting_routes_bpp_through_rate_control():
     assert abs(enc.bpp - 0.5) / 0.5 <= 0.08
     enc = encode_setting(img, Setting("jpeg", "quality", 40))
     assert enc.quality == 40
+
+
+GRID = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+
+
+def test_encode_cli_jpeg_quarter_bpp_on_kodim05_within_1pct(tmp_path, capsys):
+    from learning.__main__ import main
+
+    out = tmp_path / "k05.jpg"
+    assert main(["encode", "--codec", "jpeg", "--bpp", "0.25", str(KODAK / "kodim05.png"), str(out)]) == 0
+    with Image.open(KODAK / "kodim05.png") as im:
+        w, h = im.size
+    bpp = 8 * out.stat().st_size / (w * h)
+    assert abs(bpp - 0.25) / 0.25 <= 0.01, bpp
+    with Image.open(out) as dec:
+        assert dec.format == "JPEG" and dec.size == (w, h)
+
+
+@pytest.mark.parametrize("name", ["jpeg", "jpeg444"])
+def test_jpeg_meets_every_reachable_kodak_target_within_1pct(name):
+    """Continuous-quality tables: no quality-grid misses between 0.1 and 2 bpp (full-size Kodak)."""
+    codec = get_codec(name)
+    for i in (5, 13, 23):
+        img = Image.open(KODAK / f"kodim{i:02d}.png").convert("RGB")
+        cache: dict = {}
+        lowest = codec.encode(img, codec.quality_range[0]).bpp
+        for target in GRID:
+            if target < lowest * 0.99:  # below quality 1 (all tables at 255): no baseline JPEG is smaller
+                with pytest.raises(LearningError, match="below the lowest achievable"):
+                    encode_at_bpp(codec, img, target, cache=cache)
+                continue
+            r = encode_at_bpp(codec, img, target, cache=cache)
+            assert r.relative_error <= 0.01, (name, i, target, r.encoded.bpp, r.encoded.quality)
+
+
+def test_webp_fractional_quality_closes_the_grid_gap():
+    """kodim13 at 0.25 bpp: WebP jumps from q0 to q1 past the target; libwebp's float quality lands it."""
+    img = Image.open(KODAK / "kodim13.png").convert("RGB")
+    codec = get_codec("webp")
+    assert not codec.integer_quality
+    r = encode_at_bpp(codec, img, 0.25)
+    assert r.relative_error <= 0.01 and not float(r.encoded.quality).is_integer()
