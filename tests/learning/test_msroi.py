@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -61,11 +62,30 @@ def test_unknown_method_is_an_error():
 
 def test_fractional_quality_tables_match_pillow_at_integers():
     im = Image.fromarray((np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8))
-    for q in (10, 50, 75):
+    for q in (1, 10, 30, 49, 50, 75, 100):
         buf = io.BytesIO()
         im.save(buf, "JPEG", qtables=qtables_for(q), subsampling=2)
         assert buf.getvalue() == encode_jpeg(im, q)
+        pil = io.BytesIO()
+        im.save(pil, "JPEG", quality=q, subsampling=2)
+        assert pil.getvalue() == buf.getvalue(), q  # integer qualities are exactly libjpeg's tables
     assert len(encode_jpeg(im, 50.5)) >= len(encode_jpeg(im, 50)) - 50  # the knob is continuous
+
+
+def test_fractional_tables_move_one_unit_at_a_time():
+    """Between integer qualities every entry moves monotonically towards the next table, in unit steps."""
+    for n in (3, 30, 50, 87):
+        lo, hi = qtables_for(n), qtables_for(n + 1)
+        total = sum(abs(a - b) for t in (0, 1) for a, b in zip(lo[t], hi[t]))
+        prev = lo
+        for k in range(1, 41):
+            cur = qtables_for(n + k / 40)
+            for t in (0, 1):
+                for a, b, c, d in zip(prev[t], cur[t], lo[t], hi[t]):
+                    assert min(c, d) <= b <= max(c, d) and abs(b - d) <= abs(a - d)
+            moved = sum(abs(a - b) for t in (0, 1) for a, b in zip(lo[t], cur[t]))
+            assert abs(moved - k / 40 * total) <= 1
+            prev = cur
 
 
 def _check_equal_size(files: list[Path]) -> None:
@@ -74,7 +94,7 @@ def _check_equal_size(files: list[Path]) -> None:
         im = load_rgb(f)
         sal = model.map(im)
         std = encode_jpeg(im, 50)
-        for method in ("msroi-composite", "dct-prune"):
+        for method in ("ours-block-composite", "ours-dct-prune"):
             res = saliency_jpeg(im, sal, len(std), method=method)
             assert res.method == method
             assert abs(len(res.data) / len(std) - 1) <= 0.01, (f.name, method)
@@ -95,18 +115,34 @@ def test_saliency_jpeg_same_size_on_all_kodak_images():
     _check_equal_size(_kodak())
 
 
+def test_old_method_names_still_accepted():
+    im = Image.fromarray((np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8))
+    sal = np.zeros((64, 64), np.float32)
+    sal[16:48, 16:48] = 1
+    target = len(encode_jpeg(im, 50))
+    assert saliency_jpeg(im, sal, target, method="dct-prune", tolerance=0.05).method == "ours-dct-prune"
+
+
 @needs_kodak
 def test_msroi_table_cli_writes_outputs(tmp_path, capsys):
     out = tmp_path / "msroi"
-    assert main(["msroi-table", "--images", str(KODAK), "--out", str(out), "--limit", "1",
-                 "--examples", "1"]) == 0
+    assert main(["msroi-table", "--images", str(KODAK), "--out", str(out), "--limit", "1"]) == 0
     text = capsys.readouterr().out
-    assert "saliency model: spectral" in text and "PSNR-S = PSNR on Y over the pixels" in text
-    assert "paper: MSROI JPEG" in text and "(msroi-composite)" in text and "(dct-prune variant)" in text
-    for p in ["maps/kodim01.png", "overlays/kodim01.png", "jpeg/kodim01_saliency.jpg",
-              "jpeg/kodim01_dct_prune.jpg", "decoded/kodim01_dct_prune.png",
-              "decoded/kodim01_standard_q50.png", "decoded/kodim01_saliency.png", "msroi_examples.png",
-              "msroi_examples.svg", "table.md", "results.json"]:
+    assert "saliency map: spectral" in text and "PSNR-S = PSNR of the correctly read luma" in text
+    for part in ("Metric check", "(a) reference-model-6@2%", "(b) reference-model-6@0%",
+                 "(c) ours-block-composite", "(c) ours-dct-prune", "log: composite (model 6)",
+                 "PSNR-S sensitivity"):
+        assert part in text, part
+    for p in ["maps/kodim01.png", "overlays/kodim01.png", "jpeg/kodim01_standard-q50.jpg",
+              "jpeg/kodim01_reference-model-6@2pct.jpg", "jpeg/kodim01_reference-model-6@0pct.jpg",
+              "jpeg/kodim01_ours-dct-prune.jpg", "msroi_table.png", "msroi_table.svg", "table.md",
+              "results.csv"]:
         assert (out / p).is_file(), p
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["way"] for r in rows] == ["standard", "a", "b", "c", "c"]
+    std = rows[0]
+    assert float(std["published:PSNR"]) == pytest.approx(float(std["log:PSNR"]), abs=0.02)
+    assert float(rows[2]["size_excess"]) <= 0 < float(rows[1]["size_excess"]) <= 0.02
     with Image.open(out / "maps/kodim01.png") as m:
         assert m.mode.startswith("I;16") or m.mode == "I"
