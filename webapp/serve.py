@@ -7,22 +7,15 @@ worker, 16), WEB_BACKLOG (2048 pending connections), WEB_ACCESS_LOG (off; 1 = on
 (10000: a connection that has not sent its request headers by then is closed).
 
 Slow clients: granian reads request headers in Rust, with the timeout above, but a WSGI request's body is
-read by the Python thread serving it, and granian has no body timeout. The judge shortcut and
-``fastpath.buffer_body`` read bodies before a request takes a view slot, so a few slow bodies no longer
-freeze the pages; but workers x WEB_THREADS clients that each send half a body would hold every thread.
-So the server must sit behind a proxy that buffers whole request bodies before forwarding them (nginx's
-default ``proxy_request_buffering on`` with ``client_body_timeout``); ``main`` refuses to start unless
-WEB_BUFFERING_PROXY=1 says that one is in front.
+read by the Python thread serving it, and granian has no body timeout: workers x WEB_THREADS clients that
+each send half a body would hold every thread. So the server must sit behind a proxy that buffers whole
+request bodies before forwarding them (nginx's default ``proxy_request_buffering on`` with
+``client_body_timeout``); ``main`` refuses to start unless WEB_BUFFERING_PROXY=1 says that one is in front.
 
-granian parses HTTP in Rust and hands each request to one of a worker's Python threads; a worker that
-dies is started again (``--respawn-failed-workers``). A thread that ran a Django view keeps its own
-persistent PostgreSQL connection (CONN_MAX_AGE) and each worker one more for judgments, so the server
-holds up to workers x (threads + 1) connections: keep that below PostgreSQL's max_connections. The
-threads of a worker store the judgments they receive together
-(``webapp/crowd/groupcommit.py``: one statement and one commit per batch), so most of them wait for a
-batch without the interpreter lock, and many threads per worker let batches fill while a commit is in
-flight. Only WEB_VIEW_THREADS (2) of them run Django views at once (``fastpath.JudgeFastPath``). On 2
-cores, 2 workers x 16 threads gave the lowest judge latency (bench/README.md, load).
+granian parses HTTP in Rust and hands each request to one of a worker's Python threads, which runs it
+through Django's request cycle (``webapp/wsgi.py``); a worker that dies is started again
+(``--respawn-failed-workers``). Each thread keeps its own persistent PostgreSQL connection (CONN_MAX_AGE),
+so the server holds up to workers x threads connections: keep that below PostgreSQL's max_connections.
 """
 
 from __future__ import annotations

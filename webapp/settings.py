@@ -120,6 +120,9 @@ STORAGES = {
     },
 }
 
+# Database sessions without the lookup of a new key before its INSERT (webapp/sessions.py).
+SESSION_ENGINE = "webapp.sessions"
+
 LOGIN_URL = "lab:login"
 LOGIN_REDIRECT_URL = "/lab/"
 LOGOUT_REDIRECT_URL = "lab:login"
@@ -137,14 +140,6 @@ SPECTACULAR_SETTINGS = {"TITLE": "2AFC perceptual lab API", "VERSION": "1.0.0"}
 # The participant API takes tiny JSON bodies; anything bigger is refused (413).
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", 64 * 1024))
 CROWD_MAX_BODY_BYTES = int(os.environ.get("CROWD_MAX_BODY_BYTES", 4 * 1024))
-# Store new judgments without Django's request cycle (webapp/crowd/fastpath.py; PostgreSQL only).
-CROWD_JUDGE_FASTPATH = _env_bool("CROWD_JUDGE_FASTPATH", "1")
-# How many of a server worker's threads run Django views at once (webapp/crowd/fastpath.py); the others
-# are free for judgments, which the shortcut stores without Django.
-WEB_VIEW_THREADS = max(1, int(os.environ.get("WEB_VIEW_THREADS", "2")))
-# How long (ms) the thread that stores a batch of judgments waits for more when others are already queued
-# behind it (webapp/crowd/groupcommit.py): fewer, larger commits for a little latency. 0 = at once.
-CROWD_GROUP_COMMIT_LINGER_MS = float(os.environ.get("CROWD_GROUP_COMMIT_LINGER_MS", "0"))
 # import_images refuses image files bigger than this (checked before reading; the pixel count is
 # capped separately by Pillow's decompression-bomb guard).
 STIMULI_MAX_IMAGE_BYTES = int(os.environ.get("STIMULI_MAX_IMAGE_BYTES", 64 * 1024 * 1024))

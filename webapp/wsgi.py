@@ -1,18 +1,15 @@
-"""WSGI entry point (``make serve-prod``: granian, see ``webapp/serve.py``): Django behind the judge
-shortcut (``webapp/crowd/fastpath.py``)."""
+"""WSGI entry point (``make serve-prod``: granian, see ``webapp/serve.py``): Django's application, every
+request through its request cycle."""
 
 import os
 
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
-django_application = get_wsgi_application()
+application = get_wsgi_application()
 
 from django.urls import get_resolver  # noqa: E402 (needs the settings configured above)
-
-from webapp.crowd.fastpath import JudgeFastPath  # noqa: E402
 
 # Import every view now, so that a worker (also one started after a crash) answers its first request
 # without a second of lazy imports.
 get_resolver().url_patterns  # noqa: B018 (the attribute access does the import)
-application = JudgeFastPath(django_application)

@@ -14,7 +14,7 @@ import random
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Case, Count, F, IntegerField, Q, Value, When
+from django.db.models import Case, Count, Exists, F, IntegerField, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from webapp.crowd.active import choose_trials
@@ -70,29 +70,38 @@ def recount_slots(experiment: Experiment) -> dict[int, int]:
         return load
 
 
+def _overdue(experiment_id: int):
+    """The experiment's active assignments past their expiry time."""
+    return Assignment.objects.filter(experiment_id=experiment_id, state="active",
+                                     expires_at__lt=timezone.now())
+
+
 def expire(experiment_id: int, assignment_ids: list[int] | None = None) -> int:
     """Mark overdue active assignments of the experiment (all, or only ``assignment_ids``) expired and give
     their unjudged slots back to the pool; returns how many were expired."""
     with transaction.atomic():
         _lock(experiment_id)
-        qs = Assignment.objects.filter(
-            experiment_id=experiment_id, state="active", expires_at__lt=timezone.now()
+        return _expire_locked(experiment_id, assignment_ids)
+
+
+def _expire_locked(experiment_id: int, assignment_ids: list[int] | None = None) -> int:
+    """``expire`` for a caller that holds the experiment's row lock (inside its transaction)."""
+    qs = _overdue(experiment_id)
+    if assignment_ids is not None:
+        qs = qs.filter(pk__in=assignment_ids)
+    ids = list(qs.values_list("pk", flat=True))
+    if not ids:
+        return 0
+    Assignment.objects.filter(pk__in=ids).update(state="expired")
+    back = (
+        AssignmentItem.objects.filter(
+            assignment_id__in=ids, is_repeat=False, trial__kind="normal", judgment__isnull=True
         )
-        if assignment_ids is not None:
-            qs = qs.filter(pk__in=assignment_ids)
-        ids = list(qs.values_list("pk", flat=True))
-        if not ids:
-            return 0
-        Assignment.objects.filter(pk__in=ids).update(state="expired")
-        back = (
-            AssignmentItem.objects.filter(
-                assignment_id__in=ids, is_repeat=False, trial__kind="normal", judgment__isnull=True
-            )
-            .values("trial")
-            .annotate(n=Count("id"))
-        )
-        _add_slots({row["trial"]: -row["n"] for row in back})
-        return len(ids)
+        .values("trial")
+        .annotate(n=Count("id"))
+    )
+    _add_slots({row["trial"]: -row["n"] for row in back})
+    return len(ids)
 
 
 def expire_stale(experiment: Experiment) -> int:
@@ -100,21 +109,35 @@ def expire_stale(experiment: Experiment) -> int:
     return expire(experiment.pk)
 
 
-def create_assignment(experiment_id: int, participant: Participant, **extra) -> Assignment:
+def locked_for_entry():
+    """Experiments, each read with its row lock (inside a transaction) and ``has_overdue``: whether any of
+    its active assignments is past its expiry time. What ``create_assignment`` starts from."""
+    overdue = Assignment.objects.filter(experiment=OuterRef("pk"), state="active",
+                                        expires_at__lt=timezone.now())
+    return Experiment.objects.select_for_update().annotate(has_overdue=Exists(overdue))
+
+
+def create_assignment(experiment_id: int, participant: Participant, locked: Experiment | None = None,
+                      **extra) -> Assignment:
     """Create the participant's assignment: practice first, then normal trials with sentinels and repeats.
 
-    ``extra`` sets Assignment fields such as ``mturk_assignment_id``. Raises ``LookupError`` when the
-    experiment has no normal trials left for this participant.
+    ``locked``: the experiment as read by ``locked_for_entry`` in the caller's transaction (which then
+    holds its lock), else it is read and locked here. ``extra`` sets Assignment fields such as
+    ``mturk_assignment_id``. Raises ``LookupError`` when the experiment has no normal trials left for
+    this participant.
     """
-    with transaction.atomic():
-        exp = _lock(experiment_id)
-        expire(exp.pk)
-        seen = set(
-            AssignmentItem.objects.filter(assignment__participant=participant).values_list(
-                "trial_id", flat=True
-            )
-        )
-        trials = list(Trial.objects.filter(experiment=exp).values_list("id", "kind", "slots__held"))
+    with transaction.atomic(savepoint=False):
+        # the lock, and whether any assignment is overdue (their slots go back first), in one statement
+        exp = locked or locked_for_entry().get(pk=experiment_id)
+        if exp.has_overdue:
+            _expire_locked(exp.pk)
+        # every trial with its held slots and whether this participant had it already (no repeats across
+        # a participant's assignments), in one statement
+        had = AssignmentItem.objects.filter(assignment__participant=participant, trial=OuterRef("pk"))
+        rows = list(Trial.objects.filter(experiment=exp).annotate(seen=Exists(had))
+                    .values_list("id", "kind", "slots__held", "seen"))
+        seen = {t for t, _, _, was_seen in rows if was_seen}
+        trials = [(t, kind, held) for t, kind, held, _ in rows]
         if any(kind == "normal" and held is None for _, kind, held in trials):
             held_by = recount_slots(exp)  # trials added since the last count (or data from before it)
         else:

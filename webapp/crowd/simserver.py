@@ -1,7 +1,7 @@
 """The site served from a background thread of this process (``simulate_crowd`` without ``--base-url``).
 
 A threaded WSGI server (Django's runserver one, one thread per connection) on a free port of 127.0.0.1,
-serving the production application (Django behind the judge shortcut) against the same database. It is
+serving the production application (Django's WSGI handler) against the same database. It is
 private to the simulation, so within this process the entry rate limit is off and, in production mode,
 plain HTTP is accepted on 127.0.0.1 (no HTTPS redirect, no secure-only cookies), until the block ends.
 """
@@ -43,11 +43,9 @@ class BackgroundServer:
         self._settings: override_settings | None = None
 
     def __enter__(self) -> str:
-        from webapp.crowd.fastpath import JudgeFastPath
-
         self._settings = _private_settings()
         self._settings.enable()  # for this process only, until the block ends
-        self._app = JudgeFastPath(WSGIHandler())  # what webapp/wsgi.py serves, with the settings above
+        self._app = WSGIHandler()  # what webapp/wsgi.py serves, with the settings above
         self._server = _Server(("127.0.0.1", 0), _QuietHandler, allow_reuse_address=False)
         self._server.set_app(self._app)
         self._thread = threading.Thread(target=self._server.serve_forever, name="simulate-crowd-server",
@@ -63,9 +61,3 @@ class BackgroundServer:
         self._thread.join(timeout=10)
         if self._settings is not None:
             self._settings.disable()
-        db = getattr(self._app, "_db", None)  # the judge shortcut's own connection, if it opened one
-        if db is not None:
-            try:
-                db.close()
-            except Exception:  # noqa: BLE001 (already closed or broken: nothing to release)
-                pass

@@ -2,9 +2,13 @@
 
 Participants are identified only by the opaque assignment token in ``/a/<token>/``. Images are served per
 item and side (``/a/<token>/img/<position>/<left|right|ref>``), so neither URLs nor JSON reveal the codec,
-the quality, or which image is the original. The JSON POSTs are CSRF-exempt but require the header
-``X-Assignment-Token`` equal to the URL token: a cross-site page cannot set a custom header without a CORS
-preflight (none is allowed), and cannot know the token. The consent form keeps Django's CSRF check.
+the quality, or which image is the original. The JSON POSTs are CSRF-exempt, since they
+carry no cookie-borne authority: they are authorised by the unguessable assignment token in the URL (never
+by the session, which they do not read), and a browser's cross-site request is refused by two checks of
+their own. An ``Origin`` header, which browsers send with every POST, must name this site (or one of
+``CSRF_TRUSTED_ORIGINS``), and the header ``X-Assignment-Token`` must equal the URL token: a cross-site
+page cannot set a custom header without a CORS preflight (none is allowed), and cannot know the token.
+The consent form keeps Django's CSRF check.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.signing import BadSignature, Signer
 from django.db import connection, transaction
+from django.db.models import F
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -28,9 +33,9 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from webapp.crowd.assign import create_assignment, expire
-from webapp.crowd.judging import created_body, insert_new, stored_answer, token_db_value, validate_judgment
-from webapp.crowd.models import Assignment, AssignmentItem, Judgment, Participant
+from webapp.crowd.assign import create_assignment, expire, locked_for_entry
+from webapp.crowd.judging import insert_new, stored_answer, token_db_value, validate_judgment
+from webapp.crowd.models import Assignment, AssignmentItem, Participant
 from webapp.crowd.ratelimit import over_limit
 from webapp.experiments.models import Experiment
 from webapp.stimuli.served import served_path
@@ -157,7 +162,22 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
     """``/p/<slug>/``: platform entry; GET shows consent (or MTurk preview), POST consents and starts."""
     if over_limit(request, "entry"):
         return _message(request, "Too many requests", "Please wait a minute and try again.", 429)
-    exp = get_object_or_404(Experiment, slug=slug)
+    if request.method == "POST" and request.POST.get("consent") == "yes":
+        # Consent starts an identity (from here on, the open link's id lives in the session): never under a
+        # key someone else may have planted in this browser before, since they could then follow it to the
+        # assignment. A browser without a stored session gets a new key anyway when the session is saved.
+        request.session.keys()  # loads it: a key that is not stored is dropped here
+        if request.session.session_key is not None:
+            request.session.cycle_key()
+        # One transaction from the study's row lock on (assign.py), which is also where the study is read:
+        # an arrival at a live study costs as few statements as it can (tests/web/crowd/test_entry_cost.py).
+        with transaction.atomic():
+            return _entry(request, get_object_or_404(locked_for_entry(), slug=slug))
+    return _entry(request, get_object_or_404(Experiment, slug=slug))
+
+
+def _entry(request: HttpRequest, exp: Experiment) -> HttpResponse:
+    """``entry`` for the study ``exp`` (locked by a consent POST's transaction)."""
     if exp.status != "live":
         return _not_live(request, exp)
     if _is_mturk_preview(request, exp):
@@ -184,9 +204,10 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
             f"This link must be opened from {exp.get_platform_display()} ({need} missing).",
             400,
         )
-    found = _existing(exp, ids)
-    if found is not None:
-        return _resume(request, exp, found)
+    if request.method == "GET" or request.POST.get("consent") != "yes":
+        found = _existing(exp, ids)
+        if found is not None:
+            return _resume(request, exp, found)
     if request.method == "GET":
         hidden = {
             k: v
@@ -199,42 +220,56 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
         return render(request, "crowd/consent.html", {"exp": exp, "hidden": hidden})
     if request.POST.get("consent") != "yes":
         return _message(request, "Consent required", "You can only take part after giving consent.", 400)
-    # Consent starts an identity (from here on, the open link's id lives in the session): never under a key
-    # someone else may have planted in this browser before, since they could then follow it to the
-    # assignment.
-    request.session.cycle_key()
     if exp.platform == "open":
         request.session[f"crowd_pid_{exp.slug}"] = ids["platform_id"]
-    participant, _ = Participant.objects.get_or_create(
-        experiment=exp,
-        platform=exp.platform,
-        platform_id=ids["platform_id"][:200],
-        defaults={
-            "study_id": ids.get("study_id", ""),
-            "session_id": ids.get("session_id", ""),
-            "consent_at": timezone.now(),
-        },
-    )
-    if participant.consent_at is None:
-        participant.consent_at = timezone.now()
-        participant.save(update_fields=["consent_at"])
     extra = {k: ids[k] for k in ("mturk_assignment_id", "hit_id", "turk_submit_to") if k in ids}
-    with transaction.atomic():
-        # One entry at a time per participant: a double submit, or a client retrying a consent POST that
-        # is still queued, must find the assignment the first one made rather than take a second one.
-        Participant.objects.select_for_update().filter(pk=participant.pk).values_list("pk").first()
-        found = _existing(exp, ids, participant.pk)
-        if found is not None:
-            _bind_session(request, exp, found.token, rotated=True)
-            return redirect("crowd:done" if found.state == "completed" else "crowd:task", token=found.token)
-        try:
-            assignment = create_assignment(exp.pk, participant, **extra)
-        except LookupError:
-            return _message(
-                request, "No more trials", "There are no more trials for you in this study. Thanks!", 410
-            )
+    # One entry at a time per participant: a double submit, or a client retrying a consent POST that is
+    # still queued, must find the assignment the first one made rather than take a second one. A new
+    # participant's row is locked by its INSERT until this transaction ends (a concurrent INSERT of the
+    # same identity waits, then finds it); a known one is locked here.
+    participant, new = _consenting_participant(exp, ids)
+    found = None if new else _existing(exp, ids, participant.pk)
+    if found is not None:
+        _bind_session(request, exp, found.token, rotated=True)
+        return redirect("crowd:done" if found.state == "completed" else "crowd:task", token=found.token)
+    try:
+        assignment = create_assignment(exp.pk, participant, locked=exp, **extra)
+    except LookupError:  # nothing left for this participant: the transaction is rolled back, nothing stored
+        return _message(
+            request, "No more trials", "There are no more trials for you in this study. Thanks!", 410
+        )
     _bind_session(request, exp, assignment.token, rotated=True)
     return redirect("crowd:task", token=assignment.token)
+
+
+@functools.cache
+def _insert_participant_sql() -> str:
+    return (f"INSERT INTO {Participant._meta.db_table} (experiment_id, platform, platform_id, study_id, "
+            "session_id, consent_at, created) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (experiment_id, platform, platform_id) DO NOTHING RETURNING id")
+
+
+def _consenting_participant(exp: Experiment, ids: dict) -> tuple[Participant, bool]:
+    """The participant ``ids`` names, with consent recorded and its row locked until the transaction ends;
+    (participant, True) when this call created it. Inside a transaction."""
+    now = timezone.now()
+    fields = {"experiment": exp, "platform": exp.platform, "platform_id": ids["platform_id"][:200],
+              "study_id": ids.get("study_id", ""), "session_id": ids.get("session_id", ""), "consent_at": now,
+              "created": now}
+    ops = connection.ops
+    with connection.cursor() as cur:  # one statement: INSERT ... ON CONFLICT DO NOTHING RETURNING id
+        cur.execute(_insert_participant_sql(), [
+            exp.pk, fields["platform"], fields["platform_id"], fields["study_id"], fields["session_id"],
+            ops.adapt_datetimefield_value(now), ops.adapt_datetimefield_value(now)])
+        row = cur.fetchone()
+    if row is not None:
+        return Participant(pk=row[0], **fields), True
+    participant = Participant.objects.select_for_update().get(
+        experiment=exp, platform=exp.platform, platform_id=fields["platform_id"])
+    if participant.consent_at is None:
+        participant.consent_at = now
+        participant.save(update_fields=["consent_at"])
+    return participant, False
 
 
 def _assignment(token: uuid.UUID) -> Assignment:
@@ -268,14 +303,16 @@ def _closed_reason(a: Assignment) -> str | None:
 
 @require_GET
 def task(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
-    """The judging page (instructions, practice, trials); all work happens in crowd/task.js."""
-    a = _assignment(token)
+    """The judging page (instructions, practice, trials), with the assignment's state in it (what
+    ``state`` answers), so that the page shows the first trial without another request; all work
+    happens in crowd/task.js."""
+    a, state_json = _state(token)
     if a.state == "completed":
         return redirect("crowd:done", token=a.token)
     reason = _closed_reason(a)
     if reason:
         return _message(request, "Assignment not available", f"Sorry, {reason}.", 403)
-    return render(request, "crowd/task.html", {"a": a, "exp": a.experiment})
+    return render(request, "crowd/task.html", {"a": a, "exp": a.experiment, "state": state_json})
 
 
 def _image_prefix(a: Assignment) -> str:
@@ -284,7 +321,7 @@ def _image_prefix(a: Assignment) -> str:
     return url[: -len("0/left")]
 
 
-def _item_json(a: Assignment, item: AssignmentItem, judged: dict[int, str], prefix: str) -> dict:
+def _item_json(a: Assignment, item: AssignmentItem, prefix: str) -> dict:
     base = f"{prefix}{item.position}/"
     out = {
         "position": item.position,
@@ -293,7 +330,7 @@ def _item_json(a: Assignment, item: AssignmentItem, judged: dict[int, str], pref
         "right": base + "right",
         "ref": base + "ref" if a.experiment.mode == "triplet" else None,
         "practice": item.is_practice,
-        "answered": judged.get(item.id),
+        "answered": item.answered,
     }
     if item.is_practice and item.trial.expected_id:  # feedback only for practice, never for sentinels
         left_id = item.trial.stimulus_a_id if item.left_is_a else item.trial.stimulus_b_id
@@ -301,28 +338,33 @@ def _item_json(a: Assignment, item: AssignmentItem, judged: dict[int, str], pref
     return out
 
 
+def _state(token: uuid.UUID) -> tuple[Assignment, dict]:
+    """(the assignment, its state as ``state`` answers it), in one query: the items with their
+    assignment, study, trial and judged side; 404 for an unknown token."""
+    items = list(AssignmentItem.objects.filter(assignment__token=token)
+                 .select_related("assignment__experiment", "trial")
+                 .annotate(answered=F("judgment__chosen_side")).order_by("position"))
+    a = items[0].assignment if items else _assignment(token)  # every assignment has items
+    prefix = _image_prefix(a)
+    rows = [_item_json(a, it, prefix) for it in items]
+    nxt = next((r["position"] for r in rows if r["answered"] is None), None)
+    exp = a.experiment
+    return a, {
+        "state": a.state,
+        "total": len(rows),
+        "next": nxt,
+        "items": rows,
+        "mode": exp.mode,
+        "question": exp.question,
+        "min_response_ms": exp.min_response_ms,
+        "practice_count": sum(r["practice"] for r in rows),
+    }
+
+
 @require_GET
 def state(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
     """Items, which are answered, and the next unanswered position."""
-    a = _assignment(token)
-    items = list(a.items.select_related("trial").order_by("position"))
-    judged = dict(Judgment.objects.filter(assignment=a).values_list("item_id", "chosen_side"))
-    prefix = _image_prefix(a)
-    rows = [_item_json(a, it, judged, prefix) for it in items]
-    nxt = next((r["position"] for r in rows if r["answered"] is None), None)
-    exp = a.experiment
-    return JsonResponse(
-        {
-            "state": a.state,
-            "total": len(rows),
-            "next": nxt,
-            "items": rows,
-            "mode": exp.mode,
-            "question": exp.question,
-            "min_response_ms": exp.min_response_ms,
-            "practice_count": sum(r["practice"] for r in rows),
-        }
-    )
+    return JsonResponse(_state(token)[1])
 
 
 @require_GET
@@ -351,8 +393,21 @@ def image(request: HttpRequest, token: uuid.UUID, position: int, side: str) -> F
     return resp
 
 
+def _foreign_origin(request: HttpRequest) -> bool:
+    """Whether the request's ``Origin`` header names another site than this one (or CSRF_TRUSTED_ORIGINS).
+    Browsers send it with every POST; a request without one does not come from a browser's page."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    own = f"{request.scheme}://{request.get_host()}"
+    return origin != own and origin not in settings.CSRF_TRUSTED_ORIGINS
+
+
 def _json_body(request: HttpRequest, token: uuid.UUID) -> tuple[dict | None, JsonResponse | None]:
-    """Parse a small JSON object body; return (data, None) or (None, error response)."""
+    """Check the request's origin and token header, parse a small JSON object body; return (data, None) or
+    (None, error response)."""
+    if _foreign_origin(request):
+        return None, JsonResponse({"error": "cross-origin request refused"}, status=403)
     if request.headers.get("X-Assignment-Token", "") != str(token):
         return None, JsonResponse({"error": "missing or wrong X-Assignment-Token header"}, status=403)
     if request.content_type != "application/json":
@@ -380,13 +435,15 @@ def _json_body(request: HttpRequest, token: uuid.UUID) -> tuple[dict | None, Jso
     return data, None
 
 
+def _json(body: bytes, status: int) -> HttpResponse:
+    return HttpResponse(body, status=status, content_type="application/json")
+
+
 def _replay(token: uuid.UUID, v: dict) -> HttpResponse | None:
     """Answer a replayed uuid or an already-judged position from what is stored (None if neither)."""
     with connection.cursor() as cur:
         answer = stored_answer(cur, connection, token, v)
-    if answer is None:
-        return None
-    return HttpResponse(answer[1], status=answer[0], content_type="application/json")
+    return None if answer is None else _json(answer[1], answer[0])
 
 
 @functools.cache
@@ -402,25 +459,27 @@ def _judge_lookup_sql() -> str:
     )
 
 
+# CSRF-exempt: authorised by the assignment token in the URL, not by a cookie; a cross-site page is refused
+# by the Origin and X-Assignment-Token checks of _json_body (module docstring).
 @csrf_exempt
 @require_POST
-def judge(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
+def judge(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
     """Store one judgment: 201 new, 200 replay, 409 uuid reused, 400 bad input, 403 closed, 413 too big.
 
     A new judgment to an open assignment is one statement (``judging.insert_new``: INSERT ... SELECT with
-    the checks in its WHERE and ON CONFLICT DO NOTHING); only when it stores nothing does the view look up
-    why (``_judge_lookup_sql`` and ``_replay``) to give the precise answer. The unique constraints on
-    ``client_uuid`` and ``item`` do the deduplication. Nothing here scans a table. Served on
-    PostgreSQL (``make serve-prod``), most new judgments are stored by ``fastpath.JudgeFastPath`` with the
-    same statement and never reach this view.
+    the checks in its WHERE, ON CONFLICT DO NOTHING on the uuid and the slot, the answer from its
+    RETURNING); only when it stores nothing does the view look up why (``_judge_lookup_sql`` and
+    ``_replay``) to give the precise answer from what is stored. Neither reads the session nor scans a
+    table.
     """
     data, err = _json_body(request, token)
     v, msg = (None, None) if err else validate_judgment(data)
     row = None
     if v is not None:
         with connection.cursor() as cur:
-            if insert_new(cur, connection, token, v, timezone.now()):
-                return HttpResponse(created_body(v), status=201, content_type="application/json")
+            created = insert_new(cur, connection, token, v, timezone.now())
+            if created:
+                return _json(created, 201)
             cur.execute(_judge_lookup_sql(), [v["position"], token_db_value(token, connection)])
             row = cur.fetchone()
     if row is None:  # an unknown token is 404 before any complaint about the request
@@ -444,8 +503,9 @@ def judge(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
     # Open, the item exists and nothing is stored under this uuid or position: the assignment or study
     # changed between the two statements (it was reopened, say). Try the insert once more.
     with connection.cursor() as cur:
-        if insert_new(cur, connection, token, v, timezone.now()):
-            return HttpResponse(created_body(v), status=201, content_type="application/json")
+        created = insert_new(cur, connection, token, v, timezone.now())
+    if created:
+        return _json(created, 201)
     return JsonResponse({"error": "the judgment could not be stored now; send it again"}, status=503)
 
 
@@ -469,30 +529,26 @@ def _device_facts(request: HttpRequest, data: dict) -> tuple[dict | None, str | 
     }, None
 
 
-@csrf_exempt
+@csrf_exempt  # as judge: the token authorises, _json_body refuses cross-site pages
 @require_POST
 def device(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
     """Record device facts (viewport, devicePixelRatio, user agent) sent by the page on start.
 
     The judge's rules: 404 unknown token, then the request's own errors, then 403 when the assignment is
-    not open (completed, expired) or the study not live; the UPDATE itself carries the same conditions,
-    so a study paused or an assignment closed in between is never written to either.
+    not open (completed, expired) or the study not live. The UPDATE itself carries those conditions, so a
+    study paused or an assignment closed in between is never written to; only when it changes nothing
+    does the view look up why.
     """
-    a = _assignment(token)
     data, err = _json_body(request, token)
-    if err:
-        return err
-    facts, msg = _device_facts(request, data)
-    if msg:
-        return JsonResponse({"error": msg}, status=400)
-    reason = _closed_reason(a)
-    if reason:
-        return JsonResponse({"error": reason}, status=403)
-    open_now = Assignment.objects.filter(pk=a.pk, state="active", expires_at__gte=timezone.now(),
+    facts, msg = (None, None) if err else _device_facts(request, data)
+    if err or msg:
+        _assignment(token)  # an unknown token is 404 before any complaint about the request
+        return err or JsonResponse({"error": msg}, status=400)
+    open_now = Assignment.objects.filter(token=token, state="active", expires_at__gte=timezone.now(),
                                          experiment__status="live")
     if open_now.update(device=facts):
         return JsonResponse({"status": "ok"})
-    reason = _closed_reason(_assignment(token))  # it closed, or the study left live, in between
+    reason = _closed_reason(_assignment(token))  # it is closed, or the study is not live
     if reason:
         return JsonResponse({"error": reason}, status=403)
     return JsonResponse({"error": "the device facts could not be stored now; send them again"}, status=503)
@@ -507,11 +563,13 @@ def _completion(a: Assignment) -> dict:
     return out
 
 
-@csrf_exempt
+@csrf_exempt  # as judge: the token authorises, the Origin and token header checks refuse cross-site pages
 @require_POST
 def complete(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
     """Finish the assignment once every item is judged; returns the completion code (and redirect)."""
     a = _assignment(token)
+    if _foreign_origin(request):
+        return JsonResponse({"error": "cross-origin request refused"}, status=403)
     if request.headers.get("X-Assignment-Token", "") != str(token):
         return JsonResponse({"error": "missing or wrong X-Assignment-Token header"}, status=403)
     if a.state == "completed":

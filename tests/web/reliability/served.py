@@ -1,4 +1,5 @@
-"""Driving the WSGI judge shortcut (webapp/crowd/fastpath.py) in-process, as granian calls it."""
+"""Posting judgments through the served WSGI application (``webapp.wsgi``: Django's handler, as granian
+calls it) in-process, with Django's connection handling (health checks, CONN_MAX_AGE) as served."""
 
 from __future__ import annotations
 
@@ -9,26 +10,9 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.test import RequestFactory
 
 
-class Counting:
-    """Django's WSGI handler, counting the requests the shortcut hands on."""
-
-    def __init__(self) -> None:
-        self.django, self.calls = WSGIHandler(), 0
-
-    def __call__(self, environ, start_response):
-        self.calls += 1
-        return self.django(environ, start_response)
-
-
-MADE = []  # every shortcut app() made; conftest closes their connections after each test
-
-
-def app():
-    from webapp.crowd.fastpath import JudgeFastPath
-
-    inner = Counting()
-    MADE.append(JudgeFastPath(inner))
-    return MADE[-1], inner
+def app() -> WSGIHandler:
+    """What ``webapp/wsgi.py`` serves."""
+    return WSGIHandler()
 
 
 def post(wsgi, token, body, *, header=None, content_type="application/json", path=None, **extra):

@@ -1,7 +1,7 @@
 """Faults under load: PostgreSQL restarts and a server worker is SIGKILLed while participants judge.
 
 The production server (``make serve-prod``: granian, DEBUG=0, its default workers and threads, persistent
-connections with health checks, the judge shortcut on) serves the pytest test database; 60 simulated
+connections with health checks) serves the pytest test database; 60 simulated
 participants (bench/load.py: consent, state, judgments with think times, retries with the same uuid on
 timeouts / connection errors / 5xx with doubling backoff as task.js does, 5 % replays) take assignments,
 then judge for 20 s. 5 s into that, PostgreSQL is restarted with

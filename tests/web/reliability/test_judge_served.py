@@ -1,9 +1,7 @@
-"""The WSGI judge shortcut (webapp/crowd/fastpath.py) answers exactly as the Django view would.
-
-New judgments are stored by the shortcut with the same statement as the view; every other request (a
-replay, bad input, a closed assignment, a wrong host, a lost connection) is handed to Django with its body
-intact and gets the view's answer. Runs in autocommit (transactional_db), as served.
-"""
+"""The judge POST as served (``webapp.wsgi``: Django's WSGI handler, every request through its request
+cycle) answers exactly as the view does under Django's test client: new judgments, replays, bad input,
+closed assignments, a wrong host, a foreign origin and a lost database connection. Runs in autocommit
+(transactional_db), as served."""
 
 from __future__ import annotations
 
@@ -16,28 +14,27 @@ import pytest
 from django.core.cache import cache
 from django.db import connection, connections
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.web.conftest import enter
-from tests.web.reliability.shortcut import app, judgment, post
+from tests.web.reliability.served import app, judgment, post
 
-pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="the shortcut is PostgreSQL-only")
+pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="served on PostgreSQL")
 
 
 @pytest.fixture(autouse=True)
 def _setup(settings):
     settings.CROWD_RATE_LIMIT = 0
-    settings.CROWD_JUDGE_FASTPATH = True
     cache.clear()
 
 
-def test_new_judgments_are_stored_by_the_shortcut_as_the_view_stores_them(transactional_db,
-                                                                          experiment_factory):
+def test_new_judgments_are_stored_as_served_as_the_view_stores_them(transactional_db, experiment_factory):
     from webapp.crowd.models import Judgment
 
     exp = experiment_factory()
     fast_a, view_a = enter(Client(), exp), enter(Client(), exp)
-    wsgi, inner = app()
+    wsgi = app()
     for item in fast_a.items.order_by("position"):
         choice = "left" if item.position % 2 else "right"
         body = judgment(item.position, choice)
@@ -57,7 +54,6 @@ def test_new_judgments_are_stored_by_the_shortcut_as_the_view_stores_them(transa
         expect = r.content.replace(view_body["uuid"].encode(), body["uuid"].encode())
         assert out == expect
         assert {k.lower() for k in headers} == {k.lower() for k in r.headers}, (headers, dict(r.headers))
-    assert inner.calls == 0  # none of them went through Django
 
 
 def _open(a):
@@ -94,6 +90,8 @@ CASES = [
     ("upper-case token", _open, lambda a: dict(body=judgment(0), path=f"/a/{str(a.token).upper()}/judge",
                                                header=str(a.token).upper()), 404),
     ("host not allowed", _open, lambda a: dict(body=judgment(0), HTTP_HOST="evil.example"), 400),
+    ("foreign origin", _open, lambda a: dict(body=judgment(0), HTTP_ORIGIN="https://evil.example"), 403),
+    ("null origin", _open, lambda a: dict(body=judgment(0), HTTP_ORIGIN="null"), 403),
 ]
 
 
@@ -103,11 +101,10 @@ def test_everything_else_gets_the_views_answer_and_changes_nothing(transactional
     from webapp.crowd.models import Judgment
 
     a = prepare(enter(Client(), experiment_factory()))
-    wsgi, inner = app()
+    wsgi = app()
     kw = request_kw(a)
     status, _, out = post(wsgi, a.token, kw.pop("body"), **kw)
     assert status == expected, out
-    assert inner.calls == 1
     assert not Judgment.objects.exists()
     if name == "overdue assignment":
         a.refresh_from_db()
@@ -118,7 +115,7 @@ def test_replays_get_the_views_answers_and_are_stored_once(transactional_db, exp
     from webapp.crowd.models import Judgment
 
     a = enter(Client(), experiment_factory())
-    wsgi, inner = app()
+    wsgi = app()
     first = judgment(0, "right")
     assert post(wsgi, a.token, first)[0] == 201
     replays = [  # (body, expected status) -- each also sent through the view for the expected bytes
@@ -136,21 +133,22 @@ def test_replays_get_the_views_answers_and_are_stored_once(transactional_db, exp
     stored = {"uuid": first["uuid"], "position": 0, "choice": "right", "response_ms": 640}
     assert json.loads(post(wsgi, a.token, judgment(0, "left"))[2]) == {"status": "already_judged",
                                                                        "judgment": stored}
-    assert inner.calls == 2  # only the two 409s went through Django
-    # a replay to an assignment that is no longer open is the view's to answer (403), as before
+    # a replay to an assignment that is no longer open is a 403, as before
     _pause(a)
-    assert post(wsgi, a.token, first)[0] == 403 and inner.calls == 3
+    assert post(wsgi, a.token, first)[0] == 403
     assert Judgment.objects.count() == 1
 
 
-def test_a_lost_database_connection_is_handed_on_and_the_judgment_stored_once(transactional_db,
-                                                                               experiment_factory):
+def test_a_lost_database_connection_is_replaced_and_the_judgment_stored_once(transactional_db,
+                                                                              experiment_factory):
+    """PostgreSQL drops the served thread's persistent connection (a restart): the next request's health
+    check (CONN_HEALTH_CHECKS) opens a new one, and the judgment is stored once."""
     from webapp.crowd.models import Judgment
 
     a = enter(Client(), experiment_factory())
-    wsgi, inner = app()
+    wsgi = app()
     assert post(wsgi, a.token, judgment(0))[0] == 201
-    pid = wsgi.db.connection.info.backend_pid
+    pid = connection.connection.info.backend_pid
     other = connections.create_connection("default")
     with other.cursor() as cur:  # the server drops this thread's connection (a PostgreSQL restart)
         cur.execute("SELECT pg_terminate_backend(%s)", [pid])
@@ -158,17 +156,15 @@ def test_a_lost_database_connection_is_handed_on_and_the_judgment_stored_once(tr
     body = judgment(1)
     status, _, out = post(wsgi, a.token, body)
     assert status == 201, out
-    assert inner.calls == 1  # the shortcut's statement failed; Django stored it on its own connection
     assert Judgment.objects.filter(client_uuid=body["uuid"]).count() == 1
-    assert post(wsgi, a.token, judgment(2))[0] == 201  # and the shortcut works again on the new connection
-    assert inner.calls == 1
+    assert post(wsgi, a.token, judgment(2))[0] == 201
 
 
 def test_concurrent_copies_of_one_judgment_store_one_row(transactional_db, experiment_factory):
     from webapp.crowd.models import Judgment
 
     a = enter(Client(), experiment_factory())
-    wsgi, _ = app()
+    wsgi = app()
     body, answers = judgment(0), []
     barrier = threading.Barrier(8)
 
@@ -190,27 +186,32 @@ def test_concurrent_copies_of_one_judgment_store_one_row(transactional_db, exper
     assert Judgment.objects.count() == 1
 
 
-def test_https_answers_carry_hsts_and_the_switch_turns_the_shortcut_off(transactional_db, experiment_factory,
-                                                                       settings):
+def test_https_answers_carry_hsts_and_plain_http_is_redirected(transactional_db, experiment_factory,
+                                                                 settings):
     a = enter(Client(), experiment_factory())
     settings.SECURE_HSTS_SECONDS = 3600
-    wsgi, inner = app()
-    status, headers, _ = post(wsgi, a.token, judgment(0), HTTP_X_FORWARDED_PROTO="https")
+    wsgi = app()
+    status, headers, _ = post(wsgi, a.token, judgment(0), HTTP_X_FORWARDED_PROTO="https",
+                              HTTP_ORIGIN="https://testserver")  # the page's own origin
     assert status == 201 and headers["Strict-Transport-Security"].startswith("max-age=3600")
-    assert inner.calls == 0
-    settings.SECURE_SSL_REDIRECT = True  # plain HTTP must be redirected by Django, not answered
-    wsgi, inner = app()
-    assert post(wsgi, a.token, judgment(1))[0] == 301 and inner.calls == 1
-    settings.SECURE_SSL_REDIRECT = False
-    settings.CROWD_JUDGE_FASTPATH = False
-    wsgi, inner = app()
-    assert post(wsgi, a.token, judgment(2))[0] == 201 and inner.calls == 1
+    settings.SECURE_SSL_REDIRECT = True  # plain HTTP is redirected, not answered
+    assert post(app(), a.token, judgment(1))[0] == 301  # (middleware reads its settings when made)
 
 
-def test_fuzzed_payloads_through_the_shortcut_never_500_and_store_exactly_the_accepted(transactional_db,
-                                                                                      experiment_factory):
+def test_the_judge_post_does_not_read_the_session(transactional_db, experiment_factory):
+    """The token authorises; the session table is never read, even with a session cookie sent."""
+    a = enter(client := Client(), experiment_factory())
+    cookie = client.cookies["sessionid"].value
+    with CaptureQueriesContext(connection) as q:
+        status, _, _ = post(app(), a.token, judgment(0), HTTP_COOKIE=f"sessionid={cookie}")
+    assert status == 201
+    assert [x["sql"].split()[0] for x in q.captured_queries] == ["INSERT"], q.captured_queries
+
+
+def test_fuzzed_payloads_as_served_never_500_and_store_exactly_the_accepted(transactional_db,
+                                                                           experiment_factory):
     """Hypothesis: valid, replayed and malformed judgments (bad fields from the security fuzz suite) through
-    the shortcut, as served (autocommit). Never a 5xx; a 4xx changes nothing; every 201 is stored once with
+    the served application (autocommit). Never a 5xx; a 4xx changes nothing; every 201 is stored once with
     what was sent, and nothing else is stored."""
     from hypothesis import HealthCheck, given
     from hypothesis import settings as hsettings
@@ -222,7 +223,7 @@ def test_fuzzed_payloads_through_the_shortcut_never_500_and_store_exactly_the_ac
 
     a = enter(Client(), experiment_factory())
     n_items = a.items.count()
-    wsgi, _ = app()
+    wsgi = app()
     bad = bad_field_values(n_items)
     accepted: dict[str, tuple[int, str]] = {}
     sent: list[dict] = []
@@ -253,50 +254,6 @@ def test_fuzzed_payloads_through_the_shortcut_never_500_and_store_exactly_the_ac
     one()
     stored = {str(u): (p, c) for u, p, c in Judgment.objects.values_list("client_uuid", "item__position",
                                                                          "chosen_side")}
-    print(f"\nshortcut fuzz: {len(statuses)} posts, answers {sorted(set(statuses))}, {len(stored)} stored")
+    print(f"\nserved fuzz: {len(statuses)} posts, answers {sorted(set(statuses))}, {len(stored)} stored")
     assert stored == accepted
     assert {201, 200} <= set(statuses) and any(400 <= s < 500 for s in statuses)
-
-
-def test_django_views_run_at_most_web_view_threads_at_once_and_judgments_pass_them(transactional_db,
-                                                                                  experiment_factory,
-                                                                                  settings):
-    """A worker runs at most WEB_VIEW_THREADS Django views at once (the others queue); a judgment is
-    stored by the shortcut meanwhile, without waiting for a view."""
-    from webapp.crowd.fastpath import JudgeFastPath
-
-    a = enter(Client(), experiment_factory())
-    settings.WEB_VIEW_THREADS = 2
-    release, running, seen = threading.Event(), [], []
-    lock = threading.Lock()
-
-    def slow_view(environ, start_response):  # stands in for Django: holds its slot until released
-        with lock:
-            running.append(1)
-            seen.append(len(running))
-        release.wait(10)
-        with lock:
-            running.pop()
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"ok"]
-
-    wsgi = JudgeFastPath(slow_view)
-    try:
-        env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/p/x/", "wsgi.input": None}
-        views = [threading.Thread(target=lambda: list(wsgi(dict(env), lambda *a: None))) for _ in range(5)]
-        for t in views:
-            t.start()
-        deadline = timezone.now() + timedelta(seconds=10)
-        while len(seen) < 2 and timezone.now() < deadline:
-            threading.Event().wait(0.01)
-        status, _, _ = post(wsgi, a.token, judgment(0))  # both view slots are taken
-        assert status == 201
-        threading.Event().wait(0.2)
-        assert len(running) == 2  # the other three views wait for a slot
-        release.set()
-        for t in views:
-            t.join(10)
-        assert max(seen) == 2 and len(seen) == 5
-    finally:
-        release.set()
-        wsgi.close()

@@ -178,31 +178,3 @@ def test_concurrent_consent_posts_give_one_assignment(live_server, transactional
     assert {code for code, _ in answers} == {302}, answers
     assert len({loc for _, loc in answers}) == 1, answers
     assert Assignment.objects.filter(experiment=exp).count() == 1
-
-
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the batched statement is PostgreSQL's")
-def test_the_batched_insert_looks_each_row_up_by_its_token(transactional_db, experiment_factory):
-    """The statement that stores a batch of judgments (``judging.insert_batch``, prepared with a generic
-    plan) finds each row's assignment by the token index and its item by (assignment, position), never by
-    scanning the open assignments or their items, also with many of them and fresh statistics."""
-    from django.db import connections
-
-    from webapp.crowd.judging import prepare_statements
-
-    exp = experiment_factory()
-    _grow(exp, 4_000, 2_000)  # enough that reading a table whole is not the cheaper plan
-    a = enter(Client(), exp)
-    other = connections.create_connection("default")
-    try:
-        with other.cursor() as cur:
-            cur.execute("ANALYZE")
-            prepare_statements(cur)
-            cur.execute("EXPLAIN EXECUTE crowd_judge_insert_batch (%s::uuid[], ARRAY[0], "
-                        "ARRAY['left']::varchar[], ARRAY[500], ARRAY[gen_random_uuid()], "
-                        "ARRAY[NULL]::timestamptz[], now(), now())", [[str(a.token)]])
-            plan = "\n".join(r[0] for r in cur.fetchall())
-    finally:
-        other.close()
-    assert "Index Scan using crowd_assignment_token" in plan, plan
-    assert "crowd_assignmentitem_assignment_id_position" in plan, plan
-    assert "Seq Scan on crowd_assignment" not in plan, plan  # neither the assignments nor their items

@@ -23,7 +23,7 @@ from django.db import connection
 from tests.benchload import bench_load
 
 ROOT = Path(__file__).resolve().parents[3]
-THREADS = 32  # one worker: every slow client below lands on the same two view slots
+THREADS = 32  # one worker: the slow clients below hold 24 of its threads
 
 
 def db_url() -> str:

@@ -142,7 +142,12 @@
   window.addEventListener("online", flush);
 
   function start() {
-    return fetch(app.dataset.state, { credentials: "same-origin" }).then(function (r) { return r.json(); })
+    // the page carries the state it was rendered with; the state URL gives it afresh
+    var embedded = $("state");
+    var got = embedded ? Promise.resolve(JSON.parse(embedded.textContent))
+      : fetch(app.dataset.state, { credentials: "same-origin" }).then(function (r) { return r.json(); });
+    if (embedded) { embedded.remove(); }
+    return got
       .then(function (data) {
         st = data; items = data.items;
         var pending = {};
