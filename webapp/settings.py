@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "django_tasks_db",
     "webapp.stimuli",
     "webapp.experiments",
     "webapp.crowd",
@@ -120,6 +121,9 @@ STORAGES = {
     },
 }
 
+# Background tasks (exports from the dashboard and the API): django-tasks with its database backend, run by
+# `manage.py db_worker` (started by `make run` and `make serve-prod`); no broker.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
 # Database sessions without the lookup of a new key before its INSERT (webapp/sessions.py).
 SESSION_ENGINE = "webapp.sessions"
 
@@ -153,7 +157,14 @@ CROWD_MTURK_SUBMIT_HOSTS = _env_list(
 # Behind N trusted reverse proxies, the client IP for rate limiting is taken from X-Forwarded-For.
 CROWD_TRUSTED_PROXY_HOPS = int(os.environ.get("CROWD_TRUSTED_PROXY_HOPS", 0))
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "webapp"}}
+# The cache (the entry rate limit's counters): Redis when REDIS_URL is set, shared by every server process
+# and machine, which production needs; else an in-process LocMem cache, enough for one embedded process.
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "lab")}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "webapp"}}
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 if not DEBUG:

@@ -32,6 +32,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +53,9 @@ LOG_FIELDS = [
     "chosen_side", "left_stimulus", "response_ms", "fast", "server_time", "client_time", "qc_flagged",
     "qc_reasons",
 ]
+
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 class ExportError(Exception):
@@ -193,22 +197,24 @@ def _experiment_settings(exp) -> dict:
 
 def export_experiment(experiment, out: str | os.PathLike, exclude_flagged: bool = False, force: bool = False,
                       progress: bool = False, chunk_size: int = 1000,
-                      include_simulated: bool = False) -> dict:
+                      include_simulated: bool = False, on_progress: Progress | None = None) -> dict:
     """Write the dataset of ``experiment`` under ``out``; returns the manifest (also written).
 
     Raises ExportError (nothing written) for a non-empty ``out`` without ``force``. A missing or empty
     ``out`` is built in a folder next to it and renamed into place when complete, so a failure or a kill
     leaves ``out`` as it was; with ``force`` into a non-empty ``out`` the files are replaced in place. A
-    symbolic link is followed (the export goes into the folder it names).
+    symbolic link is followed (the export goes into the folder it names). ``on_progress(stage, done,
+    total)`` is called as the export goes (background exports show it on the dashboard).
     """
     out = resolve_out(Path(out))
     check_out_dir(out, force)
     if out.is_dir() and any(out.iterdir()):
         _clear_previous(out, experiment.slug)
-        return _export(experiment, out, exclude_flagged, progress, chunk_size, include_simulated)
+        return _export(experiment, out, exclude_flagged, progress, chunk_size, include_simulated, on_progress)
     tmp = _fresh_dir(out)
     try:
-        manifest = _export(experiment, tmp, exclude_flagged, progress, chunk_size, include_simulated)
+        manifest = _export(experiment, tmp, exclude_flagged, progress, chunk_size, include_simulated,
+                           on_progress)
         os.rename(tmp, out)  # replaces an empty folder; atomic
     except OSError as exc:
         raise ExportError(f"{out}: cannot write the export ({exc.strerror or exc})") from exc
@@ -218,7 +224,7 @@ def export_experiment(experiment, out: str | os.PathLike, exclude_flagged: bool 
 
 
 def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_size: int,
-            include_simulated: bool = False) -> dict:
+            include_simulated: bool = False, on_progress: Progress | None = None) -> dict:
     from tqdm import tqdm
 
     from webapp.crowd.models import Judgment
@@ -248,8 +254,12 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
             .defer("stimulus_a__encoded", "stimulus_b__encoded")
             .order_by("reference__split", "id")
         )
-        for t in tqdm(trials.iterator(chunk_size=chunk_size), total=len(counts), disable=not progress,
-                      desc="triplets"):
+        tell = on_progress or (lambda stage, done, total: None)
+        tell("triplets", 0, len(counts))
+        for k, t in enumerate(tqdm(trials.iterator(chunk_size=chunk_size), total=len(counts),
+                                   disable=not progress, desc="triplets")):
+            if k and k % 100 == 0:
+                tell("triplets", k, len(counts))
             split = t.reference.split or "test"
             i = per_split.get(split, 0)
             per_split[split] = i + 1
@@ -289,6 +299,8 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
             return stim_cache[pk]
 
         n_log = 0
+        n_total = log.count() if on_progress else 0
+        tell("judgments", 0, n_total)
         min_ms = rules["min_response_ms"]
         for row in tqdm(log.order_by("id").values_list(*cols).iterator(chunk_size=chunk_size),
                         disable=not progress, desc="judgments"):
@@ -328,6 +340,8 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
             cw.writerow(rec)
             jsonl_f.write(json.dumps(rec) + "\n")
             n_log += 1
+            if n_log % chunk_size == 0:
+                tell("judgments", n_log, n_total)
         csv_f.close()
         jsonl_f.close()
 
@@ -417,19 +431,23 @@ def _write_scale(w: _Writer, experiment, excluded: set[int]) -> dict:
             "per_stimulus_errors": len(stimulus["errors"])}
 
 
-def export_zip(experiment, exclude_flagged: bool = False, include_simulated: bool = False):
-    """Build the export in a temp dir and zip it into an anonymous temp file; returns it rewound.
+def export_zip(experiment, exclude_flagged: bool = False, include_simulated: bool = False,
+               zf=None, on_progress: Progress | None = None):
+    """Build the export in a temp dir and zip it into ``zf`` (a binary file; default an anonymous temp
+    file); returns it rewound. ``on_progress`` as for ``export_experiment``, then stage "zip".
 
     The caller owns (and closes) the returned binary file; the temp dir is removed before returning.
     """
-    zf = tempfile.TemporaryFile(suffix=".zip")
+    zf = tempfile.TemporaryFile(suffix=".zip") if zf is None else zf
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
         export_experiment(experiment, tmp, exclude_flagged=exclude_flagged,
-                          include_simulated=include_simulated)
+                          include_simulated=include_simulated, on_progress=on_progress)
         root = Path(tmp)
+        files = sorted(p for p in root.rglob("*") if p.is_file())
         with zipfile.ZipFile(zf, "w", compression=zipfile.ZIP_DEFLATED) as z:
-            for path in sorted(root.rglob("*")):
-                if path.is_file():
-                    z.write(path, f"{experiment.slug}/{path.relative_to(root).as_posix()}")
+            for k, path in enumerate(files):
+                if on_progress and k % 200 == 0:
+                    on_progress("zip", k, len(files))
+                z.write(path, f"{experiment.slug}/{path.relative_to(root).as_posix()}")
     zf.seek(0)
     return zf

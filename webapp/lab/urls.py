@@ -15,6 +15,7 @@ urlpatterns = [
     path("lab/e/<slug:slug>/saliency/<int:index>.png", views.saliency, name="saliency"),
     path("lab/e/<slug:slug>/status/", views.set_status, name="status"),
     path("lab/e/<slug:slug>/sampling/", views.set_sampling, name="sampling"),
-    path("lab/e/<slug:slug>/export.zip", views.export, name="export"),
+    path("lab/e/<slug:slug>/export/", views.export, name="export"),
+    path("lab/e/<slug:slug>/exports/<uuid:job>.zip", views.export_download, name="export-download"),
     path("api/", include("webapp.lab.api.urls")),
 ]

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
-from django.urls import reverse_lazy
-from django.views.decorators.http import require_GET, require_POST
+from django.urls import reverse, reverse_lazy
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from learning.scaling.plan import plan as scaling_plan
 from webapp.crowd.simulated import SIMULATED
 from webapp.experiments.sampling import SAMPLING, sampling_mode, set_sampling_mode
 from webapp.lab import analysis, plots, scaling
 from webapp.lab.access import experiment_for, experiments_for, parse_flag
-from webapp.lab.export import ExportError, export_zip
+from webapp.lab.jobs import start_export, zip_path
+from webapp.lab.models import ExportJob
 from webapp.lab.qc import compute_qc, qc_rules
 
 LOGIN_URL = reverse_lazy("lab:login")
@@ -92,7 +95,9 @@ def experiment_detail(request, slug: str):
         "plots": PLOT_TITLES.items(),
         "statuses": STATUSES,
         "references": list(exp.references.order_by("id")),
+        "exports": list(exp.export_jobs.all()[:5]),
     }
+    context["exports_running"] = any(j.state in ("queued", "running") for j in context["exports"])
     return render(request, "lab/experiment.html", context)
 
 
@@ -150,25 +155,53 @@ def set_sampling(request, slug: str):
     return redirect("lab:experiment", slug=exp.slug)
 
 
-def zip_response(exp, exclude_flagged: bool, include_simulated: bool = False) -> HttpResponse:
-    """Stream a freshly built export zip (temp file, deleted when the response is closed)."""
-    suffix = ("-excl" if exclude_flagged else "") + ("-sim" if include_simulated else "")
+def export_flags(params) -> dict[str, bool]:
+    """``exclude_flagged`` and ``include_simulated`` from a query or form; ValueError names a bad one."""
+    flags = {}
+    for name in ("exclude_flagged", "include_simulated"):
+        try:
+            flags[name] = parse_flag(params.get(name))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return flags
+
+
+@login_required(login_url=LOGIN_URL)
+@require_http_methods(["GET", "POST"])
+def export(request, slug: str):
+    """POST: start a background export (``jobs.build_export``); its progress and zip are on the study's
+    page, where a GET is sent."""
+    exp = experiment_for(request.user, slug)
+    if request.method == "GET":
+        return redirect(reverse("lab:experiment", args=[exp.slug]) + "#exports")
     try:
-        zf = export_zip(exp, exclude_flagged=exclude_flagged, include_simulated=include_simulated)
-    except ExportError as e:
-        return HttpResponse(f"export failed: {e}\n", status=500, content_type="text/plain")
-    return FileResponse(zf, as_attachment=True,
-                        filename=f"{exp.slug}{suffix}.zip", content_type="application/zip")
+        flags = export_flags(request.POST)
+    except ValueError as exc:
+        return HttpResponseBadRequest(f"{exc}\n", content_type="text/plain")
+    start_export(exp, request.user, **flags)
+    return redirect(reverse("lab:experiment", args=[exp.slug]) + "#exports")
+
+
+def export_file(job: ExportJob) -> HttpResponse:
+    """The finished zip of ``job``; 409 while it is being built, 500 with the error if it failed."""
+    if job.state == "failed":
+        return HttpResponse(f"export failed: {job.error}\n", status=500, content_type="text/plain")
+    if job.state != "done":
+        return HttpResponse(f"export {job.state} ({job.percent} %)\n", status=409, content_type="text/plain")
+    try:
+        f = zip_path(job).open("rb")
+    except FileNotFoundError:
+        raise Http404("export file removed") from None
+    return FileResponse(f, as_attachment=True, filename=job.filename, content_type="application/zip")
 
 
 @login_required(login_url=LOGIN_URL)
 @require_GET
-def export(request, slug: str):
+def export_download(request, slug: str, job: uuid.UUID):
+    """The zip of a finished export of this study."""
     exp = experiment_for(request.user, slug)
-    flags = {}
-    for name in ("exclude_flagged", "include_simulated"):
-        try:
-            flags[name] = parse_flag(request.GET.get(name))
-        except ValueError as exc:
-            return HttpResponseBadRequest(f"{name}: {exc}\n", content_type="text/plain")
-    return zip_response(exp, **flags)
+    try:
+        found = ExportJob.objects.select_related("experiment").get(pk=job, experiment=exp)
+    except ExportJob.DoesNotExist:
+        raise Http404("no such export") from None
+    return export_file(found)

@@ -112,3 +112,11 @@ def build_world(owner, slug: str = "exp1", min_response_ms: int = 300, spec: dic
 # judge counts (n, n choosing stimulus_b) per normal trial of the ``judged`` fixture, worked out by hand
 ALL = [(5, 1), (4, 2), (2, 2), (2, 1), (1, 0), (2, 1)]
 WITHOUT_BAD = [(3, 0), (2, 1), (1, 1), (1, 1), (1, 0), (2, 1)]
+
+
+def run_tasks() -> None:
+    """Run every queued background task (exports) with the real worker, ``manage.py db_worker --batch``, in
+    this process (tests that use it need ``transactional_db``: the worker manages its connection)."""
+    from django.core.management import call_command
+
+    call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", verbosity=0)

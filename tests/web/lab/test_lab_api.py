@@ -73,8 +73,20 @@ def test_qc_endpoint(judged, api):
     assert len(flagged) == 1 and flagged[0]["platform"] == "mturk" and len(flagged[0]["reasons"]) == 3
 
 
-def test_export_endpoint(judged, api):
-    r = api.get("/api/experiments/exp1/export/?exclude_flagged=1")
+def test_export_endpoint(transactional_db, judged, api):
+    """POST starts a background export (202); its URL tells the progress and, when done, the download."""
+    from lab_factories import run_tasks
+
+    r = api.post("/api/experiments/exp1/export/?exclude_flagged=1")
+    assert r.status_code == 202, r.content
+    job = r.json()
+    assert job["state"] == "queued" and "download" not in job
+    assert api.get(job["url"]).json()["state"] == "queued"
+    assert [j["id"] for j in api.get("/api/experiments/exp1/export/").json()] == [job["id"]]
+    run_tasks()
+    done = api.get(job["url"]).json()
+    assert done["state"] == "done" and done["percent"] == 100, done
+    r = api.get(done["download"])
     assert r.status_code == 200 and r["Content-Type"] == "application/zip"
     z = zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content)))
     manifest = json.loads(z.read("exp1/manifest.json"))

@@ -114,14 +114,38 @@ def test_status_change_requires_csrf(world, users):
     assert world.exp.status == "paused"
 
 
-def test_export_zip_download(judged, client, users):
+def test_export_zip_download(transactional_db, judged, client, users):
+    """The export is built in the background (the task worker), its progress shown on the study's page,
+    and the zip offered there once it is ready."""
+    from lab_factories import run_tasks
+
+    from webapp.lab.models import ExportJob
+
     login(client, users["alice"], "pw-alice")
-    r = client.get(reverse("lab:export", args=["exp1"]))
+    page = reverse("lab:experiment", args=["exp1"])
+    assert client.get(reverse("lab:export", args=["exp1"])).status_code == 302  # starting one is a POST
+    assert not ExportJob.objects.exists()
+    r = client.post(reverse("lab:export", args=["exp1"]))
+    assert r.status_code == 302 and r["Location"].endswith(page + "#exports")
+    job = ExportJob.objects.get()
+    html = client.get(page).content.decode()
+    assert "queued" in html and 'http-equiv="refresh"' in html  # the page follows it
+    assert client.get(reverse("lab:export-download", args=["exp1", job.id])).status_code == 409
+    run_tasks()
+    job.refresh_from_db()
+    assert job.state == "done" and job.percent == 100, (job.state, job.error)
+    html = client.get(page).content.decode()
+    url = reverse("lab:export-download", args=["exp1", job.id])
+    assert url in html and 'http-equiv="refresh"' not in html
+    r = client.get(url)
     assert r.status_code == 200 and r["Content-Type"] == "application/zip"
     z = zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content)))
     names = z.namelist()
     assert "exp1/manifest.json" in names and "exp1/train/exp1/judge/000000.npy" in names
     assert sum(1 for _ in z.open("exp1/judgments.csv")) == 22 + 1
-    r = client.get(reverse("lab:export", args=["exp1"]) + "?exclude_flagged=1")
+    client.post(reverse("lab:export", args=["exp1"]), {"exclude_flagged": "1"})
+    run_tasks()
+    job = ExportJob.objects.get(exclude_flagged=True)
+    r = client.get(reverse("lab:export-download", args=["exp1", job.id]))
     z = zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content)))
     assert sum(1 for _ in z.open("exp1/judgments.csv")) == 14 + 1

@@ -103,7 +103,7 @@ def _check_export(exp, out, expected, made, participants) -> dict:
     return manifest
 
 
-def test_http_judgments_export_round_trip(world, settings, tmp_path, users):
+def test_http_judgments_export_round_trip(transactional_db, world, settings, tmp_path, users):
     settings.CROWD_RATE_LIMIT = 0  # the entry rate limit is tested elsewhere
     exp = world.exp
     exp.platform = "prolific"
@@ -114,7 +114,11 @@ def test_http_judgments_export_round_trip(world, settings, tmp_path, users):
 
     # the same export through the token API
     api = Client(headers={"Authorization": f"Token {Token.objects.create(user=users['alice']).key}"})
-    r = api.get(f"/api/experiments/{exp.slug}/export/")
+    from lab_factories import run_tasks
+
+    job = api.post(f"/api/experiments/{exp.slug}/export/").json()
+    run_tasks()  # the background export, by the task worker
+    r = api.get(api.get(job["url"]).json()["download"])
     assert r.status_code == 200
     z = zipfile.ZipFile(io.BytesIO(_bytes(r)))
     assert json.loads(z.read(f"{exp.slug}/manifest.json"))["counts"] == manifest["counts"]

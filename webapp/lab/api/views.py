@@ -17,7 +17,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webapp.lab.access import BIGINT_MAX, experiment_for, experiments_for, parse_bounded_int, parse_flag
+from webapp.lab.access import BIGINT_MAX, experiment_for, experiments_for, parse_bounded_int
 from webapp.lab.api import serializers as s
 from webapp.lab.qc import compute_qc, qc_rules
 
@@ -123,23 +123,74 @@ class ParticipantQC(LabAPIMixin, APIView):
                          "participants": s.ParticipantQCSerializer(rows, many=True).data})
 
 
-@extend_schema(
-    parameters=[OpenApiParameter("exclude_flagged", OpenApiTypes.BOOL, description="leave out QC-flagged"),
-                OpenApiParameter("include_simulated", OpenApiTypes.BOOL,
-                                 description="keep simulated participants (simulate_crowd)")],
-    responses={(200, "application/zip"): OpenApiTypes.BINARY},
-)
-class ExportZip(LabAPIMixin, APIView):
-    """The export (BAPPS layout + judgment log + manifest) as a zip built on the fly."""
+def _job_json(request, job) -> dict:
+    from django.urls import reverse
 
+    out = {"id": str(job.id), "state": job.state, "stage": job.stage, "done": job.done, "total": job.total,
+           "percent": job.percent, "exclude_flagged": job.exclude_flagged,
+           "include_simulated": job.include_simulated, "created": job.created, "finished": job.finished,
+           "error": job.error or None, "url": request.build_absolute_uri(
+               reverse("lab:api-export-job", args=[job.experiment.slug, job.id]))}
+    if job.state == "done":
+        out["download"] = request.build_absolute_uri(
+            reverse("lab:api-export-zip", args=[job.experiment.slug, job.id]))
+    return out
+
+
+class ExportJobs(LabAPIMixin, APIView):
+    """Exports (BAPPS layout + judgment log + manifest as a zip) built in the background: POST starts one
+    (202, with the URL to follow), GET lists this study's."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, slug):
-        from webapp.lab.views import zip_response
+        exp = experiment_for(request.user, slug)
+        return Response([_job_json(request, j) for j in exp.export_jobs.select_related("experiment")[:20]])
+
+    @extend_schema(
+        parameters=[OpenApiParameter("exclude_flagged", OpenApiTypes.BOOL,
+                                     description="leave out QC-flagged"),
+                    OpenApiParameter("include_simulated", OpenApiTypes.BOOL,
+                                     description="keep simulated participants (simulate_crowd)")],
+        request=None, responses={202: OpenApiTypes.OBJECT},
+    )
+    def post(self, request, slug):
+        from webapp.lab.jobs import start_export
+        from webapp.lab.views import export_flags
 
         exp = experiment_for(request.user, slug)
-        flags = {}
-        for name in ("exclude_flagged", "include_simulated"):
-            try:
-                flags[name] = parse_flag(request.query_params.get(name))
-            except ValueError as exc:
-                raise ValidationError({name: str(exc)}) from None
-        return zip_response(exp, **flags)
+        try:
+            flags = export_flags(request.query_params)
+        except ValueError as exc:
+            name, _, msg = str(exc).partition(": ")
+            raise ValidationError({name: msg}) from None
+        job = start_export(exp, request.user, **flags)
+        job.experiment = exp
+        return Response(_job_json(request, job), status=202)
+
+
+def _job(request, slug, job):
+    from webapp.lab.models import ExportJob
+
+    exp = experiment_for(request.user, slug)
+    try:
+        return ExportJob.objects.select_related("experiment").get(pk=job, experiment=exp)
+    except ExportJob.DoesNotExist:
+        raise NotFound("no such export") from None
+
+
+class ExportJobDetail(LabAPIMixin, APIView):
+    """One export: its state and progress; ``download`` once the zip is ready."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request, slug, job):
+        return Response(_job_json(request, _job(request, slug, job)))
+
+
+class ExportJobZip(LabAPIMixin, APIView):
+    """The zip of a finished export (409 while it is being built)."""
+
+    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
+    def get(self, request, slug, job):
+        from webapp.lab.views import export_file
+
+        return export_file(_job(request, slug, job))

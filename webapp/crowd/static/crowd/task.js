@@ -18,6 +18,14 @@
   function loadQueue() { try { return JSON.parse(localStorage.getItem(QKEY) || "[]"); } catch (e) { return []; } }
   function saveQueue(q) { try { localStorage.setItem(QKEY, JSON.stringify(q)); } catch (e) { /* private mode */ } }
   var queue = loadQueue();
+  // positions the server acknowledged: the state embedded in the page may predate an ack that arrived while
+  // the page reloaded (after the answer had left the queue)
+  var AKEY = "afc-acked:" + token;
+  function loadAcked() { try { return JSON.parse(localStorage.getItem(AKEY) || "{}"); } catch (e) { return {}; } }
+  function remember(j) {
+    var a = loadAcked(); a[j.position] = j.choice;
+    try { localStorage.setItem(AKEY, JSON.stringify(a)); } catch (e) { /* private mode */ }
+  }
 
   function post(url, body) {
     return fetch(url, { method: "POST", credentials: "same-origin", body: JSON.stringify(body || {}),
@@ -31,6 +39,7 @@
     return post(app.dataset.judge, j).then(function (r) {
       flushing = false;
       if (r.status === 200 || r.status === 201 || r.status === 400 || r.status === 409) {
+        if (r.status < 300) { remember(j); }
         queue.shift(); saveQueue(queue); backoff = 500;
         $("status").textContent = r.status >= 400 ? "One answer was rejected by the server (" + r.status + ")." : "";
         return flush();
@@ -150,7 +159,7 @@
     return got
       .then(function (data) {
         st = data; items = data.items;
-        var pending = {};
+        var pending = loadAcked();
         queue.forEach(function (j) { pending[j.position] = j.choice; });
         items.forEach(function (it) { if (!it.answered && pending[it.position]) { it.answered = pending[it.position]; } });
         flush();
