@@ -21,7 +21,9 @@ demo: venv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo
 
+# The task worker (background exports: manage.py db_worker) runs beside the server and stops with it.
 run: demo
+	$(BIN)/python manage.py db_worker & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 # Debian's chromium for the browser tests (never a downloaded browser build).
@@ -44,6 +46,7 @@ serve-prod: venv
 	(slow clients would hold granian's threads); set WEB_BUFFERING_PROXY=1 once one does (README, Production)" >&2; exit 2; }
 	DEBUG=0 $(BIN)/python manage.py collectstatic --noinput
 	DEBUG=0 $(BIN)/python manage.py migrate --noinput
+	DEBUG=0 $(BIN)/python manage.py db_worker --no-reload & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	DEBUG=0 $(BIN)/python -m webapp.serve
 
 # Backup: a consistent pg_dump (custom format) of DATABASE_URL plus a tar of MEDIA_ROOT; see README "Backups".
