@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 
-.PHONY: venv run demo test test-fast lint serve-prod backup browser clean
+.PHONY: venv run demo test test-fast lint serve-prod backup browser clean loop
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: venv browser
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"
+
+# The closed loop (bench/closed_loop.py): study → fit → codecs → study, on a scratch PostgreSQL database.
+loop: venv
+	@case "$(DATABASE_URL)" in postgres*) ;; *) echo "loop needs DATABASE_URL=postgres://... (a scratch database is made beside it)" >&2; exit 2;; esac
+	$(BIN)/python bench/closed_loop.py --out var/loop
 
 lint: venv
 	$(BIN)/ruff check .
