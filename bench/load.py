@@ -282,7 +282,7 @@ async def _judge_items(sess, base: str, token: str, items: list, wid: int, res: 
 
 
 async def _worker(wid: int, base: str, slug: str, res: Result, rng: random.Random, think: float,
-                  replay: float, reload: float, images: bool) -> None:
+                  replay: float, reload: float, images: bool, again: bool) -> None:
     import aiohttp
 
     await asyncio.sleep(rng.uniform(0, res.ramp))
@@ -308,7 +308,8 @@ async def _worker(wid: int, base: str, slug: str, res: Result, rng: random.Rando
                         sess, "POST", f"{base}/a/{t}/complete", res, "complete",
                         headers={"X-Assignment-Token": t, "Origin": base}), res, "complete")
                     res.completed += status == 200
-                    return  # one assignment per participant: a launch, not a stress test
+                    if not again:
+                        return  # one assignment per participant: a launch, not a stress test
             except _Gone:
                 res.errors["assignment closed mid-run"] += 1
 
@@ -316,10 +317,11 @@ async def _worker(wid: int, base: str, slug: str, res: Result, rng: random.Rando
 async def simulate(base: str, slug: str, clients: int, duration: float, think: float = 2.0,
                    replay: float = 0.05, ramp: float = 60.0, grace: float = 30.0, images: bool = False,
                    seed: int = 0, progress: bool = True, during=None, arrival_limit: float = 300,
-                   reload: float = 0.05) -> Result:
+                   reload: float = 0.05, again: bool = False) -> Result:
     """Run ``clients`` simulated participants against ``base``: arrivals within ``ramp`` s, each judging
     from its arrival on; the judging window is ``duration`` s from the last arrival (or ``arrival_limit``
-    s), + ``grace`` s for retries in flight. A participant that finishes its assignment leaves.
+    s), + ``grace`` s for retries in flight. A participant that finishes its assignment leaves (with
+    ``again``: comes back as a new participant until the window ends, which keeps the load up).
 
     ``during`` (optional) is an ``async def f(res)`` run alongside (the fault test injects faults there;
     ``await res.go.wait()`` waits for the judging window).
@@ -329,7 +331,7 @@ async def simulate(base: str, slug: str, clients: int, duration: float, think: f
     res = Result(clients=clients, ramp=ramp, grace=grace, t0=time.monotonic(), go=asyncio.Event())
     master = random.Random(seed)
     tasks = [asyncio.create_task(_worker(i, base, slug, res, random.Random(master.random()), think, replay,
-                                         reload, images)) for i in range(clients)]
+                                         reload, images, again)) for i in range(clients)]
     extra = [asyncio.create_task(during(res))] if during else []
 
     async def window():

@@ -94,7 +94,7 @@ def test_judging_survives_postgres_restart_and_worker_kill(transactional_db, exp
 
     try:
         res = asyncio.run(load.simulate(base, exp.slug, clients=60, duration=20, think=0.4, replay=0.05,
-                                        ramp=2, grace=40, progress=False, during=inject))
+                                        ramp=2, grace=40, progress=False, during=inject, again=True))
         for _ in range(20):  # granian starts a replacement a few seconds after a worker dies
             after = load.worker_pids(proc.pid)
             if len(after) == 3:
