@@ -10,7 +10,7 @@ v_d = aᵀΣa. Two gains are available:
   error, the accuracy the study reports.
 * ``eig``: the expected information gain I(y; q) = H(E[p]) − E[H(p)], p = Φ(d/σ) (BALD, Houlsby et al.
   2011; the quantity ASAP maximises). It is D-optimal and favours near-ties; on the bench it needed more
-  judgments than balanced sampling for the same RMSE (bench/README.md, session 8).
+  judgments than balanced sampling on 30 and 40 conditions (bench/README.md, session 8).
 
 Batches: ``greedy`` takes the best pair, adds its expected information to the posterior as if it were
 already answered, and repeats, so one batch spreads over the conditions; ``mst`` is ASAP's batch
