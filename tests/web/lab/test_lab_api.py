@@ -82,7 +82,7 @@ def test_export_endpoint(transactional_db, judged, api):
     job = r.json()
     assert job["state"] == "queued" and "download" not in job
     assert api.get(job["url"]).json()["state"] == "queued"
-    assert [j["id"] for j in api.get("/api/experiments/exp1/export/").json()] == [job["id"]]
+    assert [j["id"] for j in api.get("/api/experiments/exp1/export/").json()["exports"]] == [job["id"]]
     run_tasks()
     done = api.get(job["url"]).json()
     assert done["state"] == "done" and done["percent"] == 100, done

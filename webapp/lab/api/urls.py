@@ -11,10 +11,6 @@ data_patterns = [
     path("experiments/<slug:slug>/judgments/", views.JudgmentList.as_view(), name="api-judgments"),
     path("experiments/<slug:slug>/qc/", views.ParticipantQC.as_view(), name="api-qc"),
     path("experiments/<slug:slug>/export/", views.ExportJobs.as_view(), name="api-export"),
-    path("experiments/<slug:slug>/export/<uuid:job>/", views.ExportJobDetail.as_view(),
-         name="api-export-job"),
-    path("experiments/<slug:slug>/export/<uuid:job>/zip", views.ExportJobZip.as_view(),
-         name="api-export-zip"),
 ]
 
 urlpatterns = data_patterns + [

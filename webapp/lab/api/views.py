@@ -6,18 +6,19 @@ Create a token with ``python manage.py drf_create_token USERNAME`` (or in the ad
 from base64 import b64decode
 from urllib.parse import parse_qs
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, ParseError, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webapp.lab.access import BIGINT_MAX, experiment_for, experiments_for, parse_bounded_int
+from webapp.lab.access import BIGINT_MAX, experiment_for, experiments_for, parse_bounded_int, parse_flag
 from webapp.lab.api import serializers as s
 from webapp.lab.qc import compute_qc, qc_rules
 
@@ -124,73 +125,82 @@ class ParticipantQC(LabAPIMixin, APIView):
 
 
 def _job_json(request, job) -> dict:
-    from django.urls import reverse
-
+    url = request.build_absolute_uri(f"/api/experiments/{job.experiment.slug}/export/?job={job.id}")
     out = {"id": str(job.id), "state": job.state, "stage": job.stage, "done": job.done, "total": job.total,
            "percent": job.percent, "exclude_flagged": job.exclude_flagged,
            "include_simulated": job.include_simulated, "created": job.created, "finished": job.finished,
-           "error": job.error or None, "url": request.build_absolute_uri(
-               reverse("lab:api-export-job", args=[job.experiment.slug, job.id]))}
+           "error": job.error or None, "url": url}
     if job.state == "done":
-        out["download"] = request.build_absolute_uri(
-            reverse("lab:api-export-zip", args=[job.experiment.slug, job.id]))
+        out["download"] = url + "&zip=1"
     return out
 
 
+EXPORT_FLAGS = ("exclude_flagged", "include_simulated")
+
+
+@extend_schema(
+    parameters=[OpenApiParameter("exclude_flagged", OpenApiTypes.BOOL, description="leave out QC-flagged"),
+                OpenApiParameter("include_simulated", OpenApiTypes.BOOL,
+                                 description="keep simulated participants (simulate_crowd)")],
+)
 class ExportJobs(LabAPIMixin, APIView):
-    """Exports (BAPPS layout + judgment log + manifest as a zip) built in the background: POST starts one
-    (202, with the URL to follow), GET lists this study's."""
+    """Exports (BAPPS layout + judgment log + manifest, as a zip) built in the background by the task
+    worker. POST starts one (202; its ``url`` tells the progress). GET lists this study's latest 20 as
+    ``{"exports": [...]}`` (with the flags: those made with them), ``?job=ID`` one of them,
+    ``?job=ID&zip=1`` its zip (409 while being built)."""
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(parameters=[OpenApiParameter("job", OpenApiTypes.UUID, description="one export"),
+                               OpenApiParameter("zip", OpenApiTypes.BOOL,
+                                                description="with job: the zip itself")],
+                   responses={200: OpenApiTypes.OBJECT, (200, "application/zip"): OpenApiTypes.BINARY})
     def get(self, request, slug):
-        exp = experiment_for(request.user, slug)
-        return Response([_job_json(request, j) for j in exp.export_jobs.select_related("experiment")[:20]])
+        from webapp.lab.models import ExportJob
+        from webapp.lab.views import export_file
 
-    @extend_schema(
-        parameters=[OpenApiParameter("exclude_flagged", OpenApiTypes.BOOL,
-                                     description="leave out QC-flagged"),
-                    OpenApiParameter("include_simulated", OpenApiTypes.BOOL,
-                                     description="keep simulated participants (simulate_crowd)")],
-        request=None, responses={202: OpenApiTypes.OBJECT},
-    )
+        exp = experiment_for(request.user, slug)
+        flags = self._flags(request)
+        jobs = exp.export_jobs.select_related("experiment").filter(
+            **{k: v for k, v in flags.items() if k in request.query_params})
+        job_id = request.query_params.get("job")
+        if job_id is None:
+            return Response({"exports": [_job_json(request, j) for j in jobs[:20]]})
+        try:
+            job = jobs.get(pk=job_id)
+        except (ExportJob.DoesNotExist, DjangoValidationError):
+            raise NotFound("no such export") from None
+        try:
+            want_zip = parse_flag(request.query_params.get("zip"))
+        except ValueError as exc:
+            raise ValidationError({"zip": str(exc)}) from None
+        return export_file(job) if want_zip else Response(_job_json(request, job))
+
+    @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
     def post(self, request, slug):
         from webapp.lab.jobs import start_export
-        from webapp.lab.views import export_flags
 
         exp = experiment_for(request.user, slug)
+        flags = self._flags(request)
         try:
-            flags = export_flags(request.query_params)
-        except ValueError as exc:
-            name, _, msg = str(exc).partition(": ")
-            raise ValidationError({name: msg}) from None
+            body = request.data  # an empty body, or a JSON object of the flags only
+        except RecursionError:  # nested past the parser's depth
+            raise ParseError("JSON nested too deeply") from None
+        if not isinstance(body, dict) or set(body) - set(EXPORT_FLAGS):
+            raise ValidationError({"body": "expected nothing or a JSON object of " + ", ".join(EXPORT_FLAGS)})
+        for name in EXPORT_FLAGS:
+            if name in body:
+                if not isinstance(body[name], bool):
+                    raise ValidationError({name: "expected true or false"})
+                flags[name] = body[name]
         job = start_export(exp, request.user, **flags)
         job.experiment = exp
         return Response(_job_json(request, job), status=202)
 
-
-def _job(request, slug, job):
-    from webapp.lab.models import ExportJob
-
-    exp = experiment_for(request.user, slug)
-    try:
-        return ExportJob.objects.select_related("experiment").get(pk=job, experiment=exp)
-    except ExportJob.DoesNotExist:
-        raise NotFound("no such export") from None
-
-
-class ExportJobDetail(LabAPIMixin, APIView):
-    """One export: its state and progress; ``download`` once the zip is ready."""
-
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
-    def get(self, request, slug, job):
-        return Response(_job_json(request, _job(request, slug, job)))
-
-
-class ExportJobZip(LabAPIMixin, APIView):
-    """The zip of a finished export (409 while it is being built)."""
-
-    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
-    def get(self, request, slug, job):
-        from webapp.lab.views import export_file
-
-        return export_file(_job(request, slug, job))
+    @staticmethod
+    def _flags(request) -> dict[str, bool]:
+        flags = {}
+        for name in EXPORT_FLAGS:
+            try:
+                flags[name] = parse_flag(request.query_params.get(name))
+            except ValueError as exc:
+                raise ValidationError({name: str(exc)}) from None
+        return flags
