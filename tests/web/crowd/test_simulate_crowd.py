@@ -132,12 +132,19 @@ def test_simulated_participants_stay_out_of_exports_unless_asked(study, live_ser
     client.login(username="crowd-owner", password="pw-owner")
     page = client.get(f"/lab/e/{study.slug}/").content.decode()
     assert "Simulated participants" in page and "include_simulated" in page
-    plain = client.get(f"/lab/e/{study.slug}/export.zip")
-    with_sim = client.get(f"/lab/e/{study.slug}/export.zip?include_simulated=1")
+    from django.core.management import call_command as run
+
+    from webapp.lab.models import ExportJob
+
+    for flags in ({}, {"include_simulated": "1"}):  # background exports, built by the task worker
+        assert client.post(f"/lab/e/{study.slug}/export/", flags).status_code == 302
+    run("db_worker", "--batch", "--no-startup-delay", "--no-reload", verbosity=0)
+    plain, with_sim = (client.get(f"/lab/e/{study.slug}/exports/{j.id}.zip")
+                       for j in ExportJob.objects.order_by("include_simulated"))
     assert plain.status_code == with_sim.status_code == 200
     assert len(b"".join(with_sim.streaming_content)) > len(b"".join(plain.streaming_content))
-    api = client.get(f"/api/experiments/{study.slug}/export/?include_simulated=1")
-    assert api.status_code == 200
+    api = client.post(f"/api/experiments/{study.slug}/export/?include_simulated=1")
+    assert api.status_code == 202
 
 
 def test_runs_its_own_server_and_an_interrupt_leaves_only_acknowledged_judgments(study, experiment_factory,
