@@ -2,21 +2,26 @@
 
 The posterior after the judgments so far is N(μ, Σ): μ the MAP scale, Σ⁻¹ the Hessian of the negative
 log posterior (``thurstone.hessian``). For a candidate pair (i, j) let a = e_i − e_j, μ_d = aᵀμ and
-v_d = aᵀΣa. Two gains are available:
+v_d = aᵀΣa; one comparison adds I aaᵀ to the precision, I its Fisher information averaged over
+d ~ N(μ_d, v_d), i.e. Σ' = Σ − I Σaaᵀ Σ / (1 + I v_d). Three gains:
 
-* ``variance`` (default): the expected reduction of the total posterior variance, tr Σ − tr Σ', from one
-  comparison, with Σ' the rank-one update Σ − I Σaaᵀ Σ / (1 + I v_d) and I the comparison's Fisher
-  information averaged over d ~ N(μ_d, v_d). This is A-optimal design: it aims at the scale's mean squared
-  error, the accuracy the study reports.
-* ``eig``: the expected information gain I(y; q) = H(E[p]) − E[H(p)], p = Φ(d/σ) (BALD, Houlsby et al.
-  2011; the quantity ASAP maximises). It is D-optimal and favours near-ties; on the bench it needed more
-  judgments than balanced sampling on 30 and 40 conditions (bench/README.md, session 8).
+* ``variance`` (the site's): tr Σ − tr Σ', A-optimal design, aimed at the scale's mean squared error,
+  the accuracy the study reports.
+* ``kl``: ASAP's criterion (Mikhailiuk et al., ICPR 2020), the expected KL divergence from the current to
+  the updated posterior summed over the conditions' marginals; for Gaussian marginals that is
+  Σ_k ½ log(v_k / v_k') (mean-0 marginals here: the scale's mean is not measured).
+* ``eig``: the joint information gain I(y; q) = H(E[p]) − E[H(p)], p = Φ(d/σ) (BALD, Houlsby et al.
+  2011), D-optimal; it favours near-ties whose difference is uncertain.
 
-Batches: ``greedy`` takes the best pair, adds its expected information to the posterior as if it were
-already answered, and repeats, so one batch spreads over the conditions; ``mst`` is ASAP's batch
-(Mikhailiuk et al., ICPR 2020): minimum spanning trees of the pair graph weighted by 1/gain. Pairs handed
-out but not yet answered (``pending``) enter the posterior the same way, so that concurrent batches do not
-all pile onto the same pairs.
+On the bench (bench/README.md, session 8) ``variance`` with spanning-tree batches did best; ``eig`` was
+worse than balanced sampling with the estimated posterior, though close to ``variance`` when told the
+true scale. No design can need fewer than about 70 % of balanced sampling's judgments on a 6 JOD scale
+(the A-optimal allocation at the true scale); on 12 JOD that bound is about 45 %.
+
+Batches: ``greedy`` takes the best pair, adds its information to the posterior as if it were already
+answered, and repeats; ``mst`` is ASAP's batch: minimum spanning trees of the pair graph weighted by
+1/gain. Pairs handed out but not yet answered (``pending``) enter the posterior the same way, so that
+concurrent batches do not all pile onto the same pairs.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.linalg import lapack
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import minimum_spanning_tree
 from scipy.special import ndtr
@@ -32,8 +38,20 @@ from learning.scaling import thurstone
 
 _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(24)  # E[f(X)], X ~ N(0, 1) ≈ Σ w f(x)
 _GH_W = _GH_W / _GH_W.sum()
-CRITERIA = ("variance", "eig")
+CRITERIA = ("variance", "eig", "kl")
 STRATEGIES = ("greedy", "mst")
+CRITERION, STRATEGY = "variance", "mst"  # the site's active mode (webapp/crowd/active.py) and the bench's
+
+
+def covariance(precision: np.ndarray) -> np.ndarray:
+    """Inverse of an SPD precision by Cholesky (LAPACK potrf/potri): for a few dozen conditions it stays
+    single-threaded, where numpy's threaded ``inv`` took milliseconds on busy cores."""
+    c, info = lapack.dpotrf(np.asarray(precision, float), lower=False)
+    if info == 0:
+        inv, info = lapack.dpotri(c, lower=False)
+    if info != 0:
+        return np.linalg.inv(precision)
+    return np.triu(inv) + np.triu(inv, 1).T
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:
@@ -78,16 +96,21 @@ def add_information(precision: np.ndarray, mu: np.ndarray, pairs: np.ndarray,
     return prec
 
 
-def gains(mu: np.ndarray, cov: np.ndarray, pairs: np.ndarray, criterion: str = "variance") -> np.ndarray:
+def gains(mu: np.ndarray, cov: np.ndarray, pairs: np.ndarray, criterion: str = CRITERION) -> np.ndarray:
     """Gain of one more comparison of each pair under N(mu, cov) (see the module docstring)."""
     i, j = pairs[:, 0], pairs[:, 1]
     var_d = cov[i, i] + cov[j, j] - 2 * cov[i, j]
     if criterion == "eig":
         return eig(mu[i] - mu[j], var_d)
-    if criterion != "variance":
+    if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}")
     info = expected_fisher(mu[i] - mu[j], var_d)
     sa = cov[:, i] - cov[:, j]
+    if criterion == "kl":
+        centred = sa - sa.mean(0)  # gauge-free marginals: the scale's mean is not measured
+        v = np.diag(cov) - 2 * cov.mean(1) + cov.mean()
+        shrink = info * centred * centred / (1 + info * var_d) / np.maximum(v, 1e-12)[:, None]
+        return -0.5 * np.log1p(-np.minimum(shrink, 1 - 1e-12)).sum(0)
     return info * (sa * sa).sum(0) / (1 + info * var_d)
 
 
@@ -117,7 +140,7 @@ def spanning_batch(n: int, pairs: np.ndarray, gain: np.ndarray, size: int, free:
 
 def choose(mu: np.ndarray, precision: np.ndarray, pairs: np.ndarray, size: int, *,
            pending: np.ndarray | None = None, allowed: Sequence[bool] | np.ndarray | None = None,
-           criterion: str = "variance", strategy: str = "greedy",
+           criterion: str = CRITERION, strategy: str = STRATEGY,
            rng: np.random.Generator | None = None) -> list[int]:
     """Indices of ``size`` distinct candidate pairs (rows of ``pairs``, indices into ``mu``) to ask next.
 
@@ -129,7 +152,7 @@ def choose(mu: np.ndarray, precision: np.ndarray, pairs: np.ndarray, size: int, 
     rng = rng if rng is not None else np.random.default_rng()
     free = np.ones(len(pairs), bool) if allowed is None else np.array(allowed, bool)
     prec = add_information(precision, mu, pairs, pending) if pending is not None else precision
-    cov = np.linalg.inv(prec)
+    cov = covariance(prec)
     jitter = 1 + 1e-6 * rng.random(len(pairs))
     if strategy == "mst":
         return spanning_batch(len(mu), pairs, gains(mu, cov, pairs, criterion) * jitter, size, free)

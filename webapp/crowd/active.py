@@ -133,7 +133,7 @@ def choose_trials(experiment_id: int, held: dict[int, int], size: int,
     nprng = np.random.default_rng(rng.getrandbits(64))
     while len(chosen) < size and len(pairs):
         picked = design.choose(st.mu, precision, pairs, size - len(chosen), pending=pending,
-                               strategy="mst", criterion="variance", rng=nprng)
+                               criterion=design.CRITERION, strategy=design.STRATEGY, rng=nprng)
         for k in picked:
             chosen.append(by_pair[tuple(pairs[k])].pop(0))
         keep = np.array([bool(by_pair[tuple(p)]) for p in pairs], dtype=bool)

@@ -60,3 +60,26 @@ def test_choose_trials_excludes_what_the_participant_had(world):
     assert sorted(got) == sorted(allowed)  # fewer than asked: all that are allowed, each once
     got = active.choose_trials(exp.pk, allowed, 2)
     assert len(got) == 2 and set(got) <= set(allowed)
+
+
+@pytest.mark.django_db
+def test_site_uses_the_benched_design(world, monkeypatch):
+    """The entry path asks learning.scaling.design for its default design (the one bench/active_sampling.py
+    measures as active:variance:mst), with the slots handed out as pending information."""
+    from learning.scaling import design
+
+    seen = []
+    real = design.choose
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(design, "choose", spy)
+    set_sampling_mode(world.exp, "active")
+    active._STATES.clear()
+    held = {t.pk: 1 for t in world.normal}
+    assert len(active.choose_trials(world.exp.pk, held, 3)) == 3
+    assert seen and all(k["criterion"] == design.CRITERION == "variance" for k in seen)
+    assert all(k["strategy"] == design.STRATEGY == "mst" for k in seen)
+    assert seen[0]["pending"].sum() == len(world.normal)  # one slot held per trial, none judged yet
