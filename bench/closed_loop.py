@@ -505,7 +505,7 @@ def _stimulus_bpp(refs) -> dict[str, float]:
 
     out: dict[str, list[float]] = {}
     for s in Stimulus.objects.filter(reference__in=refs).exclude(codec="original"):
-        out.setdefault(s.setting_key, []).append(s.bpp)
+        out.setdefault(f"{s.codec} {s.setting_key}", []).append(s.bpp)
     return {k: float(np.mean(v)) for k, v in out.items()}
 
 
