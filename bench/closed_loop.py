@@ -327,7 +327,7 @@ def plot(report: dict, out: Path) -> None:
     err = np.array([[r["score"] - r["ci"][0], r["ci"][1] - r["score"]] for r in rows]).T
     ax.bar(range(len(rows)), vals, yerr=err, color=["#999"] * (len(rows) - 2) + ["#1f77b4", "#444"])
     ax.set_xticks(range(len(rows)), names, rotation=20)
-    ax.set_ylim(min(vals) - 0.05, max(vals) + 0.03)
+    ax.set_ylim(min(r["ci"][0] for r in rows) - 0.02, max(r["ci"][1] for r in rows) + 0.02)
     ax.set_ylabel("2AFC score (held-out study-1 trials)")
     ax.set_title("Stage 2: the fitted DPL vs the observer")
     ax = axes[1]
