@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from learning.scaling import thurstone
-from learning.scaling.bootstrap import participant_weights, percentile_interval
+from learning.scaling.bootstrap import participant_weights, percentile_interval, refit
 from learning.scaling.data import Comparisons, Row, comparisons
 from learning.scaling.errors import ScalingError
 from learning.scaling.graph import require_connected
@@ -81,10 +81,7 @@ def fit_comparisons(comp: Comparisons, *, n_boot: int = 1000, level: float = 0.9
         if a_idx is None:
             raise ScalingError(f"anchor {anchor!r} is not one of the conditions")
     q = thurstone.fit(comp.wins(), prior_sd)
-    boot = np.empty((n_boot, comp.n))
-    for b, w in enumerate(participant_weights(len(comp.participants), n_boot, seed)):
-        boot[b] = thurstone.fit(comp.wins(w.astype(float)), prior_sd, init=q)
-    boot = _gauge(boot, a_idx)
+    boot = _gauge(refit(comp, q, participant_weights(len(comp.participants), n_boot, seed), prior_sd), a_idx)
     lo, hi = percentile_interval(boot, level)
     return Scale(
         conditions=list(comp.conditions), jod=_gauge(q, a_idx), ci_low=lo, ci_high=hi,
