@@ -16,6 +16,8 @@ import numpy as np
 from django.db.models import Count, Min, Q
 from django.db.models.functions import TruncHour, TruncMinute
 
+from learning import twoafc
+
 
 def _judgments(experiment, exclude: set[int] | None = None, normal_only: bool = True):
     from webapp.crowd.models import Judgment
@@ -177,25 +179,23 @@ def agreement(experiment, exclude: set[int] | None = None, seed: int = 0) -> Agr
       majority at predicting half 2's fraction (ties score 0.5).
     """
     rng = np.random.default_rng(seed)
-    maj, pair, split = [], [], []
+    maj, nk, split = [], [], []
     for n, k in trial_counts(experiment, exclude).values():
         if n < 2:
             continue
         maj.append(max(k, n - k) / n)
-        pair.append((k * (k - 1) + (n - k) * (n - k - 1)) / (n * (n - 1)))
+        nk.append((n, k))
         votes = rng.permutation(np.r_[np.ones(k), np.zeros(n - k)])
         h1, h2 = votes[: n // 2].mean(), votes[n // 2 :].mean()
-        split.append(h2 if h1 > 0.5 else (1 - h2) if h1 < 0.5 else 0.5)
+        # half 1's majority as the "metric" (distance 0 to its choice) scored against half 2's fraction
+        split.append(twoafc.score(float(h1 > 0.5), float(h1 < 0.5), h2))
+    n_, k_ = np.array(nk, dtype=float).reshape(-1, 2).T
+    pair = twoafc.human_ceiling(k_ / np.maximum(n_, 1), n_)
 
-    def mean(v: list[float]) -> float | None:
-        return float(np.mean(v)) if v else None
+    def mean(v) -> float | None:
+        return float(np.mean(v)) if len(v) else None
 
     return Agreement(len(maj), mean(maj), mean(pair), mean(split))
-
-
-def two_afc_score(d0: float, d1: float, h: float) -> float:
-    """2AFC score of a distance pair against the human fraction ``h`` choosing p1 (see DESIGN)."""
-    return (d0 < d1) * (1 - h) + (d1 < d0) * h + 0.5 * (d0 == d1)
 
 
 def metric_agreement(experiment, exclude: set[int] | None = None) -> dict:
@@ -207,21 +207,18 @@ def metric_agreement(experiment, exclude: set[int] | None = None) -> dict:
 
     counts = trial_counts(experiment, exclude)
     stim = _stimulus_table(experiment)
-    scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
+    rows: dict[str, list[tuple[float, float, float]]] = {"psnr": [], "ssim": []}  # (d0, d1, h)
     for tid, a, b in Trial.objects.filter(id__in=counts).values_list("id", "stimulus_a_id", "stimulus_b_id"):
         n, k = counts[tid]
-        h = k / n
-        for m in scores:
+        for m in rows:
             va, vb = stim[a][m], stim[b][m]
             if va is None or vb is None or (isinstance(va, float) and math.isnan(va)):
                 continue
-            va = min(va, 1e6)  # PSNR of identical images is inf: treat as very high
-            vb = min(vb, 1e6)
-            scores[m].append(two_afc_score(-va, -vb, h))
+            # higher = closer, so the distance is minus the metric; PSNR of identical images is inf
+            rows[m].append((-min(va, 1e6), -min(vb, 1e6), k / n))
     ag = agreement(experiment, exclude)
     return {
         "trials": len(counts),
-        "psnr": float(np.mean(scores["psnr"])) if scores["psnr"] else None,
-        "ssim": float(np.mean(scores["ssim"])) if scores["ssim"] else None,
+        **{m: twoafc.score(*np.array(r).T) if r else None for m, r in rows.items()},
         "human_ceiling": ag.pairwise_agreement,
     }

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from lab_factories import ALL, WITHOUT_BAD
 
+from learning import twoafc
 from webapp.lab import analysis
 
 
@@ -53,10 +54,11 @@ def test_agreement_by_hand(judged):
     assert 0 <= ag.split_half <= 1
 
 
-def test_two_afc_score():
-    assert analysis.two_afc_score(0.1, 0.2, 0.25) == 0.75
-    assert analysis.two_afc_score(0.3, 0.2, 0.25) == 0.25
-    assert analysis.two_afc_score(0.2, 0.2, 0.9) == 0.5
+def test_two_afc_score_is_learning_twoafc():  # the dashboard scores with learning.twoafc, not a copy
+    assert twoafc.score(0.1, 0.2, 0.25) == 0.75
+    assert twoafc.score(0.3, 0.2, 0.25) == 0.25
+    assert twoafc.score(0.2, 0.2, 0.9) == 0.5
+    assert analysis.twoafc is twoafc
 
 
 @pytest.mark.django_db
