@@ -1,9 +1,10 @@
-"""Reader for the BAPPS 2AFC layout.
+"""Reader and writer for the BAPPS 2AFC layout.
 
 A set is a folder ``SET/{ref,p0,p1}/NAME.png`` + ``SET/judge/NAME.npy`` (fraction of judges preferring p1),
 optionally ``SET/judge_n/NAME.npy`` (number of judges, used for the human ceiling). Files are paired by
 sorted stem. ``load_2afc`` accepts sets directly or parent folders holding sets (e.g. our site's export
-``DIR/<split>`` containing ``<experiment>/``), and several folders at once.
+``DIR/<split>`` containing ``<experiment>/``), and several folders at once. ``write_triplet`` writes one
+entry of a set (the site's export builds its sets with it).
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ import ast
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from learning.errors import LearningError
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_DIRS = ("ref", "p0", "p1")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -249,5 +254,26 @@ def load_triplet(t: Triplet, patch: int | None = None,
 
 
 def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    import torch  # here, so that the site's export (write_triplet) does not load torch
+
     """Stack uint8 H×W×3 arrays into an N×3×H×W float tensor in [0, 1]."""
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def npy_bytes(value: float) -> bytes:
+    """A judge file's bytes: float32 array of shape (1,) in .npy format."""
+    buf = io.BytesIO()
+    np.save(buf, np.array([value], dtype=np.float32))
+    return buf.getvalue()
+
+
+def write_triplet(write: Callable[[str, bytes], None], set_dir: str, name: str, ref: bytes, p0: bytes,
+                  p1: bytes, judge: float, n_judges: int | None = None) -> None:
+    """One entry ``name`` of the set ``set_dir`` as ``load_2afc`` reads it: ``{ref,p0,p1}/NAME.png`` (the
+    encoded images as given), ``judge/NAME.npy`` (fraction of judges preferring p1) and, when known,
+    ``judge_n/NAME.npy`` (number of judges). ``write(relative_path, data)`` stores each file."""
+    for sub, data in (("ref", ref), ("p0", p0), ("p1", p1)):
+        write(f"{set_dir}/{sub}/{name}.png", data)
+    write(f"{set_dir}/judge/{name}.npy", npy_bytes(judge))
+    if n_judges is not None:
+        write(f"{set_dir}/judge_n/{name}.npy", npy_bytes(n_judges))

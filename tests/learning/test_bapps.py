@@ -115,3 +115,25 @@ def test_bad_arguments(tmp_path: Path, capsys) -> None:
         assert main(args) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and msg in err and "\n" not in err, err
+
+
+def test_write_triplet_round_trips_through_load_2afc(tmp_path):
+    """The writer the site's export uses produces what the reader loads (judge fraction and judges)."""
+    import io as _io
+
+    from PIL import Image as _Image
+
+    from learning.data.bapps import load_2afc, write_triplet
+
+    def write(rel: str, data: bytes) -> None:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+
+    buf = _io.BytesIO()
+    _Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, format="PNG")
+    png = buf.getvalue()
+    for k, (h, n) in enumerate([(0.25, 4), (1.0, 3)]):
+        write_triplet(write, "train/exp", f"{k:06d}", png, png, png, h, n)
+    (s,) = load_2afc(tmp_path / "train")
+    assert s.name.endswith("exp") and len(s) == 2
+    assert list(s.judges) == [0.25, 1.0] and list(s.n_judges) == [4, 3]

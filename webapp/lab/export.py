@@ -37,10 +37,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 
+from learning.data.bapps import write_triplet
 from webapp.lab import analysis
 from webapp.lab.qc import compute_qc, qc_rules
 
@@ -133,12 +133,6 @@ def _png_bytes(f) -> bytes:
 
     buf = io.BytesIO()
     Image.open(io.BytesIO(data)).convert("RGB").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _npy(value: float) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.array([value], dtype=np.float32))
     return buf.getvalue()
 
 
@@ -264,13 +258,9 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
             i = per_split.get(split, 0)
             per_split[split] = i + 1
             n, nb = counts[t.id]
-            base = f"{split}/{slug}"
             name = f"{i:06d}"
-            w.write_bytes(f"{base}/ref/{name}.png", _png_bytes(t.reference.file))
-            w.write_bytes(f"{base}/p0/{name}.png", _png_bytes(t.stimulus_a.decoded))
-            w.write_bytes(f"{base}/p1/{name}.png", _png_bytes(t.stimulus_b.decoded))
-            w.write_bytes(f"{base}/judge/{name}.npy", _npy(nb / n))
-            w.write_bytes(f"{base}/judge_n/{name}.npy", _npy(n))
+            write_triplet(w.write_bytes, f"{split}/{slug}", name, _png_bytes(t.reference.file),
+                          _png_bytes(t.stimulus_a.decoded), _png_bytes(t.stimulus_b.decoded), nb / n, n)
             tw.writerow([split, name, t.id, t.reference.sha256, t.stimulus_a.public_id,
                          t.stimulus_b.public_id, f"{nb / n:.6f}", n])
         trials_csv.close()
