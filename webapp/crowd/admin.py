@@ -3,7 +3,7 @@
 from django.contrib import admin
 
 from webapp.crowd.models import Assignment, Judgment, Participant
-from webapp.lab.access import OwnedByResearcherAdmin
+from webapp.experiments.access import OwnedByResearcherAdmin
 
 
 @admin.register(Participant)

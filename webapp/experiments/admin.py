@@ -1,7 +1,7 @@
 from django.contrib import admin
 
+from webapp.experiments.access import OwnedByResearcherAdmin
 from webapp.experiments.models import Experiment, Trial
-from webapp.lab.access import OwnedByResearcherAdmin
 
 
 @admin.register(Experiment)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.http import FileResponse, Http404, HttpResponse
 from django.utils import timezone
 from django_tasks import task
 
@@ -33,6 +34,19 @@ def start_export(experiment, user, exclude_flagged: bool = False, include_simula
 def zip_path(job: ExportJob) -> Path:
     """Where the finished zip of ``job`` lies."""
     return Path(settings.MEDIA_ROOT) / job.file
+
+
+def zip_response(job: ExportJob) -> HttpResponse:
+    """The finished zip of ``job``; 409 while it is being built, 500 with the error if it failed."""
+    if job.state == "failed":
+        return HttpResponse(f"export failed: {job.error}\n", status=500, content_type="text/plain")
+    if job.state != "done":
+        return HttpResponse(f"export {job.state} ({job.percent} %)\n", status=409, content_type="text/plain")
+    try:
+        f = zip_path(job).open("rb")
+    except FileNotFoundError:
+        raise Http404("export file removed") from None
+    return FileResponse(f, as_attachment=True, filename=job.filename, content_type="application/zip")
 
 
 class _ProgressWriter:

@@ -6,18 +6,19 @@ import uuid
 
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from learning.scaling.plan import plan as scaling_plan
 from webapp.crowd.simulated import SIMULATED
+from webapp.experiments.access import experiment_for, experiments_for
 from webapp.experiments.sampling import SAMPLING, sampling_mode, set_sampling_mode
 from webapp.lab import analysis, plots, scaling
-from webapp.lab.access import experiment_for, experiments_for, parse_flag
-from webapp.lab.jobs import start_export, zip_path
+from webapp.lab.jobs import start_export, zip_response
 from webapp.lab.models import ExportJob
+from webapp.lab.params import parse_flag
 from webapp.lab.qc import compute_qc, qc_rules
 
 LOGIN_URL = reverse_lazy("lab:login")
@@ -182,19 +183,6 @@ def export(request, slug: str):
     return redirect(reverse("lab:experiment", args=[exp.slug]) + "#exports")
 
 
-def export_file(job: ExportJob) -> HttpResponse:
-    """The finished zip of ``job``; 409 while it is being built, 500 with the error if it failed."""
-    if job.state == "failed":
-        return HttpResponse(f"export failed: {job.error}\n", status=500, content_type="text/plain")
-    if job.state != "done":
-        return HttpResponse(f"export {job.state} ({job.percent} %)\n", status=409, content_type="text/plain")
-    try:
-        f = zip_path(job).open("rb")
-    except FileNotFoundError:
-        raise Http404("export file removed") from None
-    return FileResponse(f, as_attachment=True, filename=job.filename, content_type="application/zip")
-
-
 @login_required(login_url=LOGIN_URL)
 @require_GET
 def export_download(request, slug: str, job: uuid.UUID):
@@ -204,4 +192,4 @@ def export_download(request, slug: str, job: uuid.UUID):
         found = ExportJob.objects.select_related("experiment").get(pk=job, experiment=exp)
     except ExportJob.DoesNotExist:
         raise Http404("no such export") from None
-    return export_file(found)
+    return zip_response(found)

@@ -18,8 +18,9 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webapp.lab.access import BIGINT_MAX, experiment_for, experiments_for, parse_bounded_int, parse_flag
+from webapp.experiments.access import experiment_for, experiments_for
 from webapp.lab.api import serializers as s
+from webapp.lab.params import BIGINT_MAX, parse_bounded_int, parse_flag
 from webapp.lab.qc import compute_qc, qc_rules
 
 
@@ -154,8 +155,8 @@ class ExportJobs(LabAPIMixin, APIView):
                                                 description="with job: the zip itself")],
                    responses={200: OpenApiTypes.OBJECT, (200, "application/zip"): OpenApiTypes.BINARY})
     def get(self, request, slug):
+        from webapp.lab.jobs import zip_response
         from webapp.lab.models import ExportJob
-        from webapp.lab.views import export_file
 
         exp = experiment_for(request.user, slug)
         flags = self._flags(request)
@@ -172,7 +173,7 @@ class ExportJobs(LabAPIMixin, APIView):
             want_zip = parse_flag(request.query_params.get("zip"))
         except ValueError as exc:
             raise ValidationError({"zip": str(exc)}) from None
-        return export_file(job) if want_zip else Response(_job_json(request, job))
+        return zip_response(job) if want_zip else Response(_job_json(request, job))
 
     @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
     def post(self, request, slug):
