@@ -34,10 +34,11 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from learning import compat  # noqa: E402
+from learning.data.shared import KODAK_DIR, data_dir  # noqa: E402
 from learning.training.loop import TrainConfig, _Run  # noqa: E402
 
-ALEX = REPO.parent / "shared/data/backbones/alexnet-imagenet-features.pth"
-KODAK = REPO.parent / "shared/data/kodak"
+ALEX = data_dir() / "backbones/alexnet-imagenet-features.pth"
+KODAK = KODAK_DIR
 SDIST = "compressai==1.2.8"
 
 

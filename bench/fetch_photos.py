@@ -352,10 +352,10 @@ def kodak_hashes(kodak: Path | None) -> list[tuple[str, np.ndarray]]:
 
 def default_kodak() -> Path | None:
     """The shared Kodak folder, if present."""
-    for p in (ROOT.parent / "shared/data/kodak", Path("/work/shared/data/kodak")):
-        if p.is_dir():
-            return p
-    return None
+    sys.path.insert(0, str(ROOT))
+    from learning.data.shared import KODAK_DIR
+
+    return KODAK_DIR if KODAK_DIR.is_dir() else None
 
 
 def write_png(src: Path, dst: Path) -> None:

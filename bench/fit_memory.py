@@ -30,7 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-KODAK = ROOT.parent / "shared" / "data" / "kodak"
+
+from learning.data.shared import KODAK_DIR  # noqa: E402
+
+KODAK = KODAK_DIR
 
 
 def fit_stage(n: int, k: int) -> None:

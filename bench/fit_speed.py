@@ -43,9 +43,10 @@ import torch  # noqa: E402
 from learning import twoafc  # noqa: E402
 from learning.cli.fit import keep_freed_memory  # noqa: E402
 from learning.compat import ensure_torchvision  # noqa: E402
+from learning.data.shared import KODAK_DIR  # noqa: E402
 from learning.fitting.synthetic import make_dataset  # noqa: E402
 
-KODAK = ROOT.parent / "shared" / "data" / "kodak"
+KODAK = KODAK_DIR
 
 
 def tensors(triplets, h):

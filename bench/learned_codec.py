@@ -24,7 +24,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-ALEX = REPO.parent / "shared/data/backbones/alexnet-imagenet-features.pth"
+
+from learning.data.shared import KODAK_DIR, data_dir  # noqa: E402
+
+ALEX = data_dir() / "backbones/alexnet-imagenet-features.pth"
 
 
 def finished(path: Path, steps: int) -> bool:
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", required=True)
     p.add_argument("--val", required=True)
-    p.add_argument("--test", default=str(REPO.parent / "shared/data/kodak"), help="rd images (folder)")
+    p.add_argument("--test", default=str(KODAK_DIR), help="rd images (folder)")
     p.add_argument("--test-glob", default="kodim1[7-9].png,kodim2[0-4].png")
     p.add_argument("--out", required=True)
     p.add_argument("--arch", default="bmshj2018-hyperprior")

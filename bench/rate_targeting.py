@@ -21,9 +21,10 @@ from PIL import Image  # noqa: E402
 
 from learning.codecs import get_codec  # noqa: E402
 from learning.codecs.ratecontrol import encode_at_bpp  # noqa: E402
+from learning.data.shared import KODAK_DIR  # noqa: E402
 from learning.errors import LearningError  # noqa: E402
 
-KODAK = Path("/work/shared/data/kodak")
+KODAK = KODAK_DIR
 CODECS = ["jpeg", "jpeg444", "webp", "jpeg2000", "avif", "heic", "jxl"]
 TARGETS = "0.1,0.15,0.2,0.25,0.3,0.4,0.5,0.6,0.75,1.0,1.25,1.5,1.75,2.0"
 

@@ -124,13 +124,17 @@ def judge(observer: DPL, triplets: list[tuple[np.ndarray, ...]], n_judges: int =
 
 def write_bapps(root: Path, triplets: list[tuple[np.ndarray, ...]], h: np.ndarray,
                 n_judges: int | None = None) -> Path:
-    """Write one set: ``root/{ref,p0,p1}/NNNNNN.png``, ``judge/NNNNNN.npy`` (and ``judge_n/``). Like the
-    site's export, an image shown in several triplets is written to each (same bytes, encoded once)."""
+    """Write one set: ``root/{ref,p0,p1}/NNNNNN.png``, ``judge/NNNNNN.npy`` (and ``judge_n/``), with the
+    writer of the site's export (``learning.data.bapps.write_triplet``); an image shown in several triplets
+    is written to each (same bytes, encoded once)."""
+    from learning.data.bapps import write_triplet
+
     root = Path(root)
-    dirs = ["ref", "p0", "p1", "judge"] + (["judge_n"] if n_judges else [])
-    for sub in dirs:
-        (root / sub).mkdir(parents=True, exist_ok=True)
     encoded: dict[int, tuple[np.ndarray, bytes]] = {}
+
+    def write(rel: str, data: bytes) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
 
     def png(img: np.ndarray) -> bytes:
         if id(img) not in encoded:
@@ -140,12 +144,7 @@ def write_bapps(root: Path, triplets: list[tuple[np.ndarray, ...]], h: np.ndarra
         return encoded[id(img)][1]
 
     for i, (t, hi) in enumerate(zip(triplets, h)):
-        name = f"{i:06d}"
-        for sub, img in zip(("ref", "p0", "p1"), t):
-            (root / sub / f"{name}.png").write_bytes(png(img))
-        np.save(root / "judge" / f"{name}.npy", np.array([hi], dtype=np.float32))
-        if n_judges:
-            np.save(root / "judge_n" / f"{name}.npy", np.array([n_judges], dtype=np.int64))
+        write_triplet(write, ".", f"{i:06d}", *(png(img) for img in t), hi, n_judges or None)
     return root
 
 

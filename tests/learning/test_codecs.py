@@ -14,8 +14,8 @@ from PIL import Image
 from learning.codecs import base
 from learning.codecs.base import Codec, bits_per_pixel, describe_codecs, get_codec, register, registered_names
 from learning.codecs.spec import parse_codec_spec
+from learning.data.shared import KODAK_DIR
 from learning.errors import LearningError
-from tests.learning.kodak import KODAK_DIR
 
 KODAK = KODAK_DIR
 CLASSICAL = ["jpeg", "jpeg444", "jpeg2000", "webp", "avif", "heic", "jxl"]

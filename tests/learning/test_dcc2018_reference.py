@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from learning.data.shared import KODAK_DIR
 from learning.metrics import get_metric, vqmt
 from learning.metrics.color import rgb_to_y_uint8
 from learning.metrics.yuv420 import ffmpeg_luma, vqmt_reading
@@ -25,7 +26,6 @@ from learning.saliency.reference import (
     reference_jpeg,
 )
 from learning.saliency.reference_log import METRICS, load_log
-from tests.learning.kodak import KODAK_DIR
 
 torch.set_num_threads(2)
 TOLERANCE = {"PSNR": 0.02, "SSIM": 0.002, "MS-SSIM": 0.002, "VIFP": 0.002, "PSNR-HVS": 0.05,

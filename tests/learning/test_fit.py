@@ -10,9 +10,9 @@ import torch
 from learning import DPL, twoafc
 from learning.__main__ import main
 from learning.data.bapps import to_tensor
+from learning.data.shared import KODAK_PNGS
 from learning.dpl.weightfile import load_weights
 from learning.fitting.synthetic import make_dataset
-from tests.learning.kodak import KODAK_PNGS
 
 KODAK = KODAK_PNGS
 

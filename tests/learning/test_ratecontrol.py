@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from PIL import Image
 
 from learning.codecs import get_codec
 from learning.codecs.ratecontrol import encode_at_bpp
 from learning.codecs.spec import Setting, encode_setting
+from learning.data.shared import KODAK_DIR
 from learning.errors import LearningError
 
-KODAK = Path("/work/shared/data/kodak")
+KODAK = KODAK_DIR
 
 
 def images():

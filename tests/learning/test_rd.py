@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from learning.__main__ import main
+from learning.data.shared import KODAK_DIR
 from learning.errors import LearningError
 from learning.rd.bdrate import bd_rate
-from tests.learning.kodak import KODAK_DIR
 
 KODAK = KODAK_DIR
 

@@ -12,9 +12,9 @@ import torch
 
 from learning import DPL, twoafc
 from learning.__main__ import main
+from learning.data.shared import KODAK_PNGS
 from learning.dpl.weightfile import save_weights
 from learning.fitting.synthetic import judge, make_triplets, write_bapps
-from tests.learning.kodak import KODAK_PNGS
 
 KODAK = KODAK_PNGS
 

@@ -17,10 +17,10 @@ from PIL import Image
 
 from learning.__main__ import main
 from learning.codecs import get_codec
+from learning.data.shared import KODAK_DIR
 from learning.errors import LearningError
 from learning.training import checkpoint
 from learning.training.data import CropDataset, saliency_weights
-from tests.learning.kodak import KODAK_DIR
 
 KODAK = KODAK_DIR
 REPO = Path(__file__).resolve().parents[2]

@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 from learning.__main__ import main
+from learning.data.shared import KODAK_DIR
 from learning.device import resolve_device
 from learning.errors import LearningError
 from learning.training import checkpoint
 from learning.training.init import load_zoo, zoo_file
 from learning.training.models import build_model
-from tests.learning.kodak import KODAK_DIR
 
 torch.set_num_threads(2)
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")

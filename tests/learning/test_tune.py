@@ -11,12 +11,12 @@ import torch
 from learning import DPL, twoafc
 from learning.__main__ import main
 from learning.data.bapps import load_2afc
+from learning.data.shared import KODAK_PNGS
 from learning.dpl import weightfile
 from learning.errors import LearningError
 from learning.fitting.cache import channel_vectors
 from learning.fitting.synthetic import make_dataset
 from learning.fitting.tune import TripletImages, evaluate, triplet_distances, tune
-from tests.learning.kodak import KODAK_PNGS
 
 KODAK = KODAK_PNGS
 NOT_A_BACKBONE = Path("/nonexistent/backbone.pth")  # DPL(backbone=...) raises if it ever reads this
