@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 
-.PHONY: venv run demo test test-fast lint serve-prod backup browser clean loop
+.PHONY: venv venv-dev run demo test test-fast lint serve-prod backup browser clean loop
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,7 +15,14 @@ $(VENV)/.installed: requirements.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements.txt
 	touch $@
 
+# Tests, benches and tooling on top of the runtime requirements.
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
 venv: $(VENV)/.installed
+
+venv-dev: $(VENV)/.installed-dev
 
 demo: venv
 	$(BIN)/python manage.py migrate --noinput
@@ -30,10 +37,10 @@ run: demo
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 
-test: venv browser
+test: venv-dev browser
 	$(BIN)/python -m pytest
 
-test-fast: venv
+test-fast: venv-dev
 	$(BIN)/python -m pytest -m "not slow"
 
 # The closed loop (bench/closed_loop.py): study → fit → codecs → study, on a scratch PostgreSQL database.
@@ -41,7 +48,7 @@ loop: venv
 	@case "$(DATABASE_URL)" in postgres*) ;; *) echo "loop needs DATABASE_URL=postgres://... (a scratch database is made beside it)" >&2; exit 2;; esac
 	$(BIN)/python bench/closed_loop.py --out var/loop
 
-lint: venv
+lint: venv-dev
 	$(BIN)/ruff check .
 
 # Production: granian (webapp/serve.py) on PostgreSQL; see README "Production".
