@@ -91,6 +91,7 @@ def run(n: int, span: float, per: int, seed: int, mode: str, rmse_target: float,
             streak = None
     settled = streak or len(rows)
     inside = inside_laplace = np.zeros(n, bool)
+    boot_laplace = None
     width = float("nan")
     if n_boot:  # intervals at the point where the target was met for good
         scale = fit_comparisons(comparisons(rows[:settled], conditions=list(range(n))), n_boot=n_boot,
@@ -102,9 +103,11 @@ def run(n: int, span: float, per: int, seed: int, mode: str, rmse_target: float,
         cov = design.covariance(thurstone.hessian(scale.jod, scale_wins(rows[:settled], n)))
         sd = np.sqrt(np.diag(c @ cov @ c))
         inside_laplace = np.abs(scale.jod - truth) <= 1.959964 * sd
+        boot_laplace = int((inside | inside_laplace).sum())  # the union of the two intervals
     return {"span": span, "mode": mode, "seed": seed, "n": n, "judgments": settled,
             "first_crossing": first or len(rows), "participants": p, "reached": streak is not None,
-            "inside": int(inside.sum()), "inside_laplace": int(inside_laplace.sum()), "conditions": n,
+            "inside": int(inside.sum()), "inside_laplace": int(inside_laplace.sum()),
+            "inside_union": boot_laplace, "conditions": n,
             "median_ci_width": width,
             "choose_ms_per_participant": 1000 * choose_t / p}
 
@@ -137,7 +140,7 @@ def summary(results: list[dict]) -> None:
     """Per span and condition count: judgments to the target (settled and first crossing) per mode, and
     each mode's ratio to the first mode (balanced)."""
     print(f"{'span':>4} {'n':>3} {'mode':>22} {'settled':>7} {'IQR':>11} {'min–max':>11} {'first':>6} "
-          f"{'reached':>7} {'coverage':>8} {'Laplace':>7} {'choose ms':>9}")
+          f"{'reached':>7} {'coverage':>8} {'Laplace':>7} {'union':>5} {'choose ms':>9}")
     modes = list(dict.fromkeys(r["mode"] for r in results))
     for span, n in sorted({(r["span"], r["n"]) for r in results}):
         sel = [r for r in results if r["n"] == n and r["span"] == span]
@@ -150,9 +153,10 @@ def summary(results: list[dict]) -> None:
             q1, q3 = np.percentile(j, [25, 75])
             cov = sum(r["inside"] for r in rs) / sum(r["conditions"] for r in rs)
             lap = sum(r.get("inside_laplace", 0) for r in rs) / sum(r["conditions"] for r in rs)
+            uni = sum(r.get("inside_union") or 0 for r in rs) / sum(r["conditions"] for r in rs)
             med[mode] = (np.median(j), np.median([r["first_crossing"] for r in rs]))
-            cov_s = (f"{cov:8.3f} {lap:7.3f}" if np.isfinite(rs[0]["median_ci_width"])
-                     else f"{'—':>8} {'—':>7}")
+            cov_s = (f"{cov:8.3f} {lap:7.3f} {uni:5.3f}" if np.isfinite(rs[0]["median_ci_width"])
+                     else f"{'—':>8} {'—':>7} {'—':>5}")
             print(f"{span:>4g} {n:>3} {mode:>22} {med[mode][0]:>7.0f} {q1:>5.0f}–{q3:<5.0f} "
                   f"{j.min():>5}–{j.max():<5} {med[mode][1]:>6.0f} "
                   f"{sum(r['reached'] for r in rs):>4}/{len(rs):<2} "

@@ -29,7 +29,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.linalg import lapack
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import minimum_spanning_tree
 from scipy.special import ndtr
@@ -44,14 +43,8 @@ CRITERION, STRATEGY = "variance", "mst"  # the site's active mode (webapp/crowd/
 
 
 def covariance(precision: np.ndarray) -> np.ndarray:
-    """Inverse of an SPD precision by Cholesky (LAPACK potrf/potri): for a few dozen conditions it stays
-    single-threaded, where numpy's threaded ``inv`` took milliseconds on busy cores."""
-    c, info = lapack.dpotrf(np.asarray(precision, float), lower=False)
-    if info == 0:
-        inv, info = lapack.dpotri(c, lower=False)
-    if info != 0:
-        return np.linalg.inv(precision)
-    return np.triu(inv) + np.triu(inv, 1).T
+    """Posterior covariance: the inverse of an SPD precision (``thurstone.spd_inverse``, no BLAS threads)."""
+    return thurstone.spd_inverse(precision)
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:
