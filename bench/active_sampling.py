@@ -10,7 +10,9 @@ scale (a bound for any active design). After each participant the MAP scale is c
 (both mean 0). Reported: "settled", the judgments from which RMSE ≤ 0.3 JOD and Spearman ≥ 0.95 held for
 good (checked for 50 % more judgments, at least 20 participants), and "first", the first crossing (a
 noisy design crosses early by chance). Coverage at the settled point: share of conditions whose true
-value lies in the 95 % bootstrap interval over participants, and in the Laplace interval.
+value lies in the site's 95 % interval (posterior under the hierarchical prior,
+``learning.scaling.posterior``), in the percentile bootstrap over participants and in the Laplace
+interval, both under the weak N(0, 10²) prior (the intervals before session 9).
 
     python bench/active_sampling.py --seeds 10 --conditions 20,30,40 --span 6,12
     python bench/active_sampling.py --bound --seeds 10      # A-optimal allocation / all pairs equally
@@ -90,24 +92,25 @@ def run(n: int, span: float, per: int, seed: int, mode: str, rmse_target: float,
         else:
             streak = None
     settled = streak or len(rows)
-    inside = inside_laplace = np.zeros(n, bool)
-    boot_laplace = None
+    inside = inside_boot = inside_laplace = np.zeros(n, bool)
     width = float("nan")
     if n_boot:  # intervals at the point where the target was met for good
-        scale = fit_comparisons(comparisons(rows[:settled], conditions=list(range(n))), n_boot=n_boot,
-                                seed=seed)
+        comp = comparisons(rows[:settled], conditions=list(range(n)))
+        scale = fit_comparisons(comp, n_boot=n_boot, seed=seed)  # the site's interval
         inside = (scale.ci_low <= truth) & (truth <= scale.ci_high)
         width = float(np.median(scale.ci_high - scale.ci_low))
-        # the Laplace interval (posterior sd of the mean-0 scale), for comparison
+        old = fit_comparisons(comp, n_boot=n_boot, seed=seed, prior_sd=thurstone.PRIOR_SD,
+                              interval="bootstrap")
+        inside_boot = (old.ci_low <= truth) & (truth <= old.ci_high)
+        # the Laplace interval (posterior sd of the mean-0 scale) under the weak prior, for comparison
         c = np.eye(n) - 1.0 / n
-        cov = design.covariance(thurstone.hessian(scale.jod, scale_wins(rows[:settled], n)))
+        cov = design.covariance(thurstone.hessian(old.jod, scale_wins(rows[:settled], n)))
         sd = np.sqrt(np.diag(c @ cov @ c))
-        inside_laplace = np.abs(scale.jod - truth) <= 1.959964 * sd
-        boot_laplace = int((inside | inside_laplace).sum())  # the union of the two intervals
+        inside_laplace = np.abs(old.jod - truth) <= 1.959964 * sd
     return {"span": span, "mode": mode, "seed": seed, "n": n, "judgments": settled,
             "first_crossing": first or len(rows), "participants": p, "reached": streak is not None,
-            "inside": int(inside.sum()), "inside_laplace": int(inside_laplace.sum()),
-            "inside_union": boot_laplace, "conditions": n,
+            "inside": int(inside.sum()), "inside_boot": int(inside_boot.sum()),
+            "inside_laplace": int(inside_laplace.sum()), "conditions": n,
             "median_ci_width": width,
             "choose_ms_per_participant": 1000 * choose_t / p}
 
@@ -140,7 +143,7 @@ def summary(results: list[dict]) -> None:
     """Per span and condition count: judgments to the target (settled and first crossing) per mode, and
     each mode's ratio to the first mode (balanced)."""
     print(f"{'span':>4} {'n':>3} {'mode':>22} {'settled':>7} {'IQR':>11} {'min–max':>11} {'first':>6} "
-          f"{'reached':>7} {'coverage':>8} {'Laplace':>7} {'union':>5} {'choose ms':>9}")
+          f"{'reached':>7} {'coverage':>8} {'per seed':>14} {'boot':>5} {'Laplace':>7} {'choose ms':>9}")
     modes = list(dict.fromkeys(r["mode"] for r in results))
     for span, n in sorted({(r["span"], r["n"]) for r in results}):
         sel = [r for r in results if r["n"] == n and r["span"] == span]
@@ -152,11 +155,14 @@ def summary(results: list[dict]) -> None:
             j = np.array([r["judgments"] for r in rs])
             q1, q3 = np.percentile(j, [25, 75])
             cov = sum(r["inside"] for r in rs) / sum(r["conditions"] for r in rs)
+            per_seed = np.array([r["inside"] / r["conditions"] for r in rs])
+            boot = sum(r.get("inside_boot", 0) for r in rs) / sum(r["conditions"] for r in rs)
             lap = sum(r.get("inside_laplace", 0) for r in rs) / sum(r["conditions"] for r in rs)
-            uni = sum(r.get("inside_union") or 0 for r in rs) / sum(r["conditions"] for r in rs)
             med[mode] = (np.median(j), np.median([r["first_crossing"] for r in rs]))
-            cov_s = (f"{cov:8.3f} {lap:7.3f} {uni:5.3f}" if np.isfinite(rs[0]["median_ci_width"])
-                     else f"{'—':>8} {'—':>7} {'—':>5}")
+            seeds_s = f"{np.median(per_seed):.2f} {per_seed.min():.2f}–{per_seed.max():.2f}"
+            shown = np.isfinite(rs[0]["median_ci_width"])
+            cov_s = (f"{cov:8.3f} {seeds_s:>14} {boot:5.3f} {lap:7.3f}" if shown
+                     else f"{'—':>8} {'—':>14} {'—':>5} {'—':>7}")
             print(f"{span:>4g} {n:>3} {mode:>22} {med[mode][0]:>7.0f} {q1:>5.0f}–{q3:<5.0f} "
                   f"{j.min():>5}–{j.max():<5} {med[mode][1]:>6.0f} "
                   f"{sum(r['reached'] for r in rs):>4}/{len(rs):<2} "
@@ -180,6 +186,7 @@ def main() -> None:
     ap.add_argument("--span", default="6,12", help="true scale ranges in JOD (comma-separated)")
     ap.add_argument("--per", type=int, default=10, help="judgments per participant")
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed … first-seed + seeds − 1")
     ap.add_argument("--rmse", type=float, default=0.3)
     ap.add_argument("--spearman", type=float, default=0.95)
     ap.add_argument("--max-judgments", type=int, default=60000)
@@ -204,7 +211,7 @@ def main() -> None:
     boot_modes = set(args.boot_modes.split(","))
     for span in (float(x) for x in args.span.split(",")):
         for n in (int(x) for x in args.conditions.split(",")):
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for mode in args.modes.split(","):
                     r = run(n, span, args.per, seed, mode, args.rmse, args.spearman, args.max_judgments,
                             args.n_boot if mode in boot_modes else 0)

@@ -10,12 +10,18 @@ API (all take judgment rows ``(participant, condition_a, condition_b, chosen)``)
     s.preference("dpl", "mse")                   # P(dpl over mse) from the scale, (p, lo, hi)
     preference(rows, "dpl", "mse")               # Preference: direct share choosing dpl + bootstrap CI
 
-Thurstone Case V, 1 JOD = 75 % preference, MAP under a weak N(0, 10²) prior, percentile bootstrap over
-participants. Errors: ``DisconnectedError`` names the conditions outside the largest connected group;
-``ScalingError`` for too few judgments or participants. Modules: ``thurstone`` (the fit), ``bootstrap``,
-``data`` (rows → counts), ``graph`` (connectivity), ``bradley_terry`` (choix cross-check), ``design``
-(expected information gain, spanning-tree batches for active sampling), ``plan`` (judgments needed for a
-target interval width).
+Thurstone Case V, 1 JOD = 75 % preference. Estimate: the MAP under a hierarchical prior q_i ~ N(0, τ²),
+τ estimated from the data (empirical Bayes, at most 10 JOD). Interval: that posterior's equal-tailed
+interval by importance sampling (``posterior``); ``difference`` and ``preference`` use the same weighted
+draws. It covers the true scale in 92–96 % of conditions on the simulated crowd after active and balanced
+sampling; the percentile bootstrap over participants under a weak N(0, 10²) prior (``interval="bootstrap"``,
+``prior_sd=10``: the interval before) covered 83–91 % after active sampling, because the adaptive design
+stretches the weak-prior scale (bench/README.md). The posterior assumes participants answer alike.
+Errors: ``DisconnectedError`` names the conditions outside the largest connected group; ``ScalingError``
+for too few judgments or participants. Modules: ``thurstone`` (the fit), ``posterior`` (hierarchical prior,
+importance draws), ``bootstrap``, ``data`` (rows → counts), ``graph`` (connectivity), ``bradley_terry``
+(choix cross-check), ``design`` (expected information gain, spanning-tree batches for active sampling),
+``plan`` (judgments needed for a target interval width).
 """
 
 from learning.scaling.data import Comparisons, comparisons

@@ -1,6 +1,6 @@
 """Study planning: how many judgments a target confidence-interval width needs, from a pilot scale.
 
-A bootstrap interval narrows as 1/√n with the judgments n behind it (the estimate is a smooth function of
+An interval narrows as 1/√n with the judgments n behind it (the estimate is a smooth function of
 averages over participants), so a condition whose pilot interval is w wide after n judgments needs about
 n·(w / target)² for an interval ``target`` wide. Scaling the whole pilot design by one factor f (same
 pairs, same mix, more participants), the study reaches the target in every condition at

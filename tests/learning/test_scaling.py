@@ -90,7 +90,7 @@ def test_bradley_terry_choix_matches_closed_form_and_thurstone():
     assert np.max(np.abs(ours - theirs)) < 0.4
 
 
-def test_bootstrap_interval_covers_truth_and_is_repeatable():
+def test_interval_covers_truth_and_is_repeatable():
     q_true = np.linspace(0, 4, 12)
     q_true -= q_true.mean()
     rows = _simulate(q_true, 40, 30, seed=7)
@@ -236,3 +236,38 @@ def test_site_design_beats_balanced_at_the_true_scale(span, most):
     truth = np.sort(np.random.default_rng(3).uniform(0, span, 20))
     ratio = _design_trace(truth, 60, True) / _design_trace(truth, 60, False)
     assert ratio < most
+
+
+def _active_study(truth: np.ndarray, participants: int, seed: int) -> list[tuple]:
+    """The site's active design (``design.next_batch``, 10 pairs per participant) on a Thurstone observer."""
+    n = len(truth)
+    pairs = np.array([(i, j) for i in range(n) for j in range(i + 1, n)])
+    rng, answers = np.random.default_rng(seed), np.random.default_rng([seed, 1])
+    wins, rows, mu = np.zeros((n, n)), [], None
+    for p in range(participants):
+        batch, mu = design.next_batch(wins, pairs, 10, init=mu, rng=rng)
+        for i, j in pairs[batch]:
+            win = i if answers.random() < norm.cdf((truth[i] - truth[j]) / thurstone.SIGMA) else j
+            wins[win, i + j - win] += 1
+            rows.append((p, int(i), int(j), int(win)))
+    return rows
+
+
+def _coverage(studies: list[tuple[np.ndarray, list[tuple]]], **kwargs) -> float:
+    inside = [(s.ci_low <= t) & (t <= s.ci_high)
+              for t, s in ((t, scale_pairs(rows, conditions=range(len(t)), **kwargs)) for t, rows in studies)]
+    return float(np.mean(inside))
+
+
+def test_interval_covers_after_active_sampling():
+    """95 % intervals after the site's active design (20 conditions over 6 JOD, 50 participants × 10
+    judgments, 30 seeds): the default interval (posterior under the hierarchical prior) covers the true
+    scale in 90–98 % of conditions (0.937); the percentile bootstrap under the weak N(0, 10²) prior, the
+    interval before, does not (0.857: it is centred on a scale the design stretched)."""
+    studies = []
+    for seed in range(30):
+        truth = np.sort(np.random.default_rng(seed).uniform(0, 6, 20))
+        truth -= truth.mean()
+        studies.append((truth, _active_study(truth, 50, seed)))
+    assert 0.90 <= _coverage(studies, n_boot=250) <= 0.98
+    assert _coverage(studies, n_boot=250, prior_sd=thurstone.PRIOR_SD, interval="bootstrap") < 0.90

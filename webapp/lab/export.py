@@ -399,9 +399,11 @@ def _write_scale(w: _Writer, experiment, excluded: set[int]) -> dict:
     rows = scaling.judgment_rows(experiment, excluded)
     setting = scaling.per_setting(experiment, n_boot=scaling.EXPORT_BOOT, rows=rows)
     stimulus = scaling.per_stimulus(experiment, n_boot=scaling.EXPORT_BOOT, rows=rows)
-    method = {"model": "Thurstone Case V, MAP with N(0, 10²) prior", "unit": "JOD (1 JOD = 75 % preference)",
+    method = {"model": "Thurstone Case V, MAP with hierarchical N(0, τ²) prior, τ estimated (≤ 10)",
+              "unit": "JOD (1 JOD = 75 % preference)",
               "gauge": "mean 0 per scale (settings: over all; stimuli: per reference)",
-              "interval": "95 % percentile bootstrap over participants", "n_boot": scaling.EXPORT_BOOT,
+              "interval": "95 % equal-tailed posterior interval, importance sampling",
+              "n_boot": scaling.EXPORT_BOOT,
               "judgments": scaling.TRIPLET_RULE, "mode": experiment.mode}
     f = w.open_text("scale.csv")
     cw = csv.writer(f)
