@@ -45,11 +45,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared"
-ALEX = SHARED / "data/backbones/alexnet-imagenet-features.pth"
-KODAK = SHARED / "data/kodak"
-if not KODAK.is_dir():
-    KODAK = REPO / "shared/data/kodak"
+from learning.data.shared import KODAK_DIR as KODAK  # noqa: E402
+from learning.data.shared import data_dir  # noqa: E402
+
+ALEX = data_dir() / "backbones/alexnet-imagenet-features.pth"
 
 
 @dataclass

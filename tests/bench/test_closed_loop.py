@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from learning.data.shared import data_dir
+
 REPO = Path(__file__).resolve().parents[2]
-ALEX = REPO.parent / "shared/data/backbones/alexnet-imagenet-features.pth"
+ALEX = data_dir() / "backbones/alexnet-imagenet-features.pth"
 
 
 @pytest.mark.slow
