@@ -1,6 +1,7 @@
 """What one arrival costs the server: consent -> first trial ready, in server CPU and statements.
 
     python bench/entry_cost.py                 # 300 entries into the demo study on a scratch PostgreSQL
+    python bench/entry_cost.py --served        # the same through the production server (granian), over HTTP
 
 Each entry is what a participant's browser sends once the consent page is shown: the consent POST (a new
 participant, an assignment taken under the study's row lock) and the judging page it redirects to (which
@@ -11,6 +12,13 @@ process's (``time.process_time``: Django and the driver's client side, plus the 
 an upper bound), not PostgreSQL's; the statements are counted as Django sends them (BEGIN and COMMIT
 included). Target (issue 16): <= 10 statements and <= 8 ms
 of server CPU per entry.
+
+``--served`` measures the server's share alone: the server started as ``make serve-prod`` starts it
+(granian, ``webapp/serve.py``, DEBUG=0) on loopback, the entries sent one after the other over HTTP (a
+``requests`` session per participant: consent page, consent POST, judging page), and the CPU time of the
+server's processes (user + system, from /proc) taken over the consent POSTs and judging pages only, divided
+by the entries; the same is taken over as many requests for a static file (the cost of any request) and
+over an idle wait as long as the run (subtracted).
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=30, help="entries before measuring (default 30)")
     ap.add_argument("--admin-url", default="postgres://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--db", default="entrybench")
+    ap.add_argument("--profile", metavar="FILE", help="cProfile the timed entries into FILE (pstats)")
+    ap.add_argument("--served", action="store_true", help="through the production server over HTTP")
     a = ap.parse_args()
     import psycopg2
 
@@ -63,7 +73,7 @@ def main() -> None:
     try:
         for cmd in (["migrate", "-v0"], ["load_demo"], ["collectstatic", "--noinput", "-v0"]):
             subprocess.run([sys.executable, "manage.py", *cmd], cwd=ROOT, check=True, capture_output=True)
-        _measure(a)
+        _measure_served(a, tmp) if a.served else _measure(a)
     finally:
         from django.db import connections
 
@@ -89,7 +99,14 @@ def _measure(a: argparse.Namespace) -> None:
         fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
         forms.append((c, {**fields, "consent": "yes"}))
     cpu, wall, statements = [], [], []
+    prof = None
+    if a.profile:
+        import cProfile
+
+        prof = cProfile.Profile(time.process_time)  # CPU, not waits on PostgreSQL
     for k, (c, form) in enumerate(forms):
+        if prof and k == a.warmup + 20:
+            prof.enable()
         counting = a.warmup <= k < a.warmup + 20  # statements counted on 20 entries (not timed: capturing
         q = CaptureQueriesContext(connection)  # formats every statement, which costs CPU of its own)
         if counting:
@@ -105,6 +122,9 @@ def _measure(a: argparse.Namespace) -> None:
         if k >= a.warmup + 20:
             cpu.append(1000 * t_cpu)
             wall.append(1000 * t_wall)
+    if prof:
+        prof.disable()
+        prof.dump_stats(a.profile)
     n = Assignment.objects.filter(experiment=exp).count()
     q = statistics.quantiles(cpu, n=20)
     print(f"{len(cpu)} entries timed (after {a.warmup} warm-up and 20 with their statements counted) into a "
@@ -113,6 +133,57 @@ def _measure(a: argparse.Namespace) -> None:
           f"median {statistics.median(cpu):.2f} ms, p95 {q[18]:.2f} ms; wall {statistics.median(wall):.2f} "
           f"ms median (PostgreSQL included)")
     print(f"statements per entry: {min(statements)}-{max(statements)} (BEGIN and COMMIT included)")
+    print(f"load average (1 min): {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+
+
+def _measure_served(a: argparse.Namespace, tmp: Path) -> None:
+    import requests
+
+    from bench.load import cpu_seconds, cpu_used, free_port, server_env, start_server, stop_server
+
+    port = free_port()
+    env = server_env(os.environ["DATABASE_URL"], str(tmp / "media"), str(tmp / "static"), port, None)
+    proc = start_server(env, str(tmp / "server.log"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def consent_forms(n: int) -> list:
+            out = []
+            for _ in range(n):
+                s = requests.Session()
+                page = s.get(f"{base}/p/demo/").text
+                fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+                out.append((s, {**fields, "consent": "yes"}))
+            return out
+
+        def enter(forms: list) -> float:
+            before, t0 = cpu_seconds(proc.pid), time.perf_counter()
+            for s, form in forms:
+                r = s.post(f"{base}/p/demo/", form, headers={"Origin": base, "Referer": f"{base}/p/demo/"},
+                           allow_redirects=False)
+                page = s.get(base + r.headers["Location"])
+                assert r.status_code == 302 and page.status_code == 200 and 'id="state"' in page.text
+            return 1000 * cpu_used(before, cpu_seconds(proc.pid))["server"], time.perf_counter() - t0
+
+        enter(consent_forms(a.warmup))
+        forms = consent_forms(a.entries)
+        entry_ms, wall = enter(forms)
+        s = requests.Session()
+        before = cpu_seconds(proc.pid)
+        for _ in range(2 * a.entries):
+            assert s.get(f"{base}/static/crowd/task.css").status_code == 200
+        static_ms = 1000 * cpu_used(before, cpu_seconds(proc.pid))["server"]
+        before = cpu_seconds(proc.pid)
+        time.sleep(wall)
+        idle_ms = 1000 * cpu_used(before, cpu_seconds(proc.pid))["server"]
+    finally:
+        stop_server(proc)
+    workers, threads = int(env.get("WEB_WORKERS", 0)), int(env.get("WEB_THREADS", 0))
+    print(f"{a.entries} entries through granian (webapp/serve.py{f', {workers} workers' if workers else ''}"
+          f"{f' x {threads} threads' if threads else ''}) over HTTP, one after the other, in {wall:.1f} s")
+    print(f"server CPU per entry (consent POST + judging page): {(entry_ms - idle_ms) / a.entries:.2f} ms "
+          f"({entry_ms / a.entries:.2f} ms before subtracting {idle_ms / a.entries:.2f} ms of idle CPU)")
+    print(f"server CPU per request for a static file (whitenoise; any request's floor): "
+          f"{static_ms / (2 * a.entries):.2f} ms")
     print(f"load average (1 min): {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
 
