@@ -490,6 +490,115 @@ def stop_server(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def start_proxy(ports: list[int], tmp: Path) -> tuple[subprocess.Popen, int]:
+    """A round-robin nginx (Debian's) on a free port in front of the servers on ``ports``: buffered request
+    bodies (as production wants), kept-alive upstream connections, the client's Host passed on (the
+    judge's Origin check compares with it). Returns (process, port)."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        sys.exit("error: --servers > 1 needs nginx (apt-get install -y nginx)")
+    port = free_port()
+    d = tmp / "nginx"
+    d.mkdir()
+    upstream = "".join(f"    server 127.0.0.1:{p};\n" for p in ports)
+    temps = "".join(f"  {k}_temp_path {d}/{k};\n"
+                    for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (d / "nginx.conf").write_text(f"""worker_processes 1;
+user root;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+{temps}  upstream web {{
+{upstream}    keepalive 128;
+  }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    client_max_body_size 1m;
+    location / {{
+      proxy_pass http://web;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_read_timeout 60s;
+    }}
+  }}
+}}
+""")
+    proc = subprocess.Popen([nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"],
+                            stdout=open(d / "out.log", "ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    stop = time.monotonic() + 20
+    while time.monotonic() < stop:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, port
+        except OSError:
+            if proc.poll() is not None:
+                logs = (d / "out.log").read_text() + (d / "error.log").read_text()
+                raise RuntimeError(f"nginx exited: {logs}") from None
+            time.sleep(0.2)
+    raise RuntimeError("nginx did not listen")
+
+
+async def export_during(res: Result, base: str, db_url: str, at: int, env: dict, out: dict) -> None:
+    """Once ``at`` judgments are acknowledged: log in to the dashboard as the bench's superuser, POST the
+    study's export (a background task) and follow its row until it is done; ``out`` gets the times."""
+    import psycopg2
+    import requests
+
+    while len(res.acked) < at:
+        if time.monotonic() > res.deadline:
+            return
+        await asyncio.sleep(0.5)
+    out["asked"], out["acked"] = time.monotonic(), len(res.acked)
+
+    def ask() -> None:
+        s = requests.Session()
+        login = s.get(f"{base}/lab/login/")
+        token = CSRF_RE.search(login.text).group(1)
+        r = s.post(f"{base}/lab/login/", {"username": "bench", "password": out["password"],
+                                          "csrfmiddlewaretoken": token},
+                   headers={"Referer": f"{base}/lab/login/"})
+        page = s.get(f"{base}/lab/e/demo/")
+        if page.status_code != 200 or "/lab/e/demo/export/" not in page.text:
+            text = re.sub(r"<[^>]+>|\s+", " ", page.text)[:400]
+            raise RuntimeError(f"dashboard login failed: {r.status_code} {r.url} -> {page.status_code} "
+                               f"{page.url}: {text}")
+        token = CSRF_RE.search(page.text).group(1)
+        r = s.post(f"{base}/lab/e/demo/export/", {"csrfmiddlewaretoken": token},
+                   headers={"Referer": f"{base}/lab/e/demo/"})
+        assert r.status_code == 200, r.status_code
+
+    await asyncio.to_thread(ask)
+    conn = psycopg2.connect(db_url)
+    conn.autocommit = True
+    try:
+        while True:
+            with conn.cursor() as cur:
+                cur.execute("SELECT state, file, error FROM lab_exportjob ORDER BY created DESC LIMIT 1")
+                row = cur.fetchone()
+            if row is None:
+                raise RuntimeError("the dashboard's export POST made no export job")
+            state, file, error = row
+            if state in ("done", "failed"):
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        conn.close()
+    out.update(ended=time.monotonic(), state=state, error=error)
+    if state == "done":
+        import zipfile
+
+        path = Path(env["MEDIA_ROOT"]) / file
+        out["mb"] = path.stat().st_size / 1e6
+        with zipfile.ZipFile(path) as z:
+            name = next(n for n in z.namelist() if n.endswith("/manifest.json"))
+            out["judgments"] = json.loads(z.read(name))["counts"]["judgments_in_log"]
+
+
 def worker_pids(master_pid: int) -> list[int]:
     """PIDs of the server's workers (children of its main process), from /proc."""
     out = []
@@ -569,6 +678,17 @@ def main() -> None:
                     help="a PostgreSQL URL allowed to CREATE/DROP DATABASE")
     ap.add_argument("--db", default="loadbench", help="scratch database (dropped and recreated)")
     ap.add_argument("--keep-db", action="store_true")
+    ap.add_argument("--servers", type=int, default=1,
+                    help="server processes on separate ports; more than 1: behind a round-robin nginx proxy "
+                         "started here, sharing PostgreSQL and Redis (default 1: no proxy)")
+    ap.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                    help="REDIS_URL of the servers when --servers > 1 (the shared cache)")
+    ap.add_argument("--again", action="store_true",
+                    help="finished participants come back as new ones until the window ends")
+    ap.add_argument("--export-at", type=int, default=0, metavar="N",
+                    help="once N judgments are acknowledged, ask the dashboard for an export (logged in as a "
+                         "superuser) and let the task worker (manage.py db_worker, started here) build it "
+                         "while judging goes on; report how long it took")
     a = ap.parse_args()
     if not a.admin_url.startswith("postgres"):
         sys.exit("error: --admin-url must be a PostgreSQL URL")
@@ -586,10 +706,17 @@ def main() -> None:
     admin(f'DROP DATABASE IF EXISTS "{a.db}" WITH (FORCE)')
     admin(f'CREATE DATABASE "{a.db}"')
     tmp = Path(tempfile.mkdtemp(prefix="loadbench-"))
-    port = free_port()
-    env = server_env(db_url, str(tmp / "media"), str(tmp / "static"), port, a.workers, a.threads)
+    ports = [free_port() for _ in range(a.servers)]
+    envs = [server_env(db_url, str(tmp / "media"), str(tmp / "static"), p, a.workers, a.threads)
+            for p in ports]
+    if a.servers > 1:
+        for e in envs:  # one site: the same secret (signed forms, sessions) and a shared cache
+            e.update(REDIS_URL=a.redis, SECRET_KEY=envs[0]["SECRET_KEY"])
+    env = envs[0]
     workers, threads = server_capacity(env)
-    proc = None
+    procs: list[subprocess.Popen] = []
+    proxy = task_worker = None
+    export: dict = {}
     try:
         print(f"[1/3] scratch database {a.db}: migrate, load_demo, collectstatic", flush=True)
         for cmd in (["migrate", "-v0"], ["load_demo"], ["collectstatic", "--noinput", "-v0"]):
@@ -603,36 +730,71 @@ def main() -> None:
             per_assignment = cur.fetchone()[0]
         conn.close()
         load_before = os.getloadavg()
-        print(f"[2/3] granian (webapp/serve.py) {workers} workers x {threads} threads on 127.0.0.1:{port}",
-              flush=True)
-        proc = start_server(env, str(tmp / "server.log"))
+        print(f"[2/3] {a.servers} x granian (webapp/serve.py) {workers} workers x {threads} threads on "
+              f"127.0.0.1:{','.join(map(str, ports))}", flush=True)
+        for k, e in enumerate(envs):
+            procs.append(start_server(e, str(tmp / f"server{k}.log")))
+        base = f"http://127.0.0.1:{ports[0]}"
+        if a.servers > 1:
+            proxy, proxy_port = start_proxy(ports, tmp)
+            base = f"http://127.0.0.1:{proxy_port}"
+            print(f"      nginx round-robin proxy on {base}, REDIS_URL={a.redis}", flush=True)
+        if a.export_at:
+            password = export.setdefault("password", uuid.uuid4().hex)
+            subprocess.run([sys.executable, "manage.py", "createsuperuser", "--noinput", "--username",
+                            "bench", "--email", "bench@example.org"], cwd=ROOT, check=True,
+                           capture_output=True, env={**env, "DJANGO_SUPERUSER_PASSWORD": password})
+            task_worker = subprocess.Popen([sys.executable, "manage.py", "db_worker", "--no-reload"],
+                                           cwd=ROOT, env=env, stdout=open(tmp / "worker.log", "ab"),
+                                           stderr=subprocess.STDOUT, start_new_session=True)
         print(f"[3/3] {a.clients} participants arriving within {a.ramp:.0f} s, think {a.think} s", flush=True)
-        base = f"http://127.0.0.1:{port}"
         cpu: dict[str, float] = {}
 
+        def server_cpu() -> dict[str, dict[int, float]]:
+            out: dict[str, dict[int, float]] = {"server": {}, "clients": {}, "machine": {}}
+            for p in procs:
+                for kind, per in cpu_seconds(p.pid).items():
+                    out[kind].update(per)
+            return out
+
         async def measure_cpu(res: Result) -> None:
-            before = cpu_seconds(proc.pid)
+            before = server_cpu()
             await res.go.wait()
-            cpu["arrival"] = cpu_used(before, cpu_seconds(proc.pid))["server"]
-            window = cpu_seconds(proc.pid)
+            cpu["arrival"] = cpu_used(before, server_cpu())["server"]
+            window = server_cpu()
             await asyncio.sleep(a.duration)
-            cpu.update(cpu_used(window, cpu_seconds(proc.pid)))
+            cpu.update(cpu_used(window, server_cpu()))
+
+        async def during(res: Result) -> None:
+            if a.export_at:
+                await asyncio.gather(measure_cpu(res), export_during(res, base, db_url, a.export_at, env,
+                                                                     export))
+            else:
+                await measure_cpu(res)
 
         import uvloop  # the clients' event loop in C: less of the shared CPU for them
 
         res = uvloop.run(simulate(base, "demo", a.clients, a.duration, a.think, a.replay, a.ramp, a.grace,
-                                  a.images, during=measure_cpu, reload=a.reload))
+                                  a.images, during=during, reload=a.reload, again=a.again))
         load_after = os.getloadavg()
-        stop_server(proc)
+        for p in procs:
+            stop_server(p)
         with psycopg2.connect(db_url) as conn, conn.cursor() as cur:
             report = audit(cur, "demo", res)
         conn.close()
     finally:
-        if proc is not None:
-            stop_server(proc)
+        for p in procs:
+            stop_server(p)
+        for p in (proxy, task_worker):
+            if p is not None and p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
         if not a.keep_db:
             admin(f'DROP DATABASE IF EXISTS "{a.db}" WITH (FORCE)')
-        log = tmp / "server.log"
+        log = tmp / "server0.log"
         tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -649,8 +811,9 @@ def main() -> None:
     print()
     print(f"machine: {os.cpu_count()} cores; server, PostgreSQL and the simulated participants on the same "
           "machine (loopback); participants: asyncio on uvloop (aiohttp), one browser profile each")
-    print(f"server: granian, {workers} workers x {threads} threads, DEBUG=0, every request through Django, "
-          f"CROWD_RATE_LIMIT=0 (off)")
+    print(f"server: {a.servers} x granian, {workers} workers x {threads} threads, DEBUG=0, every request "
+          f"through Django, CROWD_RATE_LIMIT=0 (off)"
+          + (f"; behind a round-robin nginx proxy, cache on Redis ({a.redis})" if a.servers > 1 else ""))
     print(f"launch: {res.clients} participants arrived within {res.started - res.t0:.1f} s (uniform over "
           f"{res.ramp:.0f} s), {per_assignment} normal trials each, think lognormal mean {a.think} s; "
           f"assignments taken {res.assignments}, completed {res.completed}, reloads {res.reloads}")
@@ -681,6 +844,19 @@ def main() -> None:
               f"({1000 * cpu['server'] / max(in_window, 1):.2f} ms per request, "
               f"{1000 * cpu['server'] / max(acked, 1):.2f} ms per judgment); machine busy "
               f"{busy:.0f} % in the window (simulated participants {cpu['clients']:.1f} s)")
+    if a.export_at:
+        if "asked" not in export:
+            print(f"export: not asked ({a.export_at} acknowledged judgments were not reached)")
+        else:
+            during_export = [x for x, t in zip(res.latency["judge"], res.at["judge"])
+                             if export["asked"] <= t < export.get("ended", res.ended)]
+            print(f"export from the dashboard (background task, db_worker): asked at {export['acked']} "
+                  f"acknowledged judgments, {export.get('state', '?')} after "
+                  f"{export.get('ended', res.ended) - export['asked']:.1f} s "
+                  f"({'within' if export.get('ended', math.inf) < res.deadline else 'NOT within'} the "
+                  f"judging window); {export.get('judgments', '?')} judgments in its log, zip "
+                  f"{export.get('mb', 0):.1f} MB{'; ' + export['error'] if export.get('error') else ''}; "
+                  f"judge POSTs while it ran: {len(during_export)}, {pct(during_export)}")
     print(f"load average (1 min) before the run {load_before[0]:.2f} (other jobs), at its end "
           f"{load_after[0]:.2f} (this benchmark's processes included), {os.cpu_count()} cores")
     print(f"audit: {report.line()} -> {'OK' if report.ok else 'FAILED'}")
