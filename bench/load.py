@@ -568,9 +568,11 @@ async def export_during(res: Result, base: str, db_url: str, at: int, env: dict,
             raise RuntimeError(f"dashboard login failed: {r.status_code} {r.url} -> {page.status_code} "
                                f"{page.url}: {text}")
         token = CSRF_RE.search(page.text).group(1)
+        out["page_s"] = time.monotonic() - out["asked"]  # the dashboard's study page, with its analyses
         r = s.post(f"{base}/lab/e/demo/export/", {"csrfmiddlewaretoken": token},
                    headers={"Referer": f"{base}/lab/e/demo/"})
         assert r.status_code == 200, r.status_code
+        out["posted"], out["acked_posted"] = time.monotonic(), len(res.acked)
 
     await asyncio.to_thread(ask)
     conn = psycopg2.connect(db_url)
@@ -849,10 +851,12 @@ def main() -> None:
             print(f"export: not asked ({a.export_at} acknowledged judgments were not reached)")
         else:
             during_export = [x for x, t in zip(res.latency["judge"], res.at["judge"])
-                             if export["asked"] <= t < export.get("ended", res.ended)]
-            print(f"export from the dashboard (background task, db_worker): asked at {export['acked']} "
-                  f"acknowledged judgments, {export.get('state', '?')} after "
-                  f"{export.get('ended', res.ended) - export['asked']:.1f} s "
+                             if export.get("posted", export["asked"]) <= t < export.get("ended", res.ended)]
+            print(f"export from the dashboard (background task, db_worker): login and the study's page "
+                  f"from {export['acked']} acknowledged judgments on, {export.get('page_s', math.nan):.1f} "
+                  f"s; "
+                  f"export POSTed at {export.get('acked_posted', '?')}, {export.get('state', '?')} after "
+                  f"{export.get('ended', res.ended) - export.get('posted', export['asked']):.1f} s "
                   f"({'within' if export.get('ended', math.inf) < res.deadline else 'NOT within'} the "
                   f"judging window); {export.get('judgments', '?')} judgments in its log, zip "
                   f"{export.get('mb', 0):.1f} MB{'; ' + export['error'] if export.get('error') else ''}; "
