@@ -75,7 +75,7 @@ class LoopConfig:
 
     @classmethod
     def small(cls) -> LoopConfig:
-        return cls(crop=176, crops_per_image=1, study1_judgments=3, base_steps=300, finetune_steps=150,
+        return cls(crop=176, crops_per_image=2, study1_judgments=3, base_steps=400, finetune_steps=250,
                    N=48, M=64, batch=4, study2_judgments=16)
 
 
@@ -223,6 +223,24 @@ def export(slug: str, out: Path) -> Path:
 
     call_command("export_dataset", slug, "--out", str(out), "--include-simulated", "--exclude-flagged",
                  verbosity=0)
+    return out
+
+
+def observer_agreement(test: Path, labels: dict[str, str], observer_spec: str) -> dict[str, float]:
+    """Per metric, the share of held-out triplets it orders as the hidden observer's own (noise-free)
+    metric does: how well a metric recovers the observer, without the answers' noise that makes 2AFC
+    scores on a few dozen trials overlap. Ties count one half."""
+    from learning.data.bapps import load_2afc
+    from learning.metrics import get_metric
+    from learning.scoring import triplet_distances
+
+    triplets = [t for s in load_2afc(test) for t in s.triplets]
+    truth = np.sign(np.diff(triplet_distances(get_metric(observer_spec), triplets, progress=False), axis=1))
+    out = {}
+    for spec, label in labels.items():
+        d = triplet_distances(get_metric(spec), triplets, progress=False)  # distances: smaller = closer
+        sign = np.sign(np.diff(d, axis=1))
+        out[label] = float(np.mean(np.where(sign == 0, 0.5, sign == truth)))
     return out
 
 
@@ -406,15 +424,20 @@ def run(cfg: LoopConfig, out: Path, base_url: str, keep: bool, boot: int = 2000)
             scores = [{"metric_label": labels[r["metric"]], "score": r["score"], "ci": list(r["ci"]),
                        "n": r["n"], "human_ceiling": r["human_ceiling"]} for r in rows]
             by = {s["metric_label"]: s["score"] for s in scores}
+            agree = observer_agreement(ds / "test", {k: v for k, v in labels.items() if v != "observer"},
+                                       f"dpl:{observer_file}@{ALEX}")
             report["stage2"] = {
                 "fit": {"val_2afc": getattr(fit, "val_score", None), "report": _plain(fit)},
                 "scores": scores, "fitted_over_observer": by["fitted DPL"] / by["observer"],
                 "fitted_beats_classical": all(by["fitted DPL"] > by[m] for m in ("PSNR", "SSIM", "MS-SSIM")),
+                "agreement_with_observer": agree,
             }
             for s in scores:
                 log(f"   {s['metric_label']:<11} 2AFC {s['score']:.4f} [{s['ci'][0]:.4f}, {s['ci'][1]:.4f}] "
                     f"(n {s['n']})")
             log(f"   fitted / observer: {report['stage2']['fitted_over_observer']:.4f}")
+            log("   ordering as the observer's own metric: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in agree.items()))
 
         with stages("stage 3: base codec, then MSE and DPL fine-tunes at a common target rate"):
             train_dir, test_dir = work / "train_images", work / "kodim17-24"
