@@ -113,6 +113,18 @@ def test_refusals_are_one_line_and_judge_nothing(experiment_factory, live_server
     assert "1 entered, 1 completed" in out and "audit ok" in out, out
 
 
+def test_a_run_in_which_every_participant_fails_is_an_error(study, live_server, settings):
+    """stored == acknowledged == 0 passes the audit, but a pilot that judged nothing must not look done:
+    here the site sends its CSRF cookie over HTTPS only, so no consent over plain HTTP is accepted."""
+    from webapp.crowd.models import Judgment
+
+    settings.CSRF_COOKIE_SECURE = True
+    with pytest.raises(CommandError, match=r"^no judgment was made: 2 simulated participant\(s\) failed, "
+                                           r"e\.g\. participant \d: consent answered 403"):
+        simulate(study, observer="psnr", participants=2, concurrency=1, base_url=live_server.url)
+    assert not Judgment.objects.exists()
+
+
 def test_simulated_participants_stay_out_of_exports_unless_asked(study, live_server, tmp_path, client):
     from webapp.crowd.models import Judgment
 

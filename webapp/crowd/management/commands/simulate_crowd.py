@@ -60,6 +60,9 @@ class Command(BaseCommand):
             raise CommandError(f"audit failed: {s.stored} judgments stored, {s.acknowledged} acknowledged")
         if s.interrupted:
             raise CommandError("interrupted (Ctrl-C): the judgments above are complete and acknowledged")
+        if s.failures and not s.acknowledged:  # stored == acknowledged == 0 passes the audit but is no pilot
+            raise CommandError(f"no judgment was made: {len(s.failures)} simulated participant(s) failed, "
+                               f"e.g. {s.failures[0]}")
 
 
 def format_summary(s: Summary) -> str:
