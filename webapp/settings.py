@@ -124,8 +124,6 @@ STORAGES = {
 # Background tasks (exports from the dashboard and the API): django-tasks with its database backend, run by
 # `manage.py db_worker` (started by `make run` and `make serve-prod`); no broker.
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
-# Database sessions without the lookup of a new key before its INSERT (webapp/sessions.py).
-SESSION_ENGINE = "webapp.sessions"
 
 LOGIN_URL = "lab:login"
 LOGIN_REDIRECT_URL = "/lab/"
