@@ -45,6 +45,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from scratchdb import admin_sql  # noqa: E402  (bench/, the script's folder)
+
 from learning.data.shared import KODAK_DIR as KODAK  # noqa: E402
 from learning.data.shared import data_dir  # noqa: E402
 
@@ -108,7 +110,7 @@ def scratch_database(base_url: str, keep: bool):
     name = f"closed_loop_{secrets.token_hex(4)}"
     head, _, _ = base_url.rpartition("/")
     admin = f"{head}/postgres"
-    _admin(admin, f'CREATE DATABASE "{name}"')
+    admin_sql(admin, f'CREATE DATABASE "{name}"')
     try:
         yield f"{head}/{name}"
     finally:
@@ -118,19 +120,7 @@ def scratch_database(base_url: str, keep: bool):
             from django.db import connections
 
             connections.close_all()
-            _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _admin(url: str, sql: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as c:
-            c.execute(sql)
-    finally:
-        conn.close()
+            admin_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def django_setup(db_url: str, media: Path) -> None:

@@ -33,16 +33,10 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-
-
-def _db_url(admin_url: str, name: str) -> str:
-    u = urlsplit(admin_url)
-    return urlunsplit((u.scheme, u.netloc, "/" + name, u.query, u.fragment))
 
 
 def main() -> None:
@@ -54,20 +48,16 @@ def main() -> None:
     ap.add_argument("--profile", metavar="FILE", help="cProfile the timed entries into FILE (pstats)")
     ap.add_argument("--served", action="store_true", help="through the production server over HTTP")
     a = ap.parse_args()
-    import psycopg2
+    from scratchdb import admin_sql, db_url
 
     def admin(sql: str) -> None:
-        c = psycopg2.connect(a.admin_url)
-        c.autocommit = True
-        with c.cursor() as cur:
-            cur.execute(sql)
-        c.close()
+        admin_sql(a.admin_url, sql)
 
     admin(f'DROP DATABASE IF EXISTS "{a.db}" WITH (FORCE)')
     admin(f'CREATE DATABASE "{a.db}"')
     tmp = Path(tempfile.mkdtemp(prefix="entrybench-"))
     os.environ.update(DEBUG="0", SECRET_KEY="bench-" + uuid.uuid4().hex * 2, ALLOWED_HOSTS="testserver",
-                      SECURE_SSL_REDIRECT="0", SECURE_COOKIES="0", DATABASE_URL=_db_url(a.admin_url, a.db),
+                      SECURE_SSL_REDIRECT="0", SECURE_COOKIES="0", DATABASE_URL=db_url(a.admin_url, a.db),
                       MEDIA_ROOT=str(tmp / "media"), STATIC_ROOT=str(tmp / "static"), CROWD_RATE_LIMIT="0",
                       DJANGO_SETTINGS_MODULE="webapp.settings")
     try:

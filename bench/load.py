@@ -52,7 +52,6 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # webapp.serve holds the server's command line
@@ -657,11 +656,6 @@ def cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, flo
     return {k: sum(t - before[k].get(pid, 0.0) for pid, t in after[k].items()) for k in after}
 
 
-def _db_url(admin_url: str, name: str) -> str:
-    u = urlsplit(admin_url)
-    return urlunsplit((u.scheme, u.netloc, "/" + name, u.query, u.fragment))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=1000, help="participants (default 1000)")
@@ -695,15 +689,13 @@ def main() -> None:
     if not a.admin_url.startswith("postgres"):
         sys.exit("error: --admin-url must be a PostgreSQL URL")
     import psycopg2
+    from scratchdb import admin_sql
+    from scratchdb import db_url as scratch_url
 
-    db_url = _db_url(a.admin_url, a.db)
+    db_url = scratch_url(a.admin_url, a.db)
 
     def admin(sql: str) -> None:
-        c = psycopg2.connect(a.admin_url)
-        c.autocommit = True
-        with c.cursor() as cur:
-            cur.execute(sql)
-        c.close()
+        admin_sql(a.admin_url, sql)
 
     admin(f'DROP DATABASE IF EXISTS "{a.db}" WITH (FORCE)')
     admin(f'CREATE DATABASE "{a.db}"')
