@@ -37,6 +37,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--patience", type=int, default=5, help="rounds without val improvement before stopping")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start", default="uniform",
+                   help="weights the fit starts from: uniform (default), lpips (LPIPS's published lin "
+                        "weights) or a DPL weight file of the same net")
+    p.add_argument("--prior", type=float, default=0.0,
+                   help="strength of the pull towards --start (default 0: early stopping only); channels "
+                        "the judgments leave open keep their --start value")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--tune", action="store_true",
@@ -121,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                   patch=args.patch,
                   rounds=args.rounds, patience=args.patience, batch_size=args.batch_size, seed=args.seed,
                   device=device, tune_epochs=tune_epochs, tune_lr=tune_lr if args.tune else 1e-5,
-                  progress=not args.quiet, log=log)
+                  progress=not args.quiet, log=log, start=args.start, prior=args.prior)
     print(f"train 2AFC {rep.train_2afc:.4f}  val 2AFC {rep.val_2afc:.4f} "
           f"(uniform weights {rep.val_2afc_uniform:.4f})  best round {rep.rounds}")
     if rep.tune is not None:

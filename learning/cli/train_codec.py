@@ -26,7 +26,8 @@ def add_parser(subparsers) -> None:
                                   "weights) or a train-codec checkpoint PATH (weights only)")
     p.add_argument("--data", required=True, help="directory of training images")
     p.add_argument("--val", help="directory of held-out validation images")
-    p.add_argument("--loss", default="mse", help="mse | ms-ssim | dpl:FILE")
+    p.add_argument("--loss", default="mse", help="mse | ms-ssim | dpl:FILE, or a weighted sum such "
+                   "as dpl:FILE+0.002*mse")
     p.add_argument("--lmbda", type=float, required=True, help="λ in bpp + λ·D (mse: D = 255²·MSE); "
                                                                   "with --target-bpp, the starting λ")
     p.add_argument("--target-bpp", type=float, metavar="BPP",

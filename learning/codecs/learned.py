@@ -204,9 +204,9 @@ class LearnedCodec(Codec):
 
     def curve_label(self) -> str:
         """``learned:<arch>/<loss>[+saliency]``: what checkpoints must share to lie on one R–D curve."""
-        loss = str(self.config.get("loss", "?"))
-        if loss.startswith("dpl:"):
-            loss = "dpl"
+        # dpl:FILE terms as "dpl", weights kept: dpl:a.pt+0.002*mse → dpl+0.002*mse
+        loss = "+".join("dpl" if t.startswith("dpl:") else t
+                        for t in str(self.config.get("loss", "?")).split("+"))
         sal = "+saliency" if self.config.get("saliency") else ""
         return f"learned:{self.arch or '?'}/{loss}{sal}"
 

@@ -5,7 +5,10 @@ Model: w = softplus(θ) ≥ 0 (one per channel), d_i = m_i @ w, and
     logit P(p1 preferred) = (d0 − d1) + c · (d0 − d1) / (d0 + d1 + ε),   c = softplus(γ) ≥ 0
 
 which increases with d0 and decreases with d1 (monotone) and is antisymmetric in (p0, p1). The loss is
-the binary cross-entropy against the judge fractions. Full-batch L-BFGS (scipy), the validation loss checked
+the binary cross-entropy against the judge fractions, plus ``prior · mean((θ − θ₀)²)`` when a prior
+strength is given: a pull towards the starting weights (e.g. LPIPS's), so that channels the judgments do
+not constrain keep their prior value instead of drifting to whatever fits the noise.
+Full-batch L-BFGS (scipy), the validation loss checked
 every round of 10 iterations, early stopping on it (the best round's parameters are kept).
 
 ``device``: where the loss and its gradient are evaluated (float64; on MPS, which has no float64, the CPU).
@@ -53,9 +56,11 @@ def _inv_softplus(x: torch.Tensor) -> torch.Tensor:
 def fit_weights(m0: torch.Tensor, m1: torch.Tensor, h: torch.Tensor, v0: torch.Tensor, v1: torch.Tensor,
                 vh: torch.Tensor, max_rounds: int = 60, iters_per_round: int = 10, patience: int = 5,
                 init: torch.Tensor | None = None, log=None,
-                device: torch.device | str = "cpu") -> FitResult:
+                device: torch.device | str = "cpu", prior: float = 0.0) -> FitResult:
     """Fit on (m0, m1, h), early-stop on (v0, v1, vh). Tensors are N×C, N×C, N (float32, any device);
-    the matrix products run on ``device``, the returned weights are on the CPU."""
+    the matrix products run on ``device``, the returned weights are on the CPU. ``init``: the starting
+    weights (default all ones), rescaled to the judgments' spread; ``prior`` ≥ 0: the strength of the
+    pull towards them (0: none, early stopping only)."""
     # scipy's L-BFGS rather than torch.optim.LBFGS: constructing any torch optimizer imports torch._dynamo,
     # seconds of start-up for a fit that itself takes a fraction of a second
     from scipy.optimize import minimize
@@ -72,6 +77,7 @@ def fit_weights(m0: torch.Tensor, m1: torch.Tensor, h: torch.Tensor, v0: torch.T
     base = torch.ones(C, **f64) if init is None else init.to(**f64).clamp_min(1e-6)
     spread = float((both[:N] @ base - both[N:] @ base).std()) or 1.0
     x0 = torch.cat([_inv_softplus(base / spread), torch.tensor([-4.0], **f64)]).cpu()  # θ, γ
+    theta0 = x0[:C].to(dev)
 
     def loss(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(_logit(a, b, F.softplus(x[:C]), F.softplus(x[C])), y)
@@ -88,7 +94,12 @@ def fit_weights(m0: torch.Tensor, m1: torch.Tensor, h: torch.Tensor, v0: torch.T
         g = (torch.sigmoid(z) - h) / N
         dz = c * delta / (s * s)
         grad_w = both.T @ torch.cat([g * (1 + c / s - dz), g * (-1 - c / s - dz)])
-        grad = torch.cat([grad_w * torch.sigmoid(t[:C]), (g * delta / s).sum().view(1) * torch.sigmoid(t[C])])
+        grad_theta = grad_w * torch.sigmoid(t[:C])
+        if prior:
+            dev_theta = t[:C] - theta0
+            value = value + prior * (dev_theta * dev_theta).mean()
+            grad_theta = grad_theta + (2 * prior / C) * dev_theta
+        grad = torch.cat([grad_theta, (g * delta / s).sum().view(1) * torch.sigmoid(t[C])])
         return float(value), grad.cpu().numpy()
 
     def val_loss(x: np.ndarray) -> float:

@@ -64,6 +64,24 @@ class FitReport:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def _start_weights(start: str | Path, net: str) -> torch.Tensor | None:
+    """The flat starting weights for ``start`` (None: uniform); LearningError for an unusable one."""
+    import torch
+
+    from learning.dpl import weightfile
+
+    if str(start) == "uniform":
+        return None
+    if str(start) == "lpips":
+        return torch.cat([w.reshape(-1) for w in weightfile.lpips_shipped_weights(net)])
+    if not Path(start).is_file():
+        raise LearningError(f"start {str(start)!r}: use uniform, lpips or an existing DPL weight file")
+    data = weightfile.load_weights(start)
+    if data.get("net", net) != net:
+        raise LearningError(f"start file {start} holds {data.get('net')} weights, the fit uses {net}")
+    return torch.cat([torch.as_tensor(w).reshape(-1) for w in data["weights"]])
+
+
 def dataset_manifests(dirs: Sequence[str | Path]) -> dict[str, str]:
     """sha256 of manifest.json files found in the data folders or up to two levels above them."""
     from learning.dpl.weightfile import file_sha256
@@ -112,6 +130,8 @@ def fit_dpl(
     tune_lr: float = 1e-5,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    start: str | Path = "uniform",
+    prior: float = 0.0,
 ) -> FitReport:
     """Fit nonnegative DPL channel weights to the 2AFC judgments in ``data`` and write them to ``out``.
 
@@ -123,7 +143,11 @@ def fit_dpl(
     and rounds without val improvement before stopping. ``device``: ``auto | cpu | cuda[:N] | mps`` or a
     ``torch.device``; the file holds CPU tensors whatever the device. ``tune_epochs`` > 0 then fine-tunes
     the backbone end to end (Adam, ``tune_lr``), keeping the best val epoch; the file then carries the
-    tuned backbone. ``progress``: tqdm bars on stderr; ``log``: receives one-line progress messages.
+    tuned backbone. ``start``: the weights the fit starts from, ``uniform`` (all ones), ``lpips`` (LPIPS's
+    published lin weights for ``net``) or a DPL weight file of the same net; ``prior`` ≥ 0 pulls the
+    fit towards them (``learning.fitting.fit``; 0: early stopping only). A DPL that trains a codec meets
+    distortions its judgments never showed; the prior decides what it does there.
+    ``progress``: tqdm bars on stderr; ``log``: receives one-line progress messages.
 
     Deterministic for a given seed and device. Raises LearningError for bad arguments or data, before
     the backbone runs; writes nothing then. Returns a :class:`FitReport`.
@@ -160,6 +184,9 @@ def fit_dpl(
         raise LearningError(f"out {out} is a folder")
     bb, bb_seed = parse_backbone_spec(backbone, "backbone")
     patch_size, patch_spec = _patch_size(patch)
+    if not (math.isfinite(prior) and prior >= 0):
+        raise LearningError(f"prior {prior}: must be a finite number >= 0")
+    start_weights = _start_weights(start, net)
     if cache is None or cache == "none":
         cache_dir = None
     elif cache == "default":
@@ -194,7 +221,8 @@ def fit_dpl(
         v0, v1, vh = m0[va_idx], m1[va_idx], h[va_idx]
         m0, m1, h = m0[tr_idx], m1[tr_idx], h[tr_idx]
     t_feat = time.perf_counter()
-    res = fit_weights(m0, m1, h, v0, v1, vh, max_rounds=rounds, patience=patience, log=log, device=dev)
+    res = fit_weights(m0, m1, h, v0, v1, vh, max_rounds=rounds, patience=patience, log=log, device=dev,
+                      init=start_weights, prior=prior)
     t_fit = time.perf_counter()
 
     uniform = torch.ones(m0.shape[1])
@@ -205,7 +233,7 @@ def fit_dpl(
         "train_sets": [s.name for s in train_sets], "val_sets": [s.name for s in val_sets or []],
         "n_train": int(len(h)), "n_val": int(len(vh)), "train_2afc": res.train_2afc,
         "val_2afc": res.val_2afc, "val_2afc_uniform": val_uniform, "val_loss": res.val_loss,
-        "rounds": res.rounds, "patch": patch_spec, "seed": seed,
+        "rounds": res.rounds, "patch": patch_spec, "seed": seed, "start": str(start), "prior": prior,
         "dataset_manifests_sha256": dataset_manifests(data + (val or [])),
     }
     head_c = res.head_c

@@ -2,7 +2,10 @@
 
 - ``mse``: D = 255²·MSE (the CompressAI convention, so the usual λ table 0.0018 … 0.0483 applies);
 - ``ms-ssim``: D = 1 − MS-SSIM (pytorch-msssim; needs crops larger than 160 px, no saliency weighting);
-- ``dpl:FILE``: D = DPL distance with the weights in FILE (a spatial map when saliency-weighted).
+- ``dpl:FILE``: D = DPL distance with the weights in FILE (a spatial map when saliency-weighted);
+- a weighted sum of those, terms joined by ``+``, each optionally ``WEIGHT*TERM``: ``dpl:fit.pt+0.002*mse``.
+  A DPL alone does not pin colours and low frequencies, and a codec trained on it alone finds the artefacts
+  its weights do not see; an MSE term beside it is how practical perceptual codecs keep them in check.
 
 With saliency weights ``w`` (N×1×H×W, mean 1) the per-pixel distortion map is multiplied by ``w``
 before averaging, so salient regions cost more.
@@ -82,11 +85,44 @@ def load_dpl(path: str, backbone: str | None = None) -> torch.nn.Module:
     return DPL.from_file(path, backbone, how_to_override="pass the backbone with --dpl-backbone PATH")
 
 
+class WeightedSum(Distortion):
+    """Σ weight·term; spatial when every term is."""
+
+    def __init__(self, terms: list[tuple[float, Distortion]], name: str):
+        super().__init__()
+        self.weights = [w for w, _ in terms]
+        self.terms = torch.nn.ModuleList(t for _, t in terms)
+        self.name = name
+        self.spatial = all(t.spatial for t in self.terms)
+
+    def forward(self, x_hat, x, weights=None):
+        return sum(w * t(x_hat, x, weights) for w, t in zip(self.weights, self.terms))
+
+
 def build_distortion(spec: str, backbone: str | None = None) -> Distortion:
+    """The distortion for a ``--loss`` spec (see the module docstring); LearningError for a bad one."""
+    parts = spec.split("+")
+    if len(parts) == 1:
+        return _term(spec, backbone)
+    terms = []
+    for part in parts:
+        weight, _, term = part.partition("*") if "*" in part.split(":", 1)[0] else ("1", "", part)
+        try:
+            w = float(weight)
+        except ValueError:
+            raise LearningError(f"loss term {part!r}: the weight before '*' must be a number") from None
+        if not (w > 0 and w < float("inf")):
+            raise LearningError(f"loss term {part!r}: the weight must be a positive finite number")
+        terms.append((w, _term(term, backbone)))
+    return WeightedSum(terms, spec)
+
+
+def _term(spec: str, backbone: str | None) -> Distortion:
     if spec == "mse":
         return MSE()
     if spec == "ms-ssim":
         return MSSSIM()
     if spec.startswith("dpl:"):
         return DPLDistortion(spec[4:], backbone)
-    raise LearningError(f"unknown loss {spec!r}; use mse, ms-ssim or dpl:FILE")
+    raise LearningError(f"unknown loss {spec!r}; use mse, ms-ssim, dpl:FILE or a sum such as "
+                        "dpl:FILE+0.002*mse")

@@ -222,3 +222,32 @@ def test_fit_dpl_library_equals_cli(tiny, tmp_path, capsys) -> None:
         assert (rep.n_train, rep.n_val) == ((32, 16) if with_val else (29, 3))
         assert f"val 2AFC {rep.val_2afc:.4f} (uniform weights {rep.val_2afc_uniform:.4f})" in printed
         assert f"best round {rep.rounds}" in printed
+
+
+def test_fit_start_and_prior(tiny, tmp_path, capsys) -> None:
+    """``--start lpips --prior P``: a strong prior keeps the weights at LPIPS's (up to scale), a weak one
+    lets the judgments move them further; a bad start or prior is a one-line error, nothing written."""
+    from learning.dpl.weightfile import lpips_shipped_weights
+
+    lp = torch.cat([w.reshape(-1) for w in lpips_shipped_weights("alex")])
+    cos = {}
+    for prior in ("0", "1000"):
+        out = tmp_path / f"p{prior}.dpl"
+        assert main(_fit_args(tiny, out, "cpu", "--start", "lpips", "--prior", prior)) == 0
+        data = load_weights(out)
+        assert data["metadata"]["start"] == "lpips" and data["metadata"]["prior"] == float(prior)
+        cos[prior] = float(torch.nn.functional.cosine_similarity(torch.cat(data["weights"]), lp, 0))
+    assert cos["1000"] > 0.999 and cos["1000"] > cos["0"], cos
+    # a weight file as the start: the strong prior keeps its weights
+    again = tmp_path / "again.dpl"
+    assert main(_fit_args(tiny, again, "cpu", "--start", str(tmp_path / "p1000.dpl"), "--prior", "1000")) == 0
+    got = torch.cat(load_weights(again)["weights"])
+    assert float(torch.nn.functional.cosine_similarity(got, lp, 0)) > 0.999
+    capsys.readouterr()
+    for extra, message in ((["--start", "nope"], "use uniform, lpips or"), (["--prior", "-1"], "prior -1"),
+                           (["--prior", "nan"], "prior nan")):
+        bad = tmp_path / "bad.dpl"
+        assert main(_fit_args(tiny, bad, "cpu", *extra)) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+        assert not bad.exists()

@@ -251,6 +251,9 @@ def test_saliency_training_runs(data, tmp_path):
     "extra,message",
     [
         (["--loss", "nope", "--steps", "2"], "unknown loss"),
+        (["--loss", "mse+nope", "--steps", "2"], "unknown loss"),
+        (["--loss", "mse+0*mse", "--steps", "2"], "positive finite"),
+        (["--loss", "mse+x*mse", "--steps", "2"], "must be a number"),
         (["--loss", "ms-ssim", "--steps", "2"], "larger than 160"),
         (["--loss", "mse", "--steps", "2", "--resume"], "no checkpoint"),
         (["--loss", "dpl:/nonexistent.pt", "--steps", "2"], "does not exist"),
@@ -300,6 +303,25 @@ def test_trains_with_dpl_distortion(data, tmp_path, capsys):
     codec = get_codec(f"ckpt:{ckpt}")
     img = Image.open(KODAK / "kodim04.png").convert("RGB").crop((0, 0, 80, 64))
     assert codec.decode(codec.encode(img, 0).data).size == (80, 64)
+
+
+def test_weighted_sum_loss(data, tmp_path, capsys):
+    """``dpl:FILE+0.5*mse`` is the DPL plus half the MSE term, saliency-weighted too; a run with it
+    trains, and its checkpoints form a curve of their own (``learned:…/dpl+0.5*mse``)."""
+    from learning.training.losses import build_distortion
+
+    weights = _dpl_weight_file(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(2, 3, 64, 64, generator=g), torch.rand(2, 3, 64, 64, generator=g)
+    sal = torch.rand(2, 1, 64, 64, generator=g) + 0.5
+    dpl, mse, both = (build_distortion(s) for s in (f"dpl:{weights}", "mse", f"dpl:{weights}+0.5*mse"))
+    assert both.spatial and not build_distortion("ms-ssim+mse").spatial
+    for w in (None, sal):
+        torch.testing.assert_close(both(y, x, w), dpl(y, x, w) + 0.5 * mse(y, x, w))
+    ckpt = tmp_path / "mix.pt"
+    assert main(common(data, ckpt, "--steps", "2", "--loss", f"dpl:{weights}+0.5*mse", "--lmbda", "1")) == 0
+    assert json.loads(capsys.readouterr().out)["last_train"]["loss"] > 0
+    assert get_codec(f"ckpt:{ckpt}").curve_label() == "learned:bmshj2018-factorized/dpl+0.5*mse"
 
 
 def test_dpl_backbone_mismatch_is_an_error(data, tmp_path, capsys):
