@@ -77,7 +77,7 @@ class LoopConfig:
 
     @classmethod
     def small(cls) -> LoopConfig:
-        return cls(crop=176, crops_per_image=2, study1_judgments=3, base_steps=400, finetune_steps=250,
+        return cls(crop=176, crops_per_image=2, study1_judgments=3, base_steps=1200, finetune_steps=250,
                    N=48, M=64, batch=4, study2_judgments=16)
 
 

@@ -8,8 +8,8 @@ which increases with d0 and decreases with d1 (monotone) and is antisymmetric in
 the binary cross-entropy against the judge fractions, plus ``prior · mean((θ − θ₀)²)`` when a prior
 strength is given: a pull towards the starting weights (e.g. LPIPS's), so that channels the judgments do
 not constrain keep their prior value instead of drifting to whatever fits the noise.
-Full-batch L-BFGS (scipy), the validation loss checked
-every round of 10 iterations, early stopping on it (the best round's parameters are kept).
+Full-batch L-BFGS (scipy), the validation loss checked every round of 10 iterations, early stopping on
+it (the best round's parameters are kept).
 
 ``device``: where the loss and its gradient are evaluated (float64; on MPS, which has no float64, the CPU).
 scipy drives the optimiser on the CPU either way, and the results are CPU tensors.
