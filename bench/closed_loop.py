@@ -74,6 +74,7 @@ class LoopConfig:
     finetune_lr: float = 1e-4
     study2_judgments: int = 24
     seed: int = 0
+    device: str = "cpu"  # fit, score, observers and training (entropy coding stays on the CPU)
 
     @classmethod
     def small(cls) -> LoopConfig:
@@ -242,7 +243,8 @@ def train(out: Path, data: Path, val: Path, cfg: LoopConfig, *, steps: int, lmbd
            "--val-crop", "0", "--crop", str(cfg.train_crop), "--batch", str(cfg.batch),
            "--steps", str(steps), "--val-every", str(steps), "--log-every", str(max(steps // 10, 1)),
            "--lmbda", f"{lmbda:.6g}", "--loss", loss, "--lr", str(lr), "--seed", str(cfg.seed),
-           "--workers", "0", "--threads", str(threads), "--device", "cpu", "--no-progress", "--out", str(out)]
+           "--workers", "0", "--threads", str(threads), "--device", cfg.device, "--no-progress",
+           "--out", str(out)]
     cmd += ["--init", init] if init else ["--arch", cfg.arch, "--N", str(cfg.N), "--M", str(cfg.M),
                                           "--lr-schedule", "cosine"]
     if target is not None:
@@ -250,6 +252,34 @@ def train(out: Path, data: Path, val: Path, cfg: LoopConfig, *, steps: int, lmbd
     if loss.startswith("dpl:"):
         cmd += ["--dpl-backbone", str(ALEX)]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
+
+
+def codec_distances(ckpts: dict[str, Path], images: Path, metrics: dict[str, str]) -> dict[str, dict]:
+    """Per codec, the mean of each metric between every image in ``images`` and its decoded real bitstream
+    (noise-free: what the observers' answers are drawn around), with the bpp."""
+    import torch
+    from PIL import Image
+
+    from learning.codecs.learned import LearnedCodec
+    from learning.metrics import get_metric
+    from learning.rd.evaluate import to_tensor
+
+    fns = {label: get_metric(spec) for label, spec in metrics.items()}
+    out = {}
+    for name, path in ckpts.items():
+        codec = LearnedCodec.from_checkpoint(str(path))
+        rows: dict[str, list[float]] = {label: [] for label in ["bpp", *fns]}
+        for f in sorted(images.glob("*.png")):
+            im = Image.open(f).convert("RGB")
+            enc = codec.encode(im, 0)
+            a, b = to_tensor(im), to_tensor(codec.decode(enc.data))
+            rows["bpp"].append(enc.bpp)
+            with torch.no_grad():
+                for label, fn in fns.items():
+                    rows[label].append(float(fn(a, b)))
+        out[name] = {label: float(np.mean(v)) for label, v in rows.items()}
+        out[name]["per_image"] = {label: v for label, v in rows.items() if label != "bpp"}
+    return out
 
 
 def finish(proc: subprocess.Popen, what: str) -> dict:
@@ -406,10 +436,10 @@ def run(cfg: LoopConfig, out: Path, base_url: str, keep: bool, boot: int = 2000)
             ds = export("loop-study1", work / "study1")
             fitted = work / "dpl.pt"
             fit = fit_dpl([ds / "train"], fitted, val=[ds / "val"], net="alex", backbone=str(ALEX),
-                          cache=None, seed=cfg.seed, device="cpu", progress=False)
+                          cache=None, seed=cfg.seed, device=cfg.device, progress=False)
             labels = {"psnr": "PSNR", "ssim": "SSIM", "ms-ssim": "MS-SSIM",
                       f"dpl:{fitted}@{ALEX}": "fitted DPL", f"dpl:{observer_file}@{ALEX}": "observer"}
-            rows = score_metrics(ds / "test", list(labels), bootstrap=boot, seed=cfg.seed, device="cpu",
+            rows = score_metrics(ds / "test", list(labels), bootstrap=boot, seed=cfg.seed, device=cfg.device,
                                  progress=False)
             scores = [{"metric_label": labels[r["metric"]], "score": r["score"], "ci": list(r["ci"]),
                        "n": r["n"], "human_ceiling": r["human_ceiling"]} for r in rows]
@@ -465,6 +495,15 @@ def run(cfg: LoopConfig, out: Path, base_url: str, keep: bool, boot: int = 2000)
             ratio = report["stage3"]["dpl"]["bitstream_bpp"] / report["stage3"]["mse"]["bitstream_bpp"]
             report["stage3"]["bpp_ratio"] = ratio
             log(f"   bpp DPL / MSE: {ratio:.3f} (within 10 %: {abs(ratio - 1) <= 0.10})")
+            dist = codec_distances({"mse": work / "mse.pt", "dpl": work / "dpl_codec.pt"}, test_dir, {
+                "observer": f"dpl:{observer_file}@{ALEX}", "fitted DPL": f"dpl:{fitted}@{ALEX}",
+                "LPIPS-alex": f"lpips-alex:{ALEX}", "PSNR": "psnr"})
+            report["stage3"]["distances"] = dist
+            for label in ("observer", "fitted DPL", "LPIPS-alex", "PSNR"):
+                m, d = dist["mse"]["per_image"][label], dist["dpl"]["per_image"][label]
+                better = sum((x > y) if label == "PSNR" else (x < y) for x, y in zip(d, m))
+                log(f"   {label:<10} MSE codec {dist['mse'][label]:.4f}, DPL codec {dist['dpl'][label]:.4f} "
+                    f"(DPL codec better on {better} of {len(m)} images)")
 
         with stages("stage 4: study 2 on kodim17-24, MSE vs DPL codec vs JPEG at matched bpp"):
             matched = float(np.mean([report["stage3"][k]["bitstream_bpp"] for k in ("mse", "dpl")]))
@@ -534,12 +573,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small", action="store_true", help="the reduced CI version")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the scratch database")
+    p.add_argument("--device", default="cpu",
+                   help="auto | cpu | cuda[:N] | mps: fit, score, observers and codec training (default cpu)")
     args = p.parse_args(argv)
     base_url = os.environ.get("DATABASE_URL", "")
     if not (ALEX.is_file() and KODAK.is_dir()):
         raise SystemExit(f"needs {ALEX} and {KODAK} (../shared)")
+    from learning.device import resolve_device
+    from learning.errors import LearningError
+    from learning.metrics.registry import set_device
+
+    try:
+        device = resolve_device(args.device)
+    except LearningError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    set_device(device)  # the simulated observers' metrics
     cfg = LoopConfig.small() if args.small else LoopConfig()
-    cfg.seed = args.seed
+    cfg.seed, cfg.device = args.seed, str(device)
     run(cfg, Path(args.out), base_url, args.keep)
     return 0
 
