@@ -14,8 +14,11 @@ sharpness per participant); about 5 % of the participants answer at random and f
 
 Then it times, in this process through Django's test client logged in as a superuser (the whole request
 cycle, middleware included, DEBUG=0), each request ``--repeat`` times: the study list, the study page and
-each of its 6 plots (PNG), printing seconds per request and the statements sent. The first pass finds the
-cache empty (what the first researcher to open the page waits for), the later ones find it filled.
+each of its 6 plots (PNG), printing seconds per request and the statements sent: once with the cache
+emptied before each request (``cold``: each computes what it shows, as when nothing is stored or, in a
+study of up to ``summary.INLINE_MAX`` judgments, after every new judgment), then ``--repeat`` times with
+it filled (``warm``: the page and plots of a study whose figures are stored). The cache is this process's
+LocMem (REDIS_URL unset for the run).
 ``--profile`` prints a cProfile summary of one study page with the cache empty: the top 25 by cumulative
 time among the project's, the template engine's, the ORM's and the numeric libraries' frames (the request
 plumbing above them, test client and middleware, left out), then the top 15 by own time.
@@ -53,7 +56,7 @@ def main() -> None:
     ap.add_argument("--db", default="h16dash_bench", help="scratch database name (default h16dash_bench)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch database")
     ap.add_argument("--reuse", action="store_true", help="reuse a kept scratch database as it is")
-    ap.add_argument("--repeat", type=int, default=2, help="passes over the pages (default 2: cold, warm)")
+    ap.add_argument("--repeat", type=int, default=2, help="warm passes after the cold one (default 2)")
     ap.add_argument("--profile", action="store_true", help="cProfile one cold study page (top 25)")
     a = ap.parse_args()
     from scratchdb import admin_sql, db_url
@@ -208,20 +211,22 @@ def measure(a: argparse.Namespace) -> None:
         stats.sort_stats("cumulative").print_stats(PROFILED, 25)  # below the request plumbing
         stats.sort_stats("tottime").print_stats(15)
         print(out.getvalue())
-    cache.clear()
+    passes = ["cold"] + [f"warm {k + 1}" for k in range(a.repeat)]
     times: dict[str, list[float]] = {name: [] for name, _ in urls}
-    queries: dict[str, int] = {}
-    for _ in range(a.repeat):
+    queries: dict[str, list[int]] = {name: [] for name, _ in urls}
+    for label in passes:
         for name, url in urls:
+            if label == "cold":
+                cache.clear()  # each request finds nothing stored: it computes what it shows
             dt, nq = get(url)
             times[name].append(dt)
-            queries[name] = nq
-    head = "  ".join(f"{'pass ' + str(k + 1):>8}" for k in range(a.repeat))
-    print(f"\n{'request':<16} {head}  queries (last pass)")
+            queries[name].append(nq)
+    print("\nseconds per request (statements sent); cold: the cache emptied before each request")
+    print(f"{'request':<16} " + "  ".join(f"{p:>13}" for p in passes))
     for name, _ in urls:
-        print(f"{name:<16} " + "  ".join(f"{t:8.3f}" for t in times[name]) + f"  {queries[name]:>6}")
+        print(f"{name:<16} " + "  ".join(f"{t:8.3f} ({n:>2})" for t, n in zip(times[name], queries[name])))
     print(f"{'page + 6 plots':<16} " + "  ".join(
-        f"{sum(times[n][k] for n, _ in urls[1:]):8.3f}" for k in range(a.repeat)))
+        f"{sum(times[n][k] for n, _ in urls[1:]):8.3f}     " for k in range(len(passes))))
 
 
 if __name__ == "__main__":

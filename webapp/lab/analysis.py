@@ -1,7 +1,9 @@
 """Numbers for the dashboard: progress, coverage, win rates, agreement, metric 2AFC (JOD scales: ``scaling``).
 
-All functions read the database with aggregate queries or streamed ``values_list`` rows, so memory grows with
-the number of trials / stimuli, never with the number of judgments. Only *normal* trials count (no practice,
+All functions read the database with aggregate queries (a row per trial, or per trial and choice), so memory
+and Python time grow with the number of trials / stimuli, never with the number of judgments; the ones that
+share inputs take them as optional arguments (``counts``, ``choices``, ``stim``) so that a page computes each
+once (``summary``). Only *normal* trials count (no practice,
 no sentinel); planned repeats count as further judgments of the same trial. ``exclude`` is a set of
 participant pks to leave out (e.g. the QC-flagged ones).
 """
@@ -13,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Max, Min, Q
 from django.db.models.functions import TruncHour, TruncMinute
 
 from learning import twoafc
@@ -29,10 +31,29 @@ def _judgments(experiment, exclude: set[int] | None = None, normal_only: bool = 
     return qs
 
 
-def trial_counts(experiment, exclude: set[int] | None = None) -> dict[int, tuple[int, int]]:
-    """``{trial pk: (n judgments, n choosing stimulus_b = p1)}`` over normal trials with ≥1 judgment."""
+def choice_counts(experiment, exclude: set[int] | None = None) -> dict[tuple[int, int], int]:
+    """``{(trial pk, chosen stimulus pk): n judgments}`` over normal trials: one GROUP BY, a row per trial
+    and choice, whatever the number of judgments."""
+    rows = (_judgments(experiment, exclude).values("trial_id", "chosen_id").annotate(n=Count("id"))
+            .order_by("trial_id", "chosen_id").values_list("trial_id", "chosen_id", "n"))
+    return {(t, c): n for t, c, n in rows}
+
+
+def trial_counts(experiment, exclude: set[int] | None = None,
+                 choices: dict[tuple[int, int], int] | None = None) -> dict[int, tuple[int, int]]:
+    """``{trial pk: (n judgments, n choosing stimulus_b = p1)}`` over normal trials with ≥1 judgment; from
+    ``choices`` (``choice_counts``) when given, else by one aggregate query."""
     from django.db.models import F
 
+    if choices is not None:
+        from webapp.experiments.models import Trial
+
+        b_of = dict(Trial.objects.filter(id__in={t for t, _ in choices}).values_list("id", "stimulus_b_id"))
+        out: dict[int, tuple[int, int]] = {}
+        for (tid, chosen), n in sorted(choices.items()):
+            total, nb = out.get(tid, (0, 0))
+            out[tid] = (total + n, nb + (n if chosen == b_of[tid] else 0))
+        return out
     rows = (
         _judgments(experiment, exclude)
         .values("trial_id")
@@ -42,12 +63,13 @@ def trial_counts(experiment, exclude: set[int] | None = None) -> dict[int, tuple
     return {r["trial_id"]: (r["n"], r["nb"]) for r in rows}
 
 
-def progress(experiment) -> dict:
-    """Collected judgments against the target (each trial capped at its target), plus participant counts."""
+def progress(experiment, counts: dict[int, tuple[int, int]] | None = None) -> dict:
+    """Collected judgments against the target (each trial capped at its target), plus participant counts;
+    ``counts``: ``trial_counts(experiment)`` if already at hand."""
     from webapp.crowd.models import Assignment, Participant
     from webapp.experiments.models import Trial
 
-    counts = trial_counts(experiment)
+    counts = trial_counts(experiment) if counts is None else counts
     target = collected = trials = 0
     for tid, tgt in Trial.objects.filter(experiment=experiment, kind="normal").values_list(
         "id", "target_judgments"
@@ -69,11 +91,12 @@ def progress(experiment) -> dict:
     }
 
 
-def coverage(experiment, exclude: set[int] | None = None) -> list[dict]:
-    """Per normal trial: judgments collected and the target."""
+def coverage(experiment, exclude: set[int] | None = None,
+             counts: dict[int, tuple[int, int]] | None = None) -> list[dict]:
+    """Per normal trial: judgments collected and the target (``counts``: ``trial_counts`` if at hand)."""
     from webapp.experiments.models import Trial
 
-    counts = trial_counts(experiment, exclude)
+    counts = trial_counts(experiment, exclude) if counts is None else counts
     return [
         {"trial": tid, "n": counts.get(tid, (0, 0))[0], "target": tgt or experiment.judgments_per_trial}
         for tid, tgt in Trial.objects.filter(experiment=experiment, kind="normal")
@@ -85,11 +108,10 @@ def coverage(experiment, exclude: set[int] | None = None) -> list[dict]:
 def judgments_over_time(experiment) -> list[tuple]:
     """``[(bucket start, judgments in bucket)]``, by minute when the data spans < 3 hours, else by hour."""
     qs = _judgments(experiment, normal_only=False)
-    span = qs.aggregate(first=Min("created"))
+    span = qs.aggregate(first=Min("created"), last=Max("created"))
     if span["first"] is None:
         return []
-    last = qs.order_by("-created").values_list("created", flat=True).first()
-    trunc = TruncMinute if (last - span["first"]).total_seconds() < 3 * 3600 else TruncHour
+    trunc = TruncMinute if (span["last"] - span["first"]).total_seconds() < 3 * 3600 else TruncHour
     rows = qs.annotate(b=trunc("created")).values("b").annotate(n=Count("id")).order_by("b")
     return [(r["b"], r["n"]) for r in rows]
 
@@ -121,29 +143,30 @@ def _stimulus_table(experiment) -> dict[int, dict]:
     return {r["id"]: r for r in Stimulus.objects.filter(id__in=ids).values(*fields)}
 
 
-def _pair_rows(experiment, exclude):
-    """Stream ``(stimulus_a, stimulus_b, chosen)`` for normal judgments."""
-    return (
-        _judgments(experiment, exclude)
-        .order_by("id")
-        .values_list("trial__stimulus_a_id", "trial__stimulus_b_id", "chosen_id")
-        .iterator(chunk_size=2000)
-    )
+def win_rates(experiment, exclude: set[int] | None = None,
+              choices: dict[tuple[int, int], int] | None = None,
+              stim: dict[int, dict] | None = None) -> list[dict]:
+    """Per codec×setting: how often a stimulus of it was chosen when shown (wins / appearances).
 
+    From the judgments counted per trial and choice (``choices``: ``choice_counts`` if at hand; ``stim``:
+    ``_stimulus_table``), so its cost does not grow with the number of judgments."""
+    from webapp.experiments.models import Trial
 
-def win_rates(experiment, exclude: set[int] | None = None) -> list[dict]:
-    """Per codec×setting: how often a stimulus of it was chosen when shown (wins / appearances)."""
-    stim = _stimulus_table(experiment)
+    stim = _stimulus_table(experiment) if stim is None else stim
+    choices = choice_counts(experiment, exclude) if choices is None else choices
+    pair = {t: (a, b) for t, a, b in Trial.objects.filter(id__in={t for t, _ in choices})
+            .values_list("id", "stimulus_a_id", "stimulus_b_id")}
     wins: dict[tuple, int] = defaultdict(int)
     shown: dict[tuple, int] = defaultdict(int)
     bpps: dict[tuple, list[float]] = defaultdict(list)
     key = {s: (r["codec"], r["quality"], r["target_bpp"]) for s, r in stim.items()}
     for s, r in stim.items():
         bpps[key[s]].append(r["bpp"] or 0.0)
-    for a, b, chosen in _pair_rows(experiment, exclude):
-        shown[key[a]] += 1
-        shown[key[b]] += 1
-        wins[key[chosen]] += 1
+    for (tid, chosen), n in choices.items():
+        a, b = pair[tid]
+        shown[key[a]] += n
+        shown[key[b]] += n
+        wins[key[chosen]] += n
     out = []
     for k in sorted(shown, key=lambda k: (k[0], float(np.mean(bpps[k])))):
         out.append(
@@ -169,7 +192,8 @@ class Agreement:
     split_half: float | None
 
 
-def agreement(experiment, exclude: set[int] | None = None, seed: int = 0) -> Agreement:
+def agreement(experiment, exclude: set[int] | None = None, seed: int = 0,
+              counts: dict[int, tuple[int, int]] | None = None) -> Agreement:
     """Agreement between judges over normal trials with ≥2 judgments.
 
     - majority agreement: mean share of a trial's judges who chose the majority stimulus;
@@ -177,10 +201,13 @@ def agreement(experiment, exclude: set[int] | None = None, seed: int = 0) -> Agr
       k(k-1)+(n-k)(n-k-1) over n(n-1)); this is the human 2AFC ceiling;
     - split half: judges of each trial split at random in two halves; 2AFC score of half 1's
       majority at predicting half 2's fraction (ties score 0.5).
+
+    ``counts``: ``trial_counts(experiment, exclude)`` if already at hand.
     """
     rng = np.random.default_rng(seed)
     maj, nk, split = [], [], []
-    for n, k in trial_counts(experiment, exclude).values():
+    counts = trial_counts(experiment, exclude) if counts is None else counts
+    for n, k in counts.values():
         if n < 2:
             continue
         maj.append(max(k, n - k) / n)
@@ -198,15 +225,18 @@ def agreement(experiment, exclude: set[int] | None = None, seed: int = 0) -> Agr
     return Agreement(len(maj), mean(maj), mean(pair), mean(split))
 
 
-def metric_agreement(experiment, exclude: set[int] | None = None) -> dict:
+def metric_agreement(experiment, exclude: set[int] | None = None,
+                     counts: dict[int, tuple[int, int]] | None = None, stim: dict[int, dict] | None = None,
+                     ag: Agreement | None = None) -> dict:
     """Mean 2AFC score of PSNR and SSIM (higher = closer / better) on the normal trials with judgments.
 
-    Also returns the human ceiling (pairwise agreement) on the same trials for comparison.
+    Also returns the human ceiling (pairwise agreement) on the same trials for comparison. ``counts``
+    (``trial_counts``), ``stim`` (``_stimulus_table``) and ``ag`` (``agreement``): if already at hand.
     """
     from webapp.experiments.models import Trial
 
-    counts = trial_counts(experiment, exclude)
-    stim = _stimulus_table(experiment)
+    counts = trial_counts(experiment, exclude) if counts is None else counts
+    stim = _stimulus_table(experiment) if stim is None else stim
     rows: dict[str, list[tuple[float, float, float]]] = {"psnr": [], "ssim": []}  # (d0, d1, h)
     for tid, a, b in Trial.objects.filter(id__in=counts).values_list("id", "stimulus_a_id", "stimulus_b_id"):
         n, k = counts[tid]
@@ -216,7 +246,7 @@ def metric_agreement(experiment, exclude: set[int] | None = None) -> dict:
                 continue
             # higher = closer, so the distance is minus the metric; PSNR of identical images is inf
             rows[m].append((-min(va, 1e6), -min(vb, 1e6), k / n))
-    ag = agreement(experiment, exclude)
+    ag = agreement(experiment, exclude, counts=counts) if ag is None else ag
     return {
         "trials": len(counts),
         **{m: twoafc.score(*np.array(r).T) if r else None for m, r in rows.items()},

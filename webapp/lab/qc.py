@@ -11,13 +11,13 @@ Rules (defaults below; an experiment overrides any of them with ``experiment.spe
   above this.
 
 Practice trials (``trial.kind == "practice"`` or ``item.is_practice``) are left out of everything.
-Memory grows with the number of participants and one participant's judgments, not with all judgments.
+The counting is done by the database, one row per participant: memory and Python time grow with the number of
+participants, not with the number of judgments.
 """
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 QC_DEFAULTS: dict[str, float] = {
@@ -84,29 +84,63 @@ class ParticipantQC:
         return d
 
 
-def _judgment_rows(experiment) -> Iterator[tuple]:
-    from webapp.crowd.models import Judgment
+_QC_SQL = """
+WITH j AS (
+    SELECT a.participant_id AS pid, j.id, j.trial_id, t.kind, t.expected_id, j.chosen_id, i.is_repeat,
+           j.response_ms
+    FROM {judgment} j
+    JOIN {trial} t ON t.id = j.trial_id
+    JOIN {item} i ON i.id = j.item_id
+    JOIN {assignment} a ON a.id = j.assignment_id
+    WHERE t.experiment_id = %(exp)s AND t.kind <> %(practice)s AND NOT i.is_practice
+), r AS (
+    SELECT pid, kind, expected_id, chosen_id, is_repeat, response_ms,
+           ROW_NUMBER() OVER (PARTITION BY pid ORDER BY response_ms) AS rank_ms,
+           COUNT(*) OVER (PARTITION BY pid) AS n,
+           FIRST_VALUE(chosen_id) OVER first AS first_chosen,
+           FIRST_VALUE(is_repeat) OVER first AS first_is_repeat
+    FROM j
+    WINDOW first AS (PARTITION BY pid, trial_id ORDER BY is_repeat, id)
+)
+SELECT pid,
+       COUNT(*),
+       SUM(CASE WHEN response_ms < %(fast)s THEN 1 ELSE 0 END),
+       SUM(CASE WHEN kind = %(sentinel)s AND expected_id IS NOT NULL THEN 1 ELSE 0 END),
+       SUM(CASE WHEN kind = %(sentinel)s AND expected_id IS NOT NULL AND chosen_id = expected_id
+                THEN 1 ELSE 0 END),
+       SUM(CASE WHEN is_repeat AND NOT first_is_repeat THEN 1 ELSE 0 END),
+       SUM(CASE WHEN is_repeat AND NOT first_is_repeat AND chosen_id = first_chosen THEN 1 ELSE 0 END),
+       AVG(CASE WHEN 2 * rank_ms >= n AND 2 * rank_ms <= n + 2 THEN response_ms END)
+FROM r
+GROUP BY pid
+ORDER BY pid
+"""
 
-    qs = (
-        Judgment.objects.filter(trial__experiment=experiment)
-        .exclude(trial__kind="practice")
-        .exclude(item__is_practice=True)
-        .order_by("assignment__participant_id", "item__is_repeat", "id")
-        .values_list(
-            "assignment__participant_id",
-            "trial_id",
-            "trial__kind",
-            "trial__expected_id",
-            "chosen_id",
-            "item__is_repeat",
-            "response_ms",
-        )
-    )
-    return qs.iterator(chunk_size=2000)
+
+def _participant_rows(experiment, rules: dict[str, float]) -> list[tuple]:
+    """``(participant, judgments, fast, sentinels, sentinel_correct, repeats, repeat_consistent, median ms)``
+    per participant with judgments, aggregated by the database (one query; window functions, so
+    PostgreSQL or SQLite ≥ 3.25).
+
+    A planned repeat (``item.is_repeat``) counts when the participant judged the same trial before as a
+    non-repeat; it is consistent when it chose the stimulus chosen at the first such judgment (lowest id).
+    The median is the mean of the one or two middle response times, as ``statistics.median``."""
+    from django.db import connection
+
+    from webapp.crowd.models import Assignment, AssignmentItem, Judgment
+    from webapp.experiments.models import Trial
+
+    qn = connection.ops.quote_name
+    sql = _QC_SQL.format(judgment=qn(Judgment._meta.db_table), trial=qn(Trial._meta.db_table),
+                         item=qn(AssignmentItem._meta.db_table), assignment=qn(Assignment._meta.db_table))
+    params = {"exp": experiment.pk, "practice": "practice", "sentinel": "sentinel",
+              "fast": rules["min_response_ms"]}
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
 
 
-def _finish(qc: ParticipantQC, times: list[float], rules: dict[str, float]) -> None:
-    qc.median_response_ms = float(statistics.median(times)) if times else None
+def _finish(qc: ParticipantQC, rules: dict[str, float]) -> None:
     if qc.sentinels >= rules["min_sentinels"] and qc.sentinel_accuracy < rules["min_sentinel_accuracy"]:
         qc.reasons.append(
             f"sentinel accuracy {qc.sentinel_accuracy:.2f} < {rules['min_sentinel_accuracy']:.2f}"
@@ -123,7 +157,10 @@ def _finish(qc: ParticipantQC, times: list[float], rules: dict[str, float]) -> N
 
 
 def compute_qc(experiment) -> dict[int, ParticipantQC]:
-    """QC of every participant of ``experiment``, keyed by participant pk (ordered by pk)."""
+    """QC of every participant of ``experiment``, keyed by participant pk (ordered by pk).
+
+    Counted by the database per participant (``_participant_rows``): two queries whatever the number of
+    judgments, and memory that grows with the number of participants only."""
     from webapp.crowd.models import Participant
 
     rules = qc_rules(experiment)
@@ -133,29 +170,13 @@ def compute_qc(experiment) -> dict[int, ParticipantQC]:
         .order_by("pk")
         .values_list("pk", "platform", "platform_id")
     }
-    current: ParticipantQC | None = None
-    first_choice: dict[int, int] = {}
-    times: list[float] = []
-    for pid, trial_id, kind, expected_id, chosen_id, is_repeat, response_ms in _judgment_rows(experiment):
-        if current is None or current.participant_id != pid:
-            if current is not None:
-                _finish(current, times, rules)
-            current = result.setdefault(pid, ParticipantQC(pid, "", ""))
-            first_choice, times = {}, []
-        current.judgments += 1
-        times.append(float(response_ms))
-        if response_ms < rules["min_response_ms"]:
-            current.fast += 1
-        if kind == "sentinel" and expected_id is not None:
-            current.sentinels += 1
-            current.sentinel_correct += int(chosen_id == expected_id)
-        if not is_repeat:
-            first_choice.setdefault(trial_id, chosen_id)
-        elif trial_id in first_choice:
-            current.repeats += 1
-            current.repeat_consistent += int(first_choice[trial_id] == chosen_id)
-    if current is not None:
-        _finish(current, times, rules)
+    for pid, n, fast, sentinels, correct, repeats, consistent, median in _participant_rows(experiment, rules):
+        qc = result.setdefault(pid, ParticipantQC(pid, "", ""))
+        qc.judgments, qc.fast = int(n), int(fast)
+        qc.sentinels, qc.sentinel_correct = int(sentinels), int(correct)
+        qc.repeats, qc.repeat_consistent = int(repeats), int(consistent)
+        qc.median_response_ms = float(median) if median is not None else None
+        _finish(qc, rules)
     return result
 
 

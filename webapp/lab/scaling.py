@@ -48,13 +48,38 @@ def _key(r: dict) -> tuple:
 
 def setting_scale(experiment, exclude: set[int] | None = None, n_boot: int = DASHBOARD_BOOT, seed: int = 0,
                   rows: list | None = None):
-    """``(Scale over codec×setting keys, stimulus table)``; raises ScalingError for unusable data."""
+    """``(Scale over codec×setting keys, stimulus table)``; raises ScalingError for unusable data.
+
+    With ``rows`` (``judgment_rows``) the comparisons keep who made them; without, they are counted by the
+    database per trial and choice (``_pooled_comparisons``): the same scale and posterior interval (which
+    depend on the pooled wins and the number of participants only), at a cost that does not grow with the
+    number of judgments."""
     stim = _stimulus_table(experiment)
-    rows = judgment_rows(experiment, exclude) if rows is None else rows
-    keyed = [(p, _key(stim[a]), _key(stim[b]), _key(stim[c]), n) for p, a, b, c, n in rows]
-    comp = comparisons(keyed, conditions=sorted({_key(r) for r in stim.values()}, key=_sort_key))
+    conditions = sorted({_key(r) for r in stim.values()}, key=_sort_key)
+    if rows is None:
+        comp = _pooled_comparisons(experiment, exclude, stim, conditions)
+    else:
+        keyed = [(p, _key(stim[a]), _key(stim[b]), _key(stim[c]), n) for p, a, b, c, n in rows]
+        comp = comparisons(keyed, conditions=conditions)
     comp = _relabel(comp)
-    return fit_comparisons(comp, n_boot=n_boot, seed=seed), stim
+    return fit_comparisons(comp, n_boot=n_boot, seed=seed, interval="posterior"), stim
+
+
+def _pooled_comparisons(experiment, exclude: set[int] | None, stim: dict[int, dict], conditions: list):
+    """``Comparisons`` over codec×setting keys pooled over participants: a row per (winner, loser) with its
+    judgments, all attributed to the first participant, and ``participants`` listing everyone who judged.
+    Only for the posterior interval (``fit_comparisons(interval="posterior")``), which reads the pooled wins
+    and the number of participants; a bootstrap over participants needs ``judgment_rows``. Two aggregate
+    queries."""
+    from dataclasses import replace
+
+    fields = ("trial__stimulus_a_id", "trial__stimulus_b_id", "chosen_id")
+    qs = _judgments(experiment, exclude)
+    counted = qs.values(*fields).annotate(n=Count("id")).order_by(*fields).values_list(*fields, "n")
+    participants = sorted(qs.values_list("assignment__participant_id", flat=True).distinct().order_by())
+    keyed = [(0, _key(stim[a]), _key(stim[b]), _key(stim[c]), n) for a, b, c, n in counted]
+    comp = comparisons(keyed, conditions=conditions)
+    return replace(comp, participants=participants)
 
 
 def _sort_key(k: tuple) -> tuple:
