@@ -15,8 +15,9 @@ and a scratch MEDIA_ROOT, with the site's own commands and a simulated crowd ove
    base's training rate, so λ is chosen by the rate controller; their real-bitstream bpp on kodim17–24
    must be within 10 % of each other;
 4. ``make_stimuli`` from both checkpoints and JPEG at their mean bpp (rate control) on kodim17–24; study 2
-   (triplet mode) is every pair of the three per image, judged by the same observer, and a copy of it by
-   a PSNR observer (the control);
+   (triplet mode) is every pair of the three per image, judged by the same observer; a copy of it judged by
+   a PSNR observer (the control), and a pair-mode copy (no reference on the page; the simulated observer
+   is given it) judged by the hidden observer;
 5. per study, the probability that the DPL codec is preferred to the MSE codec, with a 95 % bootstrap
    interval over participants, and a JOD scale per codec (``learning.scaling``).
 
@@ -172,15 +173,16 @@ def make_observer(path: Path, sigma: float, seed: int) -> list[float]:
 
 
 def experiment_file(path: Path, slug: str, title: str, codecs: list[str], judgments: int,
-                    per_assignment: int, seed: int, repeat_rate: float = 0.1) -> Path:
+                    per_assignment: int, seed: int, repeat_rate: float = 0.1, mode: str = "triplet") -> Path:
     """An experiment file; study 2 has no planned repeats: its pairs are close calls by design (matched
     rate), on which even a careful observer answers a repeat differently half the time, so the repeat
     rule would flag careful participants."""
     import yaml
 
     spec = {
-        "slug": slug, "title": title, "mode": "triplet", "pairs": "all", "platform": "open",
-        "question": "Which of the two images is closer to the reference on top?",
+        "slug": slug, "title": title, "mode": mode, "pairs": "all", "platform": "open",
+        "question": ("Which of the two images is closer to the reference on top?" if mode == "triplet"
+                     else "Which of the two images looks better?"),
         "trials_per_assignment": per_assignment, "judgments_per_trial": judgments,
         "sentinel_rate": 0.1, "repeat_rate": repeat_rate, "min_response_ms": 300, "practice_trials": 0,
         "seed": seed, "codecs": codecs,
@@ -320,7 +322,15 @@ def calibrate_dpl_lambda(base: Path, data: Path, dpl: Path, mse_lmbda: float, cf
     return mse_lmbda * d_mse / max(d_dpl, 1e-12)
 
 
-# ----- stage 5 -----
+# ----- stages 4 and 5 -----
+# study 2's copies: (slug, observer, mode); "hidden" is the hidden observer. In pair mode the page shows no
+# reference, and the simulated observer is given it (an observer who knows what the original looked like).
+STUDY2 = (("loop-study2", "hidden", "triplet"), ("loop-study2-psnr", "psnr", "triplet"),
+          ("loop-study2-pair", "hidden", "pair"))
+STUDY2_KEYS = {"loop-study2": "dpl_observer", "loop-study2-psnr": "psnr_observer",
+               "loop-study2-pair": "dpl_observer_pair"}
+
+
 def codec_rows(judgments_csv: Path) -> list[tuple[str, str, str, str]]:
     """(participant, codec a, codec b, chosen codec) for every normal-trial judgment of an export."""
     import csv
@@ -368,13 +378,13 @@ def plot(report: dict, out: Path) -> None:
     ax.set_ylabel("2AFC score (held-out study-1 trials)")
     ax.set_title("Stage 2: the fitted DPL vs the observer")
     ax = axes[1]
-    for k, key in enumerate(("dpl_observer", "psnr_observer")):
+    for k, key in enumerate(("dpl_observer", "psnr_observer", "dpl_observer_pair")):
         pr = report["stage5"][key]["dpl_over_mse"]
         ax.errorbar([k], [pr["p"]], yerr=[[pr["p"] - pr["ci"][0]], [pr["ci"][1] - pr["p"]]], fmt="o",
-                    capsize=6, color="#1f77b4" if k == 0 else "#d62728")
+                    capsize=6, color=("#1f77b4", "#d62728", "#2ca02c")[k])
     ax.axhline(0.5, color="#888", lw=1, ls="--")
-    ax.set_xticks([0, 1], ["hidden DPL observer", "PSNR observer"])
-    ax.set_xlim(-0.5, 1.5)
+    ax.set_xticks([0, 1, 2], ["hidden observer", "PSNR observer", "hidden, pair mode"])
+    ax.set_xlim(-0.5, 2.5)
     ax.set_ylim(0, 1)
     b = report["stage3"]
     ax.set_ylabel("P(DPL codec preferred over MSE codec)")
@@ -512,20 +522,20 @@ def run(cfg: LoopConfig, out: Path, base_url: str, keep: bool, boot: int = 2000)
             call_command("import_images", str(test_dir), "--source", "closed-loop study 2", verbosity=0)
             refs2 = ReferenceImage.objects.exclude(pk__in=before)
             summaries = {}
-            for slug, obs in (("loop-study2", observer), ("loop-study2-psnr", "psnr")):
+            for slug, obs, mode in STUDY2:
                 call_command("create_experiment", str(experiment_file(
                     work / f"{slug}.yaml", slug, "Closed loop, study 2", codecs2, cfg.study2_judgments, 12,
-                    cfg.seed, repeat_rate=0.0)), verbosity=0)
+                    cfg.seed, repeat_rate=0.0, mode=mode)), verbosity=0)
                 Experiment.objects.get(slug=slug).references.set(refs2)
                 call_command("make_stimuli", slug, verbosity=0)
-                summaries[slug] = run_study(slug, obs, cfg, cfg.seed + 1, 12)
+                summaries[slug] = run_study(slug, observer if obs == "hidden" else obs, cfg, cfg.seed + 1, 12)
             report["stage4"] = {"matched_bpp": matched, "codecs": codecs2, "studies": summaries,
                                 "stimuli_bpp": _stimulus_bpp(refs2)}
 
         with stages("stage 5: preference and scale, with 95 % intervals over participants"):
             names = {codecs2[0]: "MSE codec", codecs2[1]: "DPL codec"}
             report["stage5"] = {}
-            for slug, key in (("loop-study2", "dpl_observer"), ("loop-study2-psnr", "psnr_observer")):
+            for slug, key in STUDY2_KEYS.items():
                 ds2 = export(slug, work / slug)
                 figs = study_figures(ds2 / "judgments.csv", codecs2[1], codecs2[0], names, boot, cfg.seed)
                 report["stage5"][key] = figs
@@ -537,13 +547,15 @@ def run(cfg: LoopConfig, out: Path, base_url: str, keep: bool, boot: int = 2000)
                         f"{r['ci_high']:+.2f}]")
     report["stage_s"] = stages.times
     report["total_s"] = round(time.perf_counter() - t_all, 1)
-    d, p = report["stage5"]["dpl_observer"]["dpl_over_mse"], report["stage5"]["psnr_observer"]["dpl_over_mse"]
+    d, p, pair = (report["stage5"][k]["dpl_over_mse"] for k in ("dpl_observer", "psnr_observer",
+                                                                "dpl_observer_pair"))
     report["verdict"] = {
         "fitted_beats_classical": report["stage2"]["fitted_beats_classical"],
         "fitted_reaches_97pct_of_observer": report["stage2"]["fitted_over_observer"] >= 0.97,
         "rates_within_10pct": abs(report["stage3"]["bpp_ratio"] - 1) <= 0.10,
         "dpl_codec_preferred_by_observer": d["ci"][0] > 0.5,
         "mse_codec_preferred_by_psnr_observer": p["ci"][1] < 0.5,
+        "dpl_codec_preferred_in_pair_mode": pair["ci"][0] > 0.5,
     }
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     plot(report, out)
