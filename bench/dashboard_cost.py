@@ -3,7 +3,7 @@
     python bench/dashboard_cost.py                      # 100,000 judgments
     python bench/dashboard_cost.py --judgments 10000 --profile
 
-Builds a study on a scratch PostgreSQL database (``--db``, created beside DATABASE_URL's database or
+Builds a study on a scratch PostgreSQL database (``--db``, created on DATABASE_URL's server or
 ``--admin-url``'s, dropped at the end unless ``--keep``): the demo experiment (``manage.py load_demo``: 4
 references × 5 codec settings, 40 normal trials, 4 sentinel and 4 practice trials), then ``--judgments /
 50`` participants (2,000 at 100k) with one completed assignment each of 50 items (2 practice, 40 normal, 4
@@ -50,9 +50,9 @@ PLOTS = ("timeline", "coverage", "qc", "winrate", "scale", "agreement")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--judgments", type=int, default=100_000, help="judgments in the study (default 100,000)")
-    ap.add_argument("--admin-url", default=os.environ.get("DATABASE_URL")
-                    or "postgres://postgres@127.0.0.1:5432/postgres",
-                    help="a database URL on the server to use (default: DATABASE_URL)")
+    ap.add_argument("--admin-url", default=None,
+                    help="an existing database for CREATE/DROP DATABASE (default: database postgres on "
+                         "DATABASE_URL's server, else postgres://postgres@127.0.0.1:5432/postgres)")
     ap.add_argument("--db", default="h16dash_bench", help="scratch database name (default h16dash_bench)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch database")
     ap.add_argument("--reuse", action="store_true", help="reuse a kept scratch database as it is")
@@ -60,6 +60,10 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="cProfile one cold study page (top 25)")
     a = ap.parse_args()
     from scratchdb import admin_sql, db_url
+
+    if a.admin_url is None:  # the scratch database goes beside DATABASE_URL's, which need not exist yet
+        server = os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/"
+        a.admin_url = db_url(server, "postgres")
 
     def admin(sql: str) -> None:
         admin_sql(a.admin_url, sql)
