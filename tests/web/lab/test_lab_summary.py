@@ -223,9 +223,10 @@ def test_summary_holds_what_the_page_computed_before(world):
 
 
 def test_page_qc_tables_are_the_previous_templates_markup(client, world, users):
+    """The rows are the template's as before, flagged participants first."""
     seeded(world, 16, seed=5)
     exp = world.exp
-    qc = list(previous_compute_qc(exp).values())
+    qc = sorted(previous_compute_qc(exp).values(), key=lambda p: (not p.flagged, p.participant_id))
     ctx = Context({"qc": [p for p in qc if p.platform != "simulated"],
                    "simulated": [p for p in qc if p.platform == "simulated"]})
     client.force_login(users["alice"])
@@ -234,6 +235,32 @@ def test_page_qc_tables_are_the_previous_templates_markup(client, world, users):
     assert real.count("<tr") == 12 and simulated.count("<tr") == 4
     assert real in html and simulated in html
     assert "flagged" in real and "–" in real
+    assert "page 1 of" not in html  # one page
+
+
+def test_qc_table_pages(client, world, users, monkeypatch):
+    """Beyond one page of rows the table pages (``?qc_page=N``), flagged participants first; a page number
+    out of range or not a number gives the last or the first page, not an error."""
+    from webapp.lab import views
+
+    monkeypatch.setattr(views, "QC_PAGE_SIZE", 5)
+    seeded(world, 16, seed=5)
+    exp = world.exp
+    real = sorted((p for p in previous_compute_qc(exp).values() if p.platform != "simulated"),
+                  key=lambda p: (not p.flagged, p.participant_id))
+    client.force_login(users["alice"])
+    url = reverse("lab:experiment", args=[exp.slug])
+    pages = []
+    for n in (1, 2, 3):
+        html = client.get(url, {"qc_page": n}).content.decode()
+        assert f"page {n} of 3" in html and f"of {len(real)} (flagged first)" in html
+        pages.append(html)
+    for k, p in enumerate(real):
+        row = f'<tr class="{"flagged" if p.flagged else ""}"><td>{p.participant_id}</td>'
+        assert [row in page for page in pages] == [i == k // 5 for i in range(3)], (k, p.participant_id)
+    assert real[0].flagged and not real[-1].flagged
+    assert "page 3 of 3" in client.get(url, {"qc_page": 99}).content.decode()
+    assert "page 1 of 3" in client.get(url, {"qc_page": "x"}).content.decode()
 
 
 # ---- computed once, shared, refreshed ---------------------------------------------------------------------
