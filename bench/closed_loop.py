@@ -258,29 +258,16 @@ def train(out: Path, data: Path, val: Path, cfg: LoopConfig, *, steps: int, lmbd
 
 def codec_distances(ckpts: dict[str, Path], images: Path, metrics: dict[str, str]) -> dict[str, dict]:
     """Per codec, the mean of each metric between every image in ``images`` and its decoded real bitstream
-    (noise-free: what the observers' answers are drawn around), with the bpp."""
-    import torch
-    from PIL import Image
+    (noise-free: what the observers' answers are drawn around), with the bpp (``learning.rd.run_rd``)."""
+    from learning.rd.evaluate import run_rd
 
-    from learning.codecs.learned import LearnedCodec
-    from learning.metrics import get_metric
-    from learning.rd.evaluate import to_tensor
-
-    fns = {label: get_metric(spec) for label, spec in metrics.items()}
     out = {}
     for name, path in ckpts.items():
-        codec = LearnedCodec.from_checkpoint(str(path))
-        rows: dict[str, list[float]] = {label: [] for label in ["bpp", *fns]}
-        for f in sorted(images.glob("*.png")):
-            im = Image.open(f).convert("RGB")
-            enc = codec.encode(im, 0)
-            a, b = to_tensor(im), to_tensor(codec.decode(enc.data))
-            rows["bpp"].append(enc.bpp)
-            with torch.no_grad():
-                for label, fn in fns.items():
-                    rows[label].append(float(fn(a, b)))
-        out[name] = {label: float(np.mean(v)) for label, v in rows.items()}
-        out[name]["per_image"] = {label: v for label, v in rows.items() if label != "bpp"}
+        rows = run_rd(sorted(images.glob("*.png")), [f"ckpt:{path}"], [], list(metrics.values()),
+                      progress=False)
+        per_image = {label: [r.metrics[spec] for r in rows] for label, spec in metrics.items()}
+        out[name] = {"bpp": float(np.mean([r.achieved_bpp for r in rows])),
+                     **{label: float(np.mean(v)) for label, v in per_image.items()}, "per_image": per_image}
     return out
 
 
