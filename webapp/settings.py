@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "webapp.experiments",
     "webapp.crowd",
     "webapp.lab",
+    "webapp.recruit",
 ]
 
 MIDDLEWARE = [
@@ -152,6 +153,15 @@ CROWD_RATE_WINDOW = int(os.environ.get("CROWD_RATE_WINDOW", 60))
 CROWD_MTURK_SUBMIT_HOSTS = _env_list(
     "CROWD_MTURK_SUBMIT_HOSTS", "https://www.mturk.com,https://workersandbox.mturk.com"
 )
+# Who may frame the participant pages of an MTurk study (CSP frame-ancestors): MTurk's worker sites. Every
+# other page, and every page of other studies, answers X-Frame-Options: DENY.
+CROWD_MTURK_FRAME_ANCESTORS = _env_list(
+    "CROWD_MTURK_FRAME_ANCESTORS", "https://worker.mturk.com,https://workersandbox.mturk.com,https://www.mturk.com"
+)
+# The site's public address (https://lab.example.org): study links sent to MTurk and Prolific start with it.
+SITE_URL = os.environ.get("SITE_URL", "").rstrip("/")
+# Prolific's API (manage.py prolific, the study page); its token comes from the environment, never stored.
+PROLIFIC_API_URL = os.environ.get("PROLIFIC_API_URL", "https://api.prolific.com/api/v1/")
 # Behind N trusted reverse proxies, the client IP for rate limiting is taken from X-Forwarded-For.
 CROWD_TRUSTED_PROXY_HOPS = int(os.environ.get("CROWD_TRUSTED_PROXY_HOPS", 0))
 

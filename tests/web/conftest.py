@@ -9,8 +9,11 @@ ask for ``transactional_db`` / ``live_server`` get committed rows).
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from django.core.management import call_command
@@ -82,15 +85,24 @@ def live_experiment(experiment_factory):
     return experiment_factory()
 
 
+HIDDEN_INPUT = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
+
+
+def consent_form(client, url: str) -> dict[str, str]:
+    """The hidden fields of the consent form at ``url``, as a browser would send them back."""
+    r = client.get(url)
+    assert r.status_code == 200 and b'id="consent-form"' in r.content, r.content[:300]
+    return {k: html.unescape(v) for k, v in HIDDEN_INPUT.findall(r.content.decode())}
+
+
 def enter(client, exp, **params):
-    """Consent on ``/p/<slug>/`` with the Django test client; returns the created Assignment."""
+    """Consent on ``/p/<slug>/`` with the Django test client as a browser does (the link, then its consent
+    form posted back from the site's own page); returns the created Assignment."""
     from webapp.crowd.models import Assignment
 
-    url = f"/p/{exp.slug}/"
-    r = client.post(
-        url + ("?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else ""),
-        {"consent": "yes", **params},
-    )
+    url = f"/p/{exp.slug}/" + ("?" + urlencode(params) if params else "")
+    form = consent_form(client, url)
+    r = client.post(url, {**form, "consent": "yes"}, headers={"Origin": "http://testserver"})
     assert r.status_code == 302, r.content[:300]
     token = r["Location"].rstrip("/").split("/")[-1]
     return Assignment.objects.get(token=token)

@@ -1,5 +1,7 @@
 from django.apps import AppConfig
 
+from webapp.crowd import platforms
+
 
 class CrowdConfig(AppConfig):
     """The worker side: participants, assignments, judgments, the judging page."""
@@ -7,3 +9,9 @@ class CrowdConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "webapp.crowd"
     label = "crowd"
+
+    def ready(self) -> None:
+        from webapp.experiments import spec  # it imports models, which load only once the apps are ready
+
+        for platform in platforms.recruiting():
+            spec.PLATFORM_RULES[platform.name] = platform.check_spec

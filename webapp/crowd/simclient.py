@@ -29,6 +29,7 @@ import requests
 from PIL import Image
 
 from learning.observers import DistanceCache, Observer
+from webapp.crowd import platforms
 
 USER_AGENT = "perceptual-lab simulate_crowd (simulated participant)"
 DEVICE = {"viewport": [1920, 1080], "dpr": 1, "screen": [1920, 1080]}
@@ -101,16 +102,6 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def entry_params(platform: str, run_id: str, index: int) -> dict[str, str]:
-    """The query string a platform would add to the study link (none for an open link)."""
-    pid = f"SIM-{run_id}-{index:05d}"
-    if platform == "prolific":
-        return {"PROLIFIC_PID": pid, "STUDY_ID": f"SIM-{run_id}", "SESSION_ID": uuid.uuid4().hex}
-    if platform == "mturk":
-        return {"workerId": pid, "assignmentId": uuid.uuid4().hex, "hitId": f"SIM-{run_id}"}
-    return {}
-
-
 class SimulatedParticipant:
     """Runs one participant from the entry link to the done page (``run``)."""
 
@@ -164,7 +155,7 @@ class SimulatedParticipant:
 
     def _enter(self) -> bool:
         """Consent through the entry link; True with ``self.token`` set, False if no assignment."""
-        params = entry_params(self.platform, self.run_id, self.index)
+        params = platforms.get(self.platform).simulated_link(self.run_id, self.index)
         link = f"/p/{self.slug}/" + (f"?{urlencode(params)}" if params else "")
         for _ in range(self.b.max_attempts * 4):
             r = self._get(link)
@@ -178,11 +169,12 @@ class SimulatedParticipant:
             self._fail(f"entry link answered {r.status_code}")
             return False
         form = _parse(r.text).inputs
-        if "csrfmiddlewaretoken" not in form:
+        if not form:  # every consent form carries hidden fields (CSRF token, signed entry, link parameters)
             self._fail("the entry page has no consent form")
             return False
         data = {**form, "consent": "yes"}
-        headers = {"Referer": r.url}
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(r.url))
+        headers = {"Referer": r.url, "Origin": origin}  # as a browser's form POST sends them
         for _ in range(self.b.max_attempts * 4):
             r = self.http.post(r.url, data=data, headers=headers, timeout=self.b.timeout_s)
             if r.status_code != 429:

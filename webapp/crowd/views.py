@@ -8,7 +8,9 @@ by the session, which they do not read), and a browser's cross-site request is r
 their own. An ``Origin`` header, which browsers send with every POST, must name this site (or one of
 ``CSRF_TRUSTED_ORIGINS``), and the header ``X-Assignment-Token`` must equal the URL token: a cross-site
 page cannot set a custom header without a CORS preflight (none is allowed), and cannot know the token.
-The consent form keeps Django's CSRF check.
+The consent form is checked by the study's platform (``platforms/``): Django's CSRF check where the
+platform's pages get cookies; for MTurk, whose HIT frame is cross-site and gets none, a signed form field
+and the Origin. Every page answers with its platform's framing rule (``framed``): DENY, or MTurk's sites.
 """
 
 from __future__ import annotations
@@ -17,35 +19,57 @@ import functools
 import json
 import uuid
 from datetime import UTC, datetime
-from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.core.signing import BadSignature, Signer
 from django.db import connection, transaction
 from django.db.models import F
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.crypto import get_random_string
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from webapp.crowd import platforms
 from webapp.crowd.assign import create_assignment, expire, locked_for_entry
 from webapp.crowd.judging import insert_new, stored_answer, token_db_value, validate_judgment
 from webapp.crowd.models import Assignment, AssignmentItem, Participant
+from webapp.crowd.origin import foreign_origin
+from webapp.crowd.platforms import BadEntry, Identity, Platform
 from webapp.crowd.ratelimit import over_limit
 from webapp.experiments.models import Experiment
 from webapp.stimuli.served import served_path
 
-MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 IMAGE_CACHE_CONTROL = "private, max-age=86400, no-transform"
 
 
-def _message(request: HttpRequest, title: str, text: str, status: int) -> HttpResponse:
-    return render(request, "crowd/message.html", {"title": title, "text": text}, status=status)
+def framed(response: HttpResponse, platform: Platform) -> HttpResponse:
+    """``response`` with the platform's framing rule: the origins it names may frame the page (CSP
+    frame-ancestors, which supersedes X-Frame-Options); a platform that names none keeps DENY."""
+    ancestors = platform.frame_ancestors()
+    if ancestors:
+        response.xframe_options_exempt = True
+        response["Content-Security-Policy"] = "frame-ancestors " + " ".join(ancestors)
+    return response
+
+
+def _page(request: HttpRequest, exp: Experiment, template: str, context: dict, status: int = 200
+          ) -> HttpResponse:
+    """A participant page of study ``exp``, framed as its platform allows."""
+    return framed(render(request, template, context, status=status), platforms.for_experiment(exp))
+
+
+def _message(request: HttpRequest, exp: Experiment | None, title: str, text: str, status: int
+             ) -> HttpResponse:
+    resp = render(request, "crowd/message.html", {"title": title, "text": text}, status=status)
+    return framed(resp, platforms.for_experiment(exp)) if exp is not None else resp
+
+
+def _go(exp: Experiment, to: str, token: uuid.UUID) -> HttpResponse:
+    """A redirect to the assignment's page ``to`` (task or done), framed as the study's platform allows."""
+    return framed(redirect(to, token=token), platforms.for_experiment(exp))
 
 
 def _not_live(request: HttpRequest, exp: Experiment) -> HttpResponse:
@@ -54,100 +78,46 @@ def _not_live(request: HttpRequest, exp: Experiment) -> HttpResponse:
         "paused": "This study is paused. Please try again later.",
         "closed": "This study is closed and no longer accepts participants.",
     }.get(exp.status, "Unavailable.")
-    return _message(request, "Study not available", text, 403)
-
-
-def _platform_ids(request: HttpRequest, exp: Experiment) -> dict | None:
-    """Platform identity from the query string (GET) or the consent form (POST); None if missing."""
-    src = request.POST if request.method == "POST" else request.GET
-    if exp.platform == "prolific":
-        pid = src.get("PROLIFIC_PID", "").strip()[:200]  # the column's width, for lookups and storage alike
-        if not pid:
-            return None
-        return {
-            "platform_id": pid,
-            "study_id": src.get("STUDY_ID", "")[:200],
-            "session_id": src.get("SESSION_ID", "")[:200],
-        }
-    if exp.platform == "mturk":
-        worker, aid = src.get("workerId", "").strip()[:200], src.get("assignmentId", "").strip()[:200]
-        if not worker or not aid:
-            return None
-        submit_to = src.get("turkSubmitTo", "").rstrip("/")
-        if submit_to and submit_to not in settings.CROWD_MTURK_SUBMIT_HOSTS:
-            return None
-        return {
-            "platform_id": worker,
-            "mturk_assignment_id": aid,
-            "hit_id": src.get("hitId", "")[:200],
-            "turk_submit_to": src.get("turkSubmitTo", "")[:500],
-        }
-    return {"platform_id": _open_link_id(request, exp)}
-
-
-class BadEntryForm(ValueError):
-    """A consent POST whose entry id was not issued by this site for this study."""
-
-
-def _entry_signer(exp: Experiment) -> Signer:
-    return Signer(salt=f"crowd.entry:{exp.slug}")
-
-
-def _open_link_id(request: HttpRequest, exp: Experiment) -> str | None:
-    """The open link's participant id: the one this session consented with; else, on the consent POST,
-    the one its form was issued with (a double submit or a retry of that form is the same participant),
-    or a new one. Before consent the session holds none, so a session id planted then carries nothing;
-    the form's id is only in the page the participant was sent. BadEntryForm if it was tampered with."""
-    bound = request.session.get(f"crowd_pid_{exp.slug}")
-    if bound or request.method != "POST":
-        return bound
-    issued = request.POST.get("entry")
-    if issued is None:
-        return get_random_string(24)
-    try:
-        return _entry_signer(exp).unsign(issued)
-    except BadSignature:
-        raise BadEntryForm("the consent form is not valid") from None
-
-
-def _is_mturk_preview(request: HttpRequest, exp: Experiment) -> bool:
-    """Whether the link (GET) or the consent form (POST) carries MTurk's preview assignment id."""
-    if exp.platform != "mturk":
-        return False
-    values = request.GET.getlist("assignmentId") + request.POST.getlist("assignmentId")
-    return any(v.strip()[:200] == MTURK_PREVIEW for v in values)
+    return _message(request, exp, "Study not available", text, 403)
 
 
 def _bind_session(request: HttpRequest, exp: Experiment, token: uuid.UUID, rotated: bool = False) -> None:
     """Tie this browser's session to the assignment ``token``, under a new session key whenever it was
-    tied to another one (or none): a session id planted before never leads to this assignment."""
+    tied to another one (or none): a session id planted before never leads to this assignment. Not for a
+    platform without cookies, whose session would only be a row nobody reads."""
+    if not platforms.for_experiment(exp).uses_cookies:
+        return
     key = f"crowd_token_{exp.slug}"
     if not rotated and request.session.get(key) != str(token):
         request.session.cycle_key()
     request.session[key] = str(token)
 
 
+def _page_of(a: Assignment) -> str:
+    """The assignment's own page: its completion page once completed, else the judging page."""
+    return "crowd:done" if a.state == "completed" else "crowd:task"
+
+
 def _resume(request: HttpRequest, exp: Experiment, found: Assignment) -> HttpResponse:
     """Send a returning participant to their assignment (or its completion page)."""
     _bind_session(request, exp, found.token)
-    return redirect("crowd:done" if found.state == "completed" else "crowd:task", token=found.token)
+    return _go(exp, _page_of(found), found.token)
 
 
-def _existing(exp: Experiment, ids: dict, pid: int | None = None) -> Assignment | None:
-    """The participant's (``pid``, else looked up from ``ids``) current assignment (resume) or last
+def _existing(exp: Experiment, ident: Identity, pid: int | None = None) -> Assignment | None:
+    """The participant's (``pid``, else looked up from ``ident``) current assignment (resume) or last
     completed one, if any."""
     # two lookups by unique/foreign-key indexes rather than one join: the join's plan went quadratic on a
     # freshly launched study (statistics of near-empty tables), 30 ms per entry at 300 participants
-    if pid is None and not ids["platform_id"]:  # an open link before consent
+    if pid is None and not ident.platform_id:  # an open link before consent
         return None
     if pid is None:
-        same = {"experiment": exp, "platform": exp.platform, "platform_id": ids["platform_id"][:200]}
+        same = {"experiment": exp, "platform": exp.platform, "platform_id": ident.platform_id}
         pid = Participant.objects.filter(**same).values_list("pk", flat=True).first()
     if pid is None:
         return None
-    qs = Assignment.objects.filter(participant_id=pid, experiment=exp)
-    if exp.platform == "mturk":
-        qs = qs.filter(mturk_assignment_id=ids["mturk_assignment_id"])
+    mine = Assignment.objects.filter(participant_id=pid, experiment=exp)
+    qs = platforms.for_experiment(exp).resumable(mine, ident)
     qs = qs.exclude(state="expired").order_by("-created")
     for a in qs[:1]:
         if a.state == "active" and a.expires_at < timezone.now():
@@ -157,11 +127,14 @@ def _existing(exp: Experiment, ids: dict, pid: int | None = None) -> Assignment 
     return None
 
 
+# CSRF-exempt: the study's platform checks the consent form itself (platforms/base.py: Django's CSRF check
+# for the platforms with cookies; a signed form field and the Origin for MTurk's cookie-less frame).
+@csrf_exempt
 @require_http_methods(["GET", "POST"])
 def entry(request: HttpRequest, slug: str) -> HttpResponse:
-    """``/p/<slug>/``: platform entry; GET shows consent (or MTurk preview), POST consents and starts."""
+    """``/p/<slug>/``: platform entry; GET shows consent (or a preview), POST consents and starts."""
     if over_limit(request, "entry"):
-        return _message(request, "Too many requests", "Please wait a minute and try again.", 429)
+        return _message(request, None, "Too many requests", "Please wait a minute and try again.", 429)
     if request.method == "POST" and request.POST.get("consent") == "yes":
         # Consent starts an identity (from here on, the open link's id lives in the session): never under a
         # key someone else may have planted in this browser before, since they could then follow it to the
@@ -178,68 +151,55 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _entry(request: HttpRequest, exp: Experiment) -> HttpResponse:
     """``entry`` for the study ``exp`` (locked by a consent POST's transaction)."""
+    platform = platforms.for_experiment(exp)
     if exp.status != "live":
         return _not_live(request, exp)
-    if _is_mturk_preview(request, exp):
+    if platform.is_preview(request):
         if request.method == "POST":  # consent cannot be given to a HIT that is not accepted yet
-            return _message(request, "Preview only", "This HIT is only being previewed. Accept the HIT on "
-                            "Mechanical Turk first, then give your consent.", 400)
-        return render(request, "crowd/preview.html", {"exp": exp})
+            return _message(request, exp, "Preview only", "This HIT is only being previewed. Accept the HIT "
+                            "on Mechanical Turk first, then give your consent.", 400)
+        return _page(request, exp, "crowd/preview.html", {"exp": exp})
+    if request.method == "POST":
+        refused = platform.refuse_form(request, exp)
+        if refused is not None:
+            return framed(refused, platform)
     src = request.POST if request.method == "POST" else request.GET
     if any("\x00" in v for _, values in src.lists() for v in values):  # no database column can hold NUL
-        return _message(request, "Invalid study link", "The link contains a character that is not allowed.",
-                        400)
+        return _message(request, exp, "Invalid study link", "The link contains a character that is not "
+                        "allowed.", 400)
     try:
-        ids = _platform_ids(request, exp)
-    except BadEntryForm:
-        return _message(request, "Invalid consent form",
-                        "This consent form is not valid. Please open the study link again.", 400)
-    if ids is None:
-        need = {"prolific": "PROLIFIC_PID", "mturk": "workerId, assignmentId or a valid turkSubmitTo"}[
-            exp.platform
-        ]
-        return _message(
-            request,
-            "Missing study link parameters",
-            f"This link must be opened from {exp.get_platform_display()} ({need} missing).",
-            400,
-        )
+        ident = platform.identity(request, exp)
+    except BadEntry as exc:
+        return _message(request, exp, "Invalid consent form", str(exc), 400)
+    if ident is None:
+        return _message(request, exp, "Missing study link parameters",
+                        f"This link must be opened from {platform.label} ({platform.needs} missing).", 400)
     if request.method == "GET" or request.POST.get("consent") != "yes":
-        found = _existing(exp, ids)
+        found = _existing(exp, ident)
         if found is not None:
             return _resume(request, exp, found)
     if request.method == "GET":
-        hidden = {
-            k: v
-            for k, v in request.GET.items()
-            if k
-            in {"PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "workerId", "assignmentId", "hitId", "turkSubmitTo"}
-        }
-        if exp.platform == "open":  # the identity this form will start (see _open_link_id)
-            hidden["entry"] = _entry_signer(exp).sign(get_random_string(24))
-        return render(request, "crowd/consent.html", {"exp": exp, "hidden": hidden})
+        return _page(request, exp, "crowd/consent.html", {
+            "exp": exp, "hidden": platform.consent_fields(request, exp), "csrf": platform.uses_cookies})
     if request.POST.get("consent") != "yes":
-        return _message(request, "Consent required", "You can only take part after giving consent.", 400)
-    if exp.platform == "open":
-        request.session[f"crowd_pid_{exp.slug}"] = ids["platform_id"]
-    extra = {k: ids[k] for k in ("mturk_assignment_id", "hit_id", "turk_submit_to") if k in ids}
+        return _message(request, exp, "Consent required", "You can only take part after giving consent.", 400)
+    platform.consented(request, exp, ident)
     # One entry at a time per participant: a double submit, or a client retrying a consent POST that is
     # still queued, must find the assignment the first one made rather than take a second one. A new
     # participant's row is locked by its INSERT until this transaction ends (a concurrent INSERT of the
     # same identity waits, then finds it); a known one is locked here.
-    participant, new = _consenting_participant(exp, ids)
-    found = None if new else _existing(exp, ids, participant.pk)
+    participant, new = _consenting_participant(exp, ident)
+    found = None if new else _existing(exp, ident, participant.pk)
     if found is not None:
         _bind_session(request, exp, found.token, rotated=True)
-        return redirect("crowd:done" if found.state == "completed" else "crowd:task", token=found.token)
+        return _go(exp, _page_of(found), found.token)
     try:
-        assignment = create_assignment(exp.pk, participant, locked=exp, **extra)
+        assignment = create_assignment(exp.pk, participant, locked=exp, **ident.assignment_fields)
     except LookupError:  # nothing left for this participant: the transaction is rolled back, nothing stored
-        return _message(
-            request, "No more trials", "There are no more trials for you in this study. Thanks!", 410
-        )
+        return _message(request, exp, "No more trials", "There are no more trials for you in this study. "
+                        "Thanks!", 410)
     _bind_session(request, exp, assignment.token, rotated=True)
-    return redirect("crowd:task", token=assignment.token)
+    return _go(exp, "crowd:task", assignment.token)
 
 
 @functools.cache
@@ -249,13 +209,12 @@ def _insert_participant_sql() -> str:
             "ON CONFLICT (experiment_id, platform, platform_id) DO NOTHING RETURNING id")
 
 
-def _consenting_participant(exp: Experiment, ids: dict) -> tuple[Participant, bool]:
-    """The participant ``ids`` names, with consent recorded and its row locked until the transaction ends;
+def _consenting_participant(exp: Experiment, ident: Identity) -> tuple[Participant, bool]:
+    """The participant ``ident`` names, with consent recorded and its row locked until the transaction ends;
     (participant, True) when this call created it. Inside a transaction."""
     now = timezone.now()
-    fields = {"experiment": exp, "platform": exp.platform, "platform_id": ids["platform_id"][:200],
-              "study_id": ids.get("study_id", ""), "session_id": ids.get("session_id", ""), "consent_at": now,
-              "created": now}
+    fields = {"experiment": exp, "platform": exp.platform, "platform_id": ident.platform_id[:200],
+              "study_id": ident.study_id, "session_id": ident.session_id, "consent_at": now, "created": now}
     ops = connection.ops
     with connection.cursor() as cur:  # one statement: INSERT ... ON CONFLICT DO NOTHING RETURNING id
         cur.execute(_insert_participant_sql(), [
@@ -308,11 +267,11 @@ def task(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
     happens in crowd/task.js."""
     a, state_json = _state(token)
     if a.state == "completed":
-        return redirect("crowd:done", token=a.token)
+        return _go(a.experiment, "crowd:done", a.token)
     reason = _closed_reason(a)
     if reason:
-        return _message(request, "Assignment not available", f"Sorry, {reason}.", 403)
-    return render(request, "crowd/task.html", {"a": a, "exp": a.experiment, "state": state_json})
+        return _message(request, a.experiment, "Assignment not available", f"Sorry, {reason}.", 403)
+    return _page(request, a.experiment, "crowd/task.html", {"a": a, "exp": a.experiment, "state": state_json})
 
 
 def _image_prefix(a: Assignment) -> str:
@@ -393,20 +352,10 @@ def image(request: HttpRequest, token: uuid.UUID, position: int, side: str) -> F
     return resp
 
 
-def _foreign_origin(request: HttpRequest) -> bool:
-    """Whether the request's ``Origin`` header names another site than this one (or CSRF_TRUSTED_ORIGINS).
-    Browsers send it with every POST; a request without one does not come from a browser's page."""
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return False
-    own = f"{request.scheme}://{request.get_host()}"
-    return origin != own and origin not in settings.CSRF_TRUSTED_ORIGINS
-
-
 def _json_body(request: HttpRequest, token: uuid.UUID) -> tuple[dict | None, JsonResponse | None]:
     """Check the request's origin and token header, parse a small JSON object body; return (data, None) or
     (None, error response)."""
-    if _foreign_origin(request):
+    if foreign_origin(request):
         return None, JsonResponse({"error": "cross-origin request refused"}, status=403)
     if request.headers.get("X-Assignment-Token", "") != str(token):
         return None, JsonResponse({"error": "missing or wrong X-Assignment-Token header"}, status=403)
@@ -555,11 +504,10 @@ def device(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
 
 
 def _completion(a: Assignment) -> dict:
-    exp = a.experiment
     out = {"code": a.completion_code, "done_url": reverse("crowd:done", kwargs={"token": a.token})}
-    if exp.platform == "prolific" and exp.completion_url:
-        sep = "&" if "?" in exp.completion_url else "?"
-        out["redirect"] = f"{exp.completion_url}{sep}{urlencode({'cc': a.completion_code})}"
+    go = platforms.for_experiment(a.experiment).completion_redirect(a)
+    if go:
+        out["redirect"] = go
     return out
 
 
@@ -568,7 +516,7 @@ def _completion(a: Assignment) -> dict:
 def complete(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
     """Finish the assignment once every item is judged; returns the completion code (and redirect)."""
     a = _assignment(token)
-    if _foreign_origin(request):
+    if foreign_origin(request):
         return JsonResponse({"error": "cross-origin request refused"}, status=403)
     if request.headers.get("X-Assignment-Token", "") != str(token):
         return JsonResponse({"error": "missing or wrong X-Assignment-Token header"}, status=403)
@@ -585,7 +533,7 @@ def complete(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
         if locked.state == "active":
             locked.state = "completed"
             locked.completed_at = timezone.now()
-            locked.completion_code = a.experiment.completion_code or get_random_string(10).upper()
+            locked.completion_code = platforms.for_experiment(a.experiment).completion_code(a.experiment)
             locked.save(update_fields=["state", "completed_at", "completion_code"])
     locked.experiment = a.experiment
     return JsonResponse(_completion(locked))
@@ -593,12 +541,11 @@ def complete(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
 
 @require_GET
 def done(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
-    """Completion page: the code, the Prolific redirect link, or the MTurk submit form."""
+    """Completion page: the code, and what the platform does next (a redirect, or a form back to it)."""
     a = _assignment(token)
     if a.state != "completed":
-        return redirect("crowd:task", token=a.token)
-    info = _completion(a)
-    submit = ""
-    if a.experiment.platform == "mturk" and a.turk_submit_to:
-        submit = a.turk_submit_to.rstrip("/") + "/mturk/externalSubmit"
-    return render(request, "crowd/done.html", {"a": a, "exp": a.experiment, "info": info, "submit": submit})
+        return _go(a.experiment, "crowd:task", a.token)
+    platform = platforms.for_experiment(a.experiment)
+    return _page(request, a.experiment, "crowd/done.html", {
+        "a": a, "exp": a.experiment, "info": _completion(a), "platform": platform,
+        "submit": platform.submit_form(a)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import reprlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ _TEXTS = {
     "completion_code": 100,
     "completion_url": 500,
 }
+# Rules a recruiting platform sets on the fields (Prolific needs one completion code for all). Filled in
+# by the crowd app, which owns the platform adapters (webapp/crowd/apps.py), so this app needs not import it.
+PLATFORM_RULES: dict[str, Callable[[Mapping[str, Any]], str | None]] = {}
 KNOWN = {"slug", "codecs", "sampling", *_CHOICES, *_INTS, *_RATES, *_TEXTS}
 
 
@@ -146,6 +150,10 @@ def validate(data: dict) -> dict[str, Any]:
         raise SpecError("pairs_per_reference: required when pairs is 'sampled'")
     if out.get("completion_url") and not out["completion_url"].startswith(("https://", "http://")):
         raise SpecError("completion_url: must be an http(s) URL")
+    rule = PLATFORM_RULES.get(out.get("platform", "open"))
+    problem = rule(out) if rule else None
+    if problem:
+        raise SpecError(problem)
     codecs = data.get("codecs", [])
     if isinstance(codecs, str):
         codecs = [codecs]

@@ -121,35 +121,6 @@ def test_prolific_flow_redirect(live_server, transactional_db, experiment_factor
     _assert_complete(a)
 
 
-def test_mturk_flow_submits_to_turk(live_server, transactional_db, experiment_factory, browser, settings):
-    from webapp.crowd.models import Assignment
-
-    settings.CROWD_MTURK_SUBMIT_HOSTS = [live_server.url]  # stands in for https://www.mturk.com
-
-    exp = experiment_factory(slug="browser-mturk", platform="mturk")
-    page = browser.new_page()
-    page.goto(f"{live_server.url}/p/{exp.slug}/?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=H")
-    assert page.is_visible("#preview")
-    posted = {}
-
-    def capture(route):
-        posted["body"] = route.request.post_data
-        route.fulfill(status=200, body="submitted")
-
-    page.route("**/mturk/externalSubmit", capture)
-    _start(
-        page,
-        f"{live_server.url}/p/{exp.slug}/?assignmentId=AS1&workerId=WK1&hitId=H1"
-        f"&turkSubmitTo={live_server.url}",
-    )
-    _answer(page, ["ArrowLeft"])
-    page.wait_for_url("**/done")
-    page.click("#mturk-submit")
-    page.wait_for_url("**/mturk/externalSubmit")
-    assert "assignmentId=AS1" in posted["body"]
-    _assert_complete(Assignment.objects.get(experiment=exp, mturk_assignment_id="AS1"))
-
-
 def test_lost_connection_answers_are_retried(live_server, transactional_db, experiment_factory, browser):
     """The first judgment POSTs fail at the network level; the page keeps and re-sends them."""
     from webapp.crowd.models import Assignment

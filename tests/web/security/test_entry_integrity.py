@@ -12,13 +12,14 @@ import re
 import uuid
 from datetime import timedelta
 from importlib import import_module
+from urllib.parse import urlencode
 
 import pytest
 from django.contrib.sessions.models import Session
 from django.test import Client
 from django.utils import timezone
 
-from tests.web.conftest import enter
+from tests.web.conftest import consent_form, enter
 from tests.web.security.hostile import assert_clean, probe
 
 # --- session fixation ---------------------------------------------------------------------------------
@@ -150,9 +151,10 @@ def test_consent_post_in_mturk_preview_creates_nothing(raw_client, experiment_fa
     assert "preview" in r.body.decode().lower() and "accept" in r.body.decode().lower()
     assert_clean("entry.preview", 1)
     assert not Participant.objects.exists() and not Assignment.objects.exists()
-    # once accepted, the same worker's consent goes through
-    body["assignmentId"] = "REAL-1"
-    ok = raw_client.post(f"/p/{exp.slug}/", body)
+    # once accepted, the same worker's consent (the form of the accepted HIT's page) goes through
+    link = f"/p/{exp.slug}/?" + urlencode({**ids, "assignmentId": "REAL-1"})
+    ok = raw_client.post(link, {**consent_form(raw_client, link), "consent": "yes"},
+                         headers={"Origin": "http://testserver"})
     assert ok.status_code == 302 and Assignment.objects.get().mturk_assignment_id == "REAL-1"
 
 

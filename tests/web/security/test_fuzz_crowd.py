@@ -11,6 +11,7 @@ import math
 import string
 import uuid
 from datetime import datetime
+from urllib.parse import urlencode
 
 import pytest
 from django.test import Client
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from tests.web.conftest import enter
+from tests.web.conftest import consent_form, enter
 from tests.web.security.hostile import HTML_INJECTION, NASTY_TEXT, SQL_INJECTION, assert_clean, probe
 
 FUZZ = hsettings(
@@ -358,7 +359,8 @@ def test_long_platform_id_resumes_the_same_assignment(client, experiment_factory
 
 def test_long_mturk_assignment_id_is_not_a_500(raw_client, experiment_factory):
     exp = experiment_factory(platform="mturk")
-    form = {"workerId": "W1", "assignmentId": "A" * 400, "hitId": "H" * 400, "consent": "yes"}
-    r = raw_client.post(f"/p/{exp.slug}/", form)
+    link = f"/p/{exp.slug}/?" + urlencode({"workerId": "W1", "assignmentId": "A" * 400, "hitId": "H" * 400})
+    r = raw_client.post(link, {**consent_form(raw_client, link), "consent": "yes"},
+                        headers={"Origin": "http://testserver"})
     assert r.status_code == 302
     assert exp.assignments.get().mturk_assignment_id == "A" * 200
