@@ -9,6 +9,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("webapp.crowd.urls")),
     path("", include("webapp.lab.urls")),
+    path("", include("webapp.recruit.urls")),
 ]
 
 if settings.DEBUG:  # researcher-only media (reference files) in development; stimuli go via crowd views

@@ -25,7 +25,7 @@ class SpecError(Exception):
 _CHOICES = {
     "mode": ("triplet", "pair"),
     "pairs": ("all", "sampled"),
-    "platform": ("open", "prolific", "mturk"),
+    "platform": tuple(name for name, _ in Experiment.PLATFORMS),
     "status": ("draft", "live", "paused", "closed"),
 }
 _INTS = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -13,9 +14,12 @@ from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from learning.scaling.plan import plan as scaling_plan
+from webapp.crowd import platforms
 from webapp.crowd.simulated import SIMULATED
 from webapp.experiments.access import experiment_for, experiments_for
+from webapp.experiments.models import Experiment
 from webapp.experiments.sampling import SAMPLING, sampling_mode, set_sampling_mode
+from webapp.experiments.signals import status_changing
 from webapp.lab import analysis, plots
 from webapp.lab.jobs import start_export, zip_response
 from webapp.lab.models import ExportJob
@@ -113,6 +117,7 @@ def experiment_detail(request, slug: str):
         "statuses": STATUSES,
         "references": list(exp.references.order_by("id")),
         "exports": list(exp.export_jobs.all()[:5]),
+        "recruits_remotely": platforms.for_experiment(exp).driven_from_lab,
     }
     context["exports_running"] = any(j.state in ("queued", "running") for j in context["exports"])
     return render(request, "lab/experiment.html", context)
@@ -156,8 +161,18 @@ def set_status(request, slug: str):
     status = request.POST.get("status", "")
     if status not in STATUSES:
         return HttpResponseBadRequest(f"status must be one of {', '.join(STATUSES)}")
-    exp.status = status
-    exp.save(update_fields=["status"])
+    if status != exp.status:
+        answers = status_changing.send_robust(Experiment, experiment=exp, status=status)
+        vetoes = [str(r) for _, r in answers if isinstance(r, Exception)]
+        if vetoes:
+            for text in vetoes:
+                messages.error(request, f"Status not changed: {text}")
+            return redirect("lab:experiment", slug=exp.slug)
+        exp.status = status
+        exp.save(update_fields=["status"])
+        for _, said in answers:
+            if isinstance(said, str) and said:
+                messages.info(request, said)
     return redirect("lab:experiment", slug=exp.slug)
 
 

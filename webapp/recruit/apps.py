@@ -8,3 +8,6 @@ class RecruitConfig(AppConfig):
     name = "webapp.recruit"
     label = "recruit"
     verbose_name = "Recruiting (MTurk, Prolific)"
+
+    def ready(self) -> None:
+        from webapp.recruit import receivers  # noqa: F401  (connects them; it imports models)

@@ -109,8 +109,8 @@ def test_mturk_consent_ids_come_from_the_signed_field(experiment_factory, monkey
     assert r.status_code == 302 and (a.participant.platform_id, a.mturk_assignment_id) == ("W1", "A1")
     # an expired form (older than an MTurk assignment can last) is refused
     monkeypatch.setattr(platforms.mturk, "FORM_MAX_AGE_S", -1)
-    late = c.post(_hit(exp, workerId="W2", assignmentId="A2"),
-                  {**consent_form(c, _hit(exp, workerId="W2", assignmentId="A2")), "consent": "yes"}, headers=OWN)
+    link2 = _hit(exp, workerId="W2", assignmentId="A2")
+    late = c.post(link2, {**consent_form(c, link2), "consent": "yes"}, headers=OWN)
     assert late.status_code == 400 and Assignment.objects.count() == 1
 
 

@@ -61,6 +61,7 @@ class Platform:
     # Whether the platform's submission ids are the site's assignment ids (Assignment.mturk_assignment_id);
     # else a submission stands for the worker's latest assignment (review proposals, webapp/recruit).
     submission_is_assignment: ClassVar[bool] = False
+    driven_from_lab: ClassVar[bool] = False  # the lab creates, reviews and pays on it (webapp/recruit/)
 
     def frame_ancestors(self) -> list[str]:
         """Origins that may frame this platform's participant pages (CSP frame-ancestors); none: DENY."""

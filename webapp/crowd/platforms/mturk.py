@@ -42,6 +42,7 @@ class MTurk(Platform):
     needs = "workerId, assignmentId or a valid turkSubmitTo"
     uses_cookies = False
     submission_is_assignment = True
+    driven_from_lab = True
 
     def frame_ancestors(self) -> list[str]:
         return list(settings.CROWD_MTURK_FRAME_ANCESTORS)

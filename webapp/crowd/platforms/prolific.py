@@ -22,6 +22,7 @@ class Prolific(Platform):
     label = "Prolific"
     link_params = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
     needs = "PROLIFIC_PID"
+    driven_from_lab = True
 
     def identity(self, request: HttpRequest, exp: Experiment) -> Identity | None:
         src = request.POST if request.method == "POST" else request.GET
