@@ -33,9 +33,11 @@ run: demo
 	$(BIN)/python manage.py db_worker & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-# Debian's chromium for the browser tests (never a downloaded browser build).
+# Debian's chromium for the browser tests (never a downloaded browser build), and nginx-light for the test of
+# the shipped nginx site (tests/web/deploy).
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+	@test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx-light)
 
 test: venv-dev browser
 	$(BIN)/python -m pytest
@@ -64,6 +66,7 @@ serve-prod: venv
 # Backup: a consistent pg_dump (custom format) of DATABASE_URL plus a tar of MEDIA_ROOT; see README "Backups".
 BACKUP_DIR ?= var/backups
 MEDIA_ROOT ?= media
+BACKUP_KEEP_DAYS ?= 0
 backup:
 	@case "$(DATABASE_URL)" in postgres*) ;; *) echo "backup needs DATABASE_URL=postgres://..." >&2; exit 2;; esac
 	@mkdir -p "$(BACKUP_DIR)"
@@ -71,6 +74,8 @@ backup:
 	pg_dump --format=custom --no-owner --dbname="$(DATABASE_URL)" --file="$(BACKUP_DIR)/lab-$$stamp.dump" && \
 	tar -czf "$(BACKUP_DIR)/media-$$stamp.tar.gz" -C "$(MEDIA_ROOT)" . && \
 	echo "$(BACKUP_DIR)/lab-$$stamp.dump $(BACKUP_DIR)/media-$$stamp.tar.gz"
+	@if [ "$(BACKUP_KEEP_DAYS)" -gt 0 ]; then \
+	find "$(BACKUP_DIR)" -maxdepth 1 \( -name 'lab-*.dump' -o -name 'media-*.tar.gz' \) -mtime +$(BACKUP_KEEP_DAYS) -print -delete; fi
 
 clean:
 	rm -rf $(VENV) media var staticfiles db.sqlite3

@@ -42,8 +42,6 @@ import os
 import random
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,8 +52,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # webapp.serve holds the server's command line
+if str(ROOT) not in sys.path:  # run as a script: webapp.harness holds the server and the audit
     sys.path.insert(0, str(ROOT))
+from webapp.harness import (  # noqa: E402
+    audit,
+    free_port,
+    server_capacity,
+    server_env,
+    start_proxy,
+    start_server,
+    stop_server,
+)
+
 CSRF_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 PGBENCH_PATHS = ("/usr/lib/postgresql/15/bin/pgbench", "pgbench")
 STATE_RE = re.compile(r'<script id="state" type="application/json">(.*?)</script>', re.S)
@@ -380,168 +388,9 @@ def percentile(values: list[float], q: float) -> float:
 # --------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Audit:
-    stored: int
-    acked: int
-    lost: list[str]  # acknowledged but not stored
-    unacknowledged_stored: int  # stored but never acknowledged (a client gave up at the hard stop)
-    wrong_content: int  # stored answer differs from the acknowledged one
-    duplicate_uuid: int
-    duplicate_slot: int
-
-    @property
-    def ok(self) -> bool:
-        """Something was judged, and every acknowledged judgment is stored exactly once, with the
-        acknowledged answer (a run that stored nothing proves nothing: it fails)."""
-        return (self.stored > 0 and self.acked > 0 and not self.lost and not self.wrong_content
-                and not self.duplicate_uuid and not self.duplicate_slot
-                and self.stored == self.acked + self.unacknowledged_stored)
-
-    def line(self) -> str:
-        return (f"stored {self.stored}, acknowledged {self.acked}, lost {len(self.lost)}, duplicates "
-                f"{self.duplicate_uuid} (uuid) + {self.duplicate_slot} (slot), wrong answer "
-                f"{self.wrong_content}, stored without ack {self.unacknowledged_stored}")
-
-
-def audit(cursor, slug: str, res: Result) -> Audit:
-    """Compare what the server acknowledged with what the database holds for experiment ``slug``."""
-    cursor.execute(
-        """SELECT j.client_uuid::text, a.token::text, i.position, j.chosen_side, j.item_id
-           FROM crowd_judgment j JOIN crowd_assignment a ON a.id = j.assignment_id
-           JOIN crowd_assignmentitem i ON i.id = j.item_id
-           JOIN experiments_experiment e ON e.id = a.experiment_id WHERE e.slug = %s""", [slug])
-    rows = cursor.fetchall()
-    by_uuid = {r[0]: r for r in rows}
-    lost = [u for u in res.acked if u not in by_uuid]
-    wrong = sum(1 for u, (tok, pos, ch) in res.acked.items()
-                if u in by_uuid and (by_uuid[u][1].replace("-", "") != tok.replace("-", "")
-                                     or by_uuid[u][2] != pos or by_uuid[u][3] != ch))
-    return Audit(stored=len(rows), acked=len(res.acked), lost=lost,
-                 unacknowledged_stored=sum(1 for u in by_uuid if u not in res.acked), wrong_content=wrong,
-                 duplicate_uuid=len(rows) - len(by_uuid),
-                 duplicate_slot=len(rows) - len({r[4] for r in rows}))
-
-
 # --------------------------------------------------------------------------------------------------------
 # The server
 # --------------------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def server_env(db_url: str, media: str, static: str, port: int, workers: int | None,
-               threads: int | None = None) -> dict[str, str]:
-    """Environment for manage.py / the server in production mode on plain-HTTP loopback."""
-    env = {**os.environ, "DEBUG": "0", "SECRET_KEY": "bench-" + uuid.uuid4().hex * 2,
-           "ALLOWED_HOSTS": "127.0.0.1,localhost", "SECURE_SSL_REDIRECT": "0", "SECURE_COOKIES": "0",
-           "DATABASE_URL": db_url, "MEDIA_ROOT": media, "STATIC_ROOT": static, "CROWD_RATE_LIMIT": "0",
-           "WEB_BIND": f"127.0.0.1:{port}", "PYTHONPATH": str(ROOT)}
-    if workers:
-        env["WEB_WORKERS"] = str(workers)
-    if threads:
-        env["WEB_THREADS"] = str(threads)
-    return env
-
-
-def server_capacity(env: dict[str, str]) -> tuple[int, int]:
-    """(workers, threads per worker) of the production server started with ``env``."""
-    from webapp.serve import command
-
-    cmd = command(env)
-    return int(cmd[cmd.index("--workers") + 1]), int(cmd[cmd.index("--blocking-threads") + 1])
-
-
-def start_server(env: dict[str, str], log_path: str, wait_s: float = 60) -> subprocess.Popen:
-    """Start the server exactly as ``make serve-prod`` does (``webapp/serve.py``); return once it answers
-    on WEB_BIND."""
-    import urllib.request
-
-    from webapp.serve import command
-
-    log = open(log_path, "ab")
-    proc = subprocess.Popen(command(env), cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
-    url = f"http://{env['WEB_BIND']}/static/crowd/task.css"
-    stop = time.monotonic() + wait_s
-    while time.monotonic() < stop:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}; see {log_path}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return proc
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"the server did not answer within {wait_s} s; see {log_path}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """Graceful stop (SIGTERM to the master), then SIGKILL to its process group if needed."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def start_proxy(ports: list[int], tmp: Path) -> tuple[subprocess.Popen, int]:
-    """A round-robin nginx (Debian's) on a free port in front of the servers on ``ports``: buffered request
-    bodies (as production wants), kept-alive upstream connections, the client's Host passed on (the
-    judge's Origin check compares with it). Returns (process, port)."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(nginx).exists():
-        sys.exit("error: --servers > 1 needs nginx (apt-get install -y nginx)")
-    port = free_port()
-    d = tmp / "nginx"
-    d.mkdir()
-    upstream = "".join(f"    server 127.0.0.1:{p};\n" for p in ports)
-    temps = "".join(f"  {k}_temp_path {d}/{k};\n"
-                    for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    (d / "nginx.conf").write_text(f"""worker_processes 1;
-user root;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-  access_log off;
-{temps}  upstream web {{
-{upstream}    keepalive 128;
-  }}
-  server {{
-    listen 127.0.0.1:{port} backlog=4096;
-    client_max_body_size 1m;
-    location / {{
-      proxy_pass http://web;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_read_timeout 60s;
-    }}
-  }}
-}}
-""")
-    proc = subprocess.Popen([nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"],
-                            stdout=open(d / "out.log", "ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    stop = time.monotonic() + 20
-    while time.monotonic() < stop:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return proc, port
-        except OSError:
-            if proc.poll() is not None:
-                logs = (d / "out.log").read_text() + (d / "error.log").read_text()
-                raise RuntimeError(f"nginx exited: {logs}") from None
-            time.sleep(0.2)
-    raise RuntimeError("nginx did not listen")
 
 
 async def export_during(res: Result, base: str, db_url: str, at: int, env: dict, out: dict) -> None:
@@ -598,20 +447,6 @@ async def export_during(res: Result, base: str, db_url: str, at: int, env: dict,
         with zipfile.ZipFile(path) as z:
             name = next(n for n in z.namelist() if n.endswith("/manifest.json"))
             out["judgments"] = json.loads(z.read(name))["counts"]["judgments_in_log"]
-
-
-def worker_pids(master_pid: int) -> list[int]:
-    """PIDs of the server's workers (children of its main process), from /proc."""
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                stat = (p / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == master_pid:
-                out.append(int(p.name))
-    return sorted(out)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -774,7 +609,7 @@ def main() -> None:
         for p in procs:
             stop_server(p)
         with psycopg2.connect(db_url) as conn, conn.cursor() as cur:
-            report = audit(cur, "demo", res)
+            report = audit(cur, "demo", res.acked)
         conn.close()
     finally:
         for p in procs:

@@ -25,14 +25,28 @@ import sys
 from collections.abc import Mapping
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> str:
+    """``env[name]`` as a positive integer (text); ValueError naming the variable otherwise."""
+    raw = (env.get(name) or "").strip() or str(default)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name}: expected an integer, got {raw!r}" if not raw.isdigit()
+                         else f"{name}: expected an integer >= 1, got {raw}")
+    return raw
+
+
 def command(env: Mapping[str, str] = os.environ) -> list[str]:
-    """The granian command line for the settings in ``env``."""
-    host, _, port = env.get("WEB_BIND", "127.0.0.1:8000").rpartition(":")
-    workers = env.get("WEB_WORKERS") or str(os.cpu_count() or 1)
+    """The granian command line for the settings in ``env``; ValueError (one line naming the variable)
+    for a malformed one."""
+    bind = env.get("WEB_BIND", "127.0.0.1:8000")
+    host, _, port = bind.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"WEB_BIND: expected HOST:PORT, got {bind!r}")
     return [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", host or "127.0.0.1",
-            "--port", port, "--workers", workers, "--blocking-threads", env.get("WEB_THREADS", "16"),
-            "--backlog", env.get("WEB_BACKLOG", "2048"), "--no-ws", "--respawn-failed-workers",
-            "--http1-header-read-timeout", env.get("WEB_HEADER_TIMEOUT_MS", "10000"),
+            "--port", port, "--workers", _count(env, "WEB_WORKERS", os.cpu_count() or 1),
+            "--blocking-threads", _count(env, "WEB_THREADS", 16),
+            "--backlog", _count(env, "WEB_BACKLOG", 2048),
+            "--no-ws", "--respawn-failed-workers",
+            "--http1-header-read-timeout", _count(env, "WEB_HEADER_TIMEOUT_MS", 10000),
             "--access-log" if env.get("WEB_ACCESS_LOG", "0") not in ("", "0") else "--no-access-log",
             "webapp.wsgi:application"]
 
@@ -47,7 +61,11 @@ def main(env: Mapping[str, str] = os.environ) -> None:
     if env.get("WEB_BUFFERING_PROXY") != "1":
         print(PROXY_REQUIRED, file=sys.stderr)
         raise SystemExit(2)
-    cmd = command(env)
+    try:
+        cmd = command(env)
+    except ValueError as exc:
+        print(f"webapp.serve: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     os.execv(cmd[0], cmd)
 
 

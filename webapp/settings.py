@@ -16,7 +16,24 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def _env_bool(name: str, default: str) -> bool:
-    return os.environ.get(name, default).strip().lower() in {"1", "true", "yes", "on"}
+    value = os.environ.get(name, default).strip().lower()
+    if value not in {"1", "true", "yes", "on", "0", "false", "no", "off", ""}:
+        raise ImproperlyConfigured(f"{name}: expected 1/0 (true/false, yes/no, on/off), got {value!r}")
+    return value in {"1", "true", "yes", "on"}
+
+
+def _env_int(name: str, default: int, low: int = 0) -> int:
+    """An integer setting; a malformed or too small value is one ImproperlyConfigured line naming it."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}: expected an integer, got {raw!r}") from None
+    if value < low:
+        raise ImproperlyConfigured(f"{name}: expected an integer >= {low}, got {value}")
+    return value
 
 
 def _env_list(name: str, default: str = "") -> list[str]:
@@ -91,6 +108,13 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+    # Several participants at once on the embedded default: every transaction takes the write lock when it
+    # begins (IMMEDIATE), so two never both read and then fail to upgrade ("database is locked"); a writer
+    # waits up to 20 s for the lock instead of failing; WAL lets readers go on beside the one writer.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE", "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
 # Lets two test runs share one PostgreSQL server without fighting over the default "test_<name>" database.
 if os.environ.get("TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
@@ -141,14 +165,14 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {"TITLE": "2AFC perceptual lab API", "VERSION": "1.0.0"}
 
 # The participant API takes tiny JSON bodies; anything bigger is refused (413).
-DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", 64 * 1024))
-CROWD_MAX_BODY_BYTES = int(os.environ.get("CROWD_MAX_BODY_BYTES", 4 * 1024))
+DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 64 * 1024)
+CROWD_MAX_BODY_BYTES = _env_int("CROWD_MAX_BODY_BYTES", 4 * 1024)
 # import_images refuses image files bigger than this (checked before reading; the pixel count is
 # capped separately by Pillow's decompression-bomb guard).
-STIMULI_MAX_IMAGE_BYTES = int(os.environ.get("STIMULI_MAX_IMAGE_BYTES", 64 * 1024 * 1024))
+STIMULI_MAX_IMAGE_BYTES = _env_int("STIMULI_MAX_IMAGE_BYTES", 64 * 1024 * 1024)
 # Entry-point rate limit per client IP: CROWD_RATE_LIMIT requests per CROWD_RATE_WINDOW seconds.
-CROWD_RATE_LIMIT = int(os.environ.get("CROWD_RATE_LIMIT", 30))
-CROWD_RATE_WINDOW = int(os.environ.get("CROWD_RATE_WINDOW", 60))
+CROWD_RATE_LIMIT = _env_int("CROWD_RATE_LIMIT", 30)
+CROWD_RATE_WINDOW = _env_int("CROWD_RATE_WINDOW", 60, low=1)
 # MTurk turkSubmitTo values accepted from entry links (anything else is refused: no open redirect).
 CROWD_MTURK_SUBMIT_HOSTS = _env_list(
     "CROWD_MTURK_SUBMIT_HOSTS", "https://www.mturk.com,https://workersandbox.mturk.com"
@@ -162,8 +186,16 @@ CROWD_MTURK_FRAME_ANCESTORS = _env_list(
 SITE_URL = os.environ.get("SITE_URL", "").rstrip("/")
 # Prolific's API (manage.py prolific, the study page); its token comes from the environment, never stored.
 PROLIFIC_API_URL = os.environ.get("PROLIFIC_API_URL", "https://api.prolific.com/api/v1/")
+# Behind nginx (deploy/nginx/lab.conf): the stimulus images are sent by nginx from this internal location
+# (X-Accel-Redirect to PREFIX + the served copy's file name) once the view has authorised the request.
+# Empty: the view sends the file itself.
+SERVED_X_ACCEL_REDIRECT = os.environ.get("SERVED_X_ACCEL_REDIRECT", "").strip()
+if SERVED_X_ACCEL_REDIRECT and not (SERVED_X_ACCEL_REDIRECT.startswith("/")
+                                    and SERVED_X_ACCEL_REDIRECT.endswith("/")):
+    raise ImproperlyConfigured(f"SERVED_X_ACCEL_REDIRECT: expected a path like /_served/, got "
+                               f"{SERVED_X_ACCEL_REDIRECT!r}")
 # Behind N trusted reverse proxies, the client IP for rate limiting is taken from X-Forwarded-For.
-CROWD_TRUSTED_PROXY_HOPS = int(os.environ.get("CROWD_TRUSTED_PROXY_HOPS", 0))
+CROWD_TRUSTED_PROXY_HOPS = _env_int("CROWD_TRUSTED_PROXY_HOPS", 0)
 
 # The cache (the entry rate limit's counters): Redis when REDIS_URL is set, shared by every server process
 # and machine, which production needs; else an in-process LocMem cache, enough for one embedded process.
@@ -179,7 +211,7 @@ if not DEBUG:
     SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", "1")
     # SECURE_SSL_REDIRECT=0 / SECURE_COOKIES=0 only for plain-HTTP loopback benchmarks and tests.
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _env_bool("SECURE_COOKIES", "1")
-    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", 31536000))
+    SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -31,6 +31,7 @@ import pytest
 from django.db import connection, connections
 
 from tests.benchload import bench_load
+from webapp import harness
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -71,11 +72,11 @@ def test_judging_survives_postgres_restart_and_worker_kill(transactional_db, exp
     s = connection.settings_dict
     db_url = (f"postgres://{s['USER']}{':' + s['PASSWORD'] if s.get('PASSWORD') else ''}@"
               f"{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}")
-    port = load.free_port()
-    env = load.server_env(db_url, settings.MEDIA_ROOT, str(tmp_path / "static"), port, workers=3)
+    port = harness.free_port()
+    env = harness.server_env(db_url, settings.MEDIA_ROOT, str(tmp_path / "static"), port, workers=3)
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env,
                    check=True)
-    proc = load.start_server(env, str(tmp_path / "server.log"))
+    proc = harness.start_server(env, str(tmp_path / "server.log"))
     base = f"http://127.0.0.1:{port}"
     faults: dict[str, float] = {}
 
@@ -87,7 +88,7 @@ def test_judging_survives_postgres_restart_and_worker_kill(transactional_db, exp
         assert done.returncode == 0, done.stderr
         faults["restarted"] = time.monotonic()
         await asyncio.sleep(max(0.0, faults["restart"] + 6 - time.monotonic()))
-        before = load.worker_pids(proc.pid)
+        before = harness.worker_pids(proc.pid)
         os.kill(before[0], signal.SIGKILL)  # a worker, never the main process
         faults["kill"] = time.monotonic()
         faults["killed_pid"] = before[0]
@@ -96,7 +97,7 @@ def test_judging_survives_postgres_restart_and_worker_kill(transactional_db, exp
         res = asyncio.run(load.simulate(base, exp.slug, clients=60, duration=20, think=0.4, replay=0.05,
                                         ramp=2, grace=40, progress=False, during=inject, again=True))
         for _ in range(20):  # granian starts a replacement a few seconds after a worker dies
-            after = load.worker_pids(proc.pid)
+            after = harness.worker_pids(proc.pid)
             if len(after) == 3:
                 break
             time.sleep(0.5)
@@ -110,10 +111,10 @@ def test_judging_survives_postgres_restart_and_worker_kill(transactional_db, exp
         assert static.headers["Content-Encoding"] == "gzip", dict(static.headers)
         assert "immutable" in static.headers["Cache-Control"], static.headers["Cache-Control"]
     finally:
-        load.stop_server(proc)
+        harness.stop_server(proc)
     connections.close_all()  # the restart killed this process's connection; reconnect for the audit
     with connection.cursor() as cur:
-        report = load.audit(cur, exp.slug, res)
+        report = harness.audit(cur, exp.slug, res.acked)
     log = (tmp_path / "server.log").read_text(errors="replace")
     print(f"\nfaults: PostgreSQL restart took {faults['restarted'] - faults['restart']:.1f} s, killed worker "
           f"{faults['killed_pid']}; judge POSTs {res.judge_posts}, retries {res.retries}, errors "

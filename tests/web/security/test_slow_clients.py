@@ -20,20 +20,15 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from tests.benchload import bench_load
+from webapp import harness
 
 ROOT = Path(__file__).resolve().parents[3]
 THREADS = 32  # one worker: the slow clients below hold 24 of its threads
 
 
-def db_url() -> str:
-    s = connection.settings_dict
-    return (f"postgres://{s['USER']}{':' + s['PASSWORD'] if s.get('PASSWORD') else ''}@"
-            f"{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}")
-
-
 def server_env(media: Path, static: Path, port: int, **extra: str) -> dict[str, str]:
-    env = bench_load().server_env(db_url(), str(media), str(static), port, workers=1, threads=THREADS)
+    env = harness.server_env(harness.db_url(connection.settings_dict), str(media), str(static), port,
+                             workers=1, threads=THREADS)
     return {**env, "WEB_BUFFERING_PROXY": "1", "WEB_HEADER_TIMEOUT_MS": "2000", **extra}
 
 
@@ -48,8 +43,7 @@ def get(url: str, timeout: float = 5) -> tuple[int, float]:
 @pytest.fixture
 def prod_server(transactional_db, live_experiment, settings, tmp_path) -> Iterator[tuple[int, str]]:
     """``python -m webapp.serve`` on the test database: (port, experiment slug)."""
-    load = bench_load()
-    port = load.free_port()
+    port = harness.free_port()
     env = server_env(Path(settings.MEDIA_ROOT), tmp_path / "static", port)
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env,
                    check=True)
@@ -68,7 +62,7 @@ def prod_server(transactional_db, live_experiment, settings, tmp_path) -> Iterat
                 time.sleep(0.3)
         yield port, live_experiment.slug
     finally:
-        load.stop_server(proc)
+        harness.stop_server(proc)
         log.close()
 
 
