@@ -37,14 +37,6 @@ def one_line_error(*args: str) -> str:
 
 
 @pytest.fixture
-def fake(prolific_server, settings, monkeypatch):
-    settings.SITE_URL = SITE
-    settings.PROLIFIC_API_URL = prolific_server.url
-    monkeypatch.setenv("PROLIFIC_TOKEN", prolific_server.token)
-    return prolific_server
-
-
-@pytest.fixture
 def exp(experiment_factory):
     return experiment_factory(platform="prolific", completion_code="C0DE", title="Image pairs")
 

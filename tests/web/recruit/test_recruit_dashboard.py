@@ -13,14 +13,6 @@ SITE = "https://lab.example.org"
 
 
 @pytest.fixture
-def fake(prolific_server, settings, monkeypatch):
-    settings.SITE_URL = SITE
-    settings.PROLIFIC_API_URL = prolific_server.url
-    monkeypatch.setenv("PROLIFIC_TOKEN", prolific_server.token)
-    return prolific_server
-
-
-@pytest.fixture
 def owner(client, django_user_model, experiment_factory):
     user = django_user_model.objects.get(username="crowd-owner")  # made by experiment_factory
     client.force_login(user)
