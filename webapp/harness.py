@@ -90,15 +90,20 @@ def start_server(env: dict[str, str], log_path: str, wait_s: float = 60) -> subp
     raise RuntimeError(f"the server did not answer within {wait_s} s; see {log_path}")
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    """Graceful stop (SIGTERM to the master), then SIGKILL to its process group if needed."""
+def _stop(proc: subprocess.Popen, sig: int, wait_s: float) -> None:
+    """Send ``sig`` (a graceful stop), then SIGKILL to the process group after ``wait_s``."""
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         try:
-            proc.wait(30)
+            proc.wait(wait_s)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Graceful stop (SIGTERM to the master), then SIGKILL to its process group if needed."""
+    _stop(proc, signal.SIGTERM, 30)
 
 
 def _start_nginx(d: Path, http_block: str, port: int) -> subprocess.Popen:
@@ -138,13 +143,7 @@ http {{
 
 def stop_nginx(proc: subprocess.Popen) -> None:
     """nginx's graceful stop (SIGQUIT), then SIGKILL."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    _stop(proc, signal.SIGQUIT, 10)
 
 
 def start_proxy(ports: list[int], tmp: Path) -> tuple[subprocess.Popen, int]:
