@@ -1,9 +1,12 @@
 """Simulated 2AFC observers: a metric's distances → a Thurstonian choice, lapses, response times.
 
 ``observer_metric(spec)`` is any entry of the metric registry (``psnr``, ``ms-ssim``, ``lpips-alex``,
-``dpl:FILE`` ...) or ``observer:FILE``, a DPL weight file acting as the observer (as ``dpl:FILE``; a
-``@BACKBONE`` suffix names the backbone). ``Observer`` turns the distances of two images to a reference
-into an answer:
+``ciede2000``, ``dpl:FILE`` ...) or ``observer:FILE``, a DPL weight file acting as the observer (as
+``dpl:FILE``; a ``@BACKBONE`` suffix names the backbone). ``parse_observer(spec)`` also takes a weighted
+sum of them, ``0.5*lpips-vgg+0.3*ciede2000+0.2*ms-ssim``: each term's distance is divided by its spread over
+the study's trials (``ObserverDistance.calibrate``) before the weights apply, so a weight says how much the
+term counts whatever its units. ``Observer`` turns the distances of two images to a reference into an
+answer:
 
 * P(choose p1) = Φ((d0 − d1) / (τ·s)), d the metric's distance (smaller = closer; similarity metrics are
   negated) and s its spread (std of d0 − d1 over the study's trials, ``spread``); τ = 0 is a noiseless
@@ -39,6 +42,38 @@ def observer_metric(spec: str) -> Metric:
             raise LearningError("observer:FILE needs a DPL weight file")
         return get_metric(f"dpl:{path}")
     return get_metric(spec)
+
+
+def parse_observer(spec: str) -> ObserverDistance:
+    """The observer's distance for ``spec``: one metric, or ``W*METRIC+W*METRIC+...`` (weights positive
+    numbers, a bare term weighs 1). LearningError (one line) for an empty spec or term, a bad weight or an
+    unknown metric. A term's name may not itself contain ``+`` or ``*``."""
+    text = spec.strip()
+    if not text:
+        raise LearningError("the observer is empty: name a metric (psnr) or a weighted sum "
+                            "(0.5*lpips-alex+0.5*ciede2000)")
+    if "+" not in text and "*" not in text:
+        return ObserverDistance(text, [(1.0, observer_metric(text))])
+    terms = []
+    for part in text.split("+"):
+        part = part.strip()
+        if not part:
+            raise LearningError(f"observer {text!r}: an empty term (a '+' with nothing beside it)")
+        weight, star, name = part.partition("*")
+        if not star:
+            weight, name = "1", part
+        try:
+            w = float(weight)
+        except ValueError:
+            raise LearningError(f"observer {text!r}: weight {weight.strip()!r} of {part!r} is not a number") \
+                from None
+        if not (math.isfinite(w) and w > 0):
+            raise LearningError(f"observer {text!r}: weight {weight.strip()!r} of {part!r} must be a "
+                                "positive number")
+        if not name.strip():
+            raise LearningError(f"observer {text!r}: term {part!r} names no metric")
+        terms.append((w, observer_metric(name.strip())))
+    return ObserverDistance(text, terms)
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -82,6 +117,37 @@ class DistanceCache:
                                     ) from None
             self._d[k] = d
         return self._d[k]
+
+
+class ObserverDistance:
+    """What a simulated observer judges by: the weighted sum of its terms' distances, each divided by its
+    scale (1 until ``calibrate`` sets it to the term's spread over the study's trials). One term of weight 1
+    is that metric's distance itself. Every term's distances are memoised (``DistanceCache``)."""
+
+    def __init__(self, name: str, terms: list[tuple[float, Metric]]):
+        self.name = name
+        self.weights = [w for w, _ in terms]
+        self.caches = [DistanceCache(m) for _, m in terms]
+        self.scales = [1.0] * len(terms)
+
+    def term_distances(self, ref: np.ndarray, img: np.ndarray) -> list[float]:
+        """Each term's own distance of ``img`` to ``ref`` (LearningError if a term cannot score them)."""
+        return [c.distance(ref, img) for c in self.caches]
+
+    def combine(self, distances: list[float]) -> float:
+        """The observer's distance from the terms' own distances."""
+        if len(distances) == 1 and self.weights[0] == 1.0 and self.scales[0] == 1.0:
+            return distances[0]
+        return float(sum(w * d / s for w, d, s in zip(self.weights, distances, self.scales)))
+
+    def calibrate(self, differences: list[list[float]]) -> None:
+        """Scale each term by its spread: ``differences[i]`` holds term i's d0 − d1 over the study's trials.
+        A single metric keeps its own units."""
+        if len(self.caches) > 1:
+            self.scales = [spread(d) for d in differences]
+
+    def distance(self, ref: np.ndarray, img: np.ndarray) -> float:
+        return self.combine(self.term_distances(ref, img))
 
 
 def spread(differences: list[float]) -> float:

@@ -12,6 +12,8 @@ All take two N×C×H×W float batches in [0, 1] (C = 3 RGB or 1 luma) and return
   non-overlapping tiles), on luma: RGB input is converted to BT.601 limited-range Y (see ``color.py``);
   H and W are cropped to multiples of 8.
 - ``vifp``: piq.vif_p (pixel-domain VIF, Sheikh & Bovik, 4 scales, σ_n² = 2), on the same luma.
+- ``ciede2000``: the mean CIEDE2000 colour difference over pixels (scikit-image: ``rgb2lab`` from sRGB
+  under D65, then ``deltaE_ciede2000`` with kL = kC = kH = 1); a distance (lower = closer), RGB only.
 """
 
 from __future__ import annotations
@@ -94,6 +96,19 @@ def psnr_hvs(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
           implementation="psnr_hvsm package (numpy backend) on BT.601 limited-range luma")
 def psnr_hvs_m(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
     return psnr_hvs_both(ref, dist)[1]
+
+
+@register("ciede2000", higher_is_better=False,
+          implementation="scikit-image rgb2lab (sRGB, D65) + deltaE_ciede2000, mean over pixels")
+def ciede2000(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    from skimage.color import deltaE_ciede2000, rgb2lab  # scikit-image takes ~0.3 s to import
+
+    if ref.shape[1] != 3:
+        raise LearningError(f"ciede2000 needs RGB images (3 channels), got {ref.shape[1]}")
+    a = ref.detach().permute(0, 2, 3, 1).double().clamp(0, 1).cpu().numpy()
+    b = dist.detach().permute(0, 2, 3, 1).double().clamp(0, 1).cpu().numpy()
+    return torch.tensor([float(deltaE_ciede2000(rgb2lab(a[i]), rgb2lab(b[i])).mean()) for i in range(len(a))],
+                        dtype=torch.float32)
 
 
 @register("vifp", higher_is_better=True, implementation="piq.vif_p on BT.601 limited-range luma")

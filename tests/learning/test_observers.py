@@ -108,3 +108,79 @@ def test_majority_agreement_curve():
     assert pairwise_agreement([(1, 0)]) is None
     assert judgments_needed({1: 0.7, 3: 0.85, 5: 0.91}, 0.9) == 5
     assert judgments_needed({1: 0.7}, 0.9) is None
+
+
+def test_weighted_sum_specs_and_their_one_line_errors():
+    from learning.observers import parse_observer
+
+    single = parse_observer(" psnr ")
+    assert single.name == "psnr" and single.weights == [1.0] and single.scales == [1.0]
+    mix = parse_observer("0.5*psnr+0.3*ciede2000+ssim")
+    assert mix.weights == [0.5, 0.3, 1.0]
+    assert [c.metric.name for c in mix.caches] == ["psnr", "ciede2000", "ssim"]
+    for spec, needle in [("", "the observer is empty"), ("  ", "the observer is empty"),
+                         ("psnr+", "an empty term"), ("x*psnr", "weight 'x' of 'x\\*psnr' is not a number"),
+                         ("-1*psnr", "must be a positive number"), ("0*psnr", "must be a positive number"),
+                         ("inf*psnr", "must be a positive number"), ("0.5*", "names no metric"),
+                         ("0.5*psnr+0.5*nope", "unknown metric 'nope'")]:
+        with pytest.raises(LearningError, match=needle) as e:
+            parse_observer(spec)
+        assert "\n" not in str(e.value)
+
+
+def test_weighted_sum_is_each_term_over_its_spread():
+    from learning.observers import parse_observer
+
+    obs = parse_observer("2*psnr+1*ciede2000")
+    ref = _img(1)
+    imgs = [np.clip(ref.astype(int) + np.random.default_rng(s).integers(-k, k + 1, ref.shape), 0, 255)
+            .astype(np.uint8) for s, k in ((2, 3), (3, 10), (4, 30), (5, 60))]
+    per_term = [obs.term_distances(ref, im) for im in imgs]
+    pairs = [(0, 1), (1, 2), (2, 3), (0, 3)]
+    obs.calibrate([[per_term[a][i] - per_term[b][i] for a, b in pairs] for i in range(2)])
+    s = [spread([per_term[a][i] - per_term[b][i] for a, b in pairs]) for i in range(2)]
+    assert obs.scales == pytest.approx(s) and all(x > 0 for x in s)
+    for im, (d_psnr, d_de) in zip(imgs, per_term):
+        assert obs.distance(ref, im) == pytest.approx(2 * d_psnr / s[0] + d_de / s[1])
+    # more noise: further under both terms, so further under the sum
+    assert [obs.distance(ref, im) for im in imgs] == sorted(obs.distance(ref, im) for im in imgs)
+    one = parse_observer("psnr")  # a single metric keeps its own units
+    one.calibrate([[1.0, 5.0, 9.0]])
+    assert one.scales == [1.0] and one.distance(ref, imgs[0]) == per_term[0][0]
+
+
+SHARMA_2005 = [  # Sharma, Wu & Dalal (2005), CIEDE2000 test data: (Lab 1, Lab 2, ΔE00)
+    ((50.0, 2.6772, -79.7751), (50.0, 0.0, -82.7485), 2.0425),
+    ((50.0, 3.1571, -77.2803), (50.0, 0.0, -82.7485), 2.8615),
+    ((50.0, 2.8361, -74.0200), (50.0, 0.0, -82.7485), 3.4412),
+    ((50.0, 0.0, 0.0), (50.0, -1.0, 2.0), 2.3669),
+    ((50.0, 2.5, 0.0), (73.0, 25.0, -18.0), 27.1492),
+    ((50.0, 2.5, 0.0), (50.0, 3.1736, 0.5854), 1.0000),
+]
+
+
+def test_ciede2000_follows_the_reference_data_and_is_the_mean_over_pixels():
+    import torch
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    from learning.metrics.registry import get_metric
+
+    for lab1, lab2, expected in SHARMA_2005:
+        got = float(deltaE_ciede2000(np.array(lab1), np.array(lab2)))
+        assert got == pytest.approx(expected, abs=5e-5)
+    metric = get_metric("ciede2000")
+    assert not metric.higher_is_better
+    rng = np.random.default_rng(0)
+    a = rng.random((2, 3, 8, 8))
+    b = np.clip(a + rng.normal(0, 0.05, a.shape), 0, 1)
+    got = metric(torch.tensor(a), torch.tensor(b))
+    for i in range(2):  # per image: the mean of the per-pixel ΔE00 of the Lab values
+        lab_a, lab_b = rgb2lab(a[i].transpose(1, 2, 0)), rgb2lab(b[i].transpose(1, 2, 0))
+        assert float(got[i]) == pytest.approx(float(deltaE_ciede2000(lab_a, lab_b).mean()), rel=1e-5)
+    assert float(metric(torch.tensor(a), torch.tensor(a))[0]) == pytest.approx(0.0, abs=1e-9)
+    grey = torch.full((1, 3, 4, 4), 0.5)
+    red = grey.clone()
+    red[:, 0] = 0.6
+    assert float(metric(grey, red)[0]) > 1.0  # a visible colour shift
+    with pytest.raises(LearningError, match="ciede2000 needs RGB images"):
+        metric(grey[:, :1], red[:, :1])

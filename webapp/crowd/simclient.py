@@ -28,7 +28,7 @@ import numpy as np
 import requests
 from PIL import Image
 
-from learning.observers import DistanceCache, Observer
+from learning.observers import Observer, ObserverDistance
 from webapp.crowd import platforms
 
 USER_AGENT = "perceptual-lab simulate_crowd (simulated participant)"
@@ -106,7 +106,7 @@ class SimulatedParticipant:
     """Runs one participant from the entry link to the done page (``run``)."""
 
     def __init__(self, base_url: str, slug: str, platform: str, index: int, run_id: str, observer: Observer,
-                 distances: DistanceCache, stats: RunStats, stop: threading.Event,
+                 distances: ObserverDistance, stats: RunStats, stop: threading.Event,
                  on_enter: Callable[[str], None],
                  reference: Callable[[str, int], np.ndarray] | None = None,
                  behaviour: Behaviour | None = None) -> None:

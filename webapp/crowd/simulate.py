@@ -25,7 +25,7 @@ import requests
 from django.db import connections
 
 from learning.errors import LearningError
-from learning.observers import DistanceCache, Observer, observer_metric, spread
+from learning.observers import Observer, ObserverDistance, parse_observer, spread
 from webapp.crowd.simclient import Behaviour, RunStats, SimulatedParticipant, SimulationAbort, decode_png
 from webapp.crowd.simulated import mark_simulated, real_participants
 
@@ -116,9 +116,9 @@ def check_experiment(slug: str, force: bool):
     return exp
 
 
-def load_metric(spec: str):
+def load_observer(spec: str) -> ObserverDistance:
     try:
-        return observer_metric(spec)
+        return parse_observer(spec)
     except LearningError as exc:
         raise SimulationError(f"observer {spec!r}: {exc}; nothing judged") from None
 
@@ -141,25 +141,27 @@ def _pixels(f) -> np.ndarray:
         return decode_png(fh.read())
 
 
-def study_spread(exp, cache: DistanceCache, seed: int) -> float:
+def study_spread(exp, observer: ObserverDistance, seed: int) -> float:
     """s: std of d0 − d1 over (a seeded sample of) the normal trials, scored on the stored images, which
-    are the pixels the site serves. SimulationError if the metric cannot score them."""
+    are the pixels the site serves; a weighted-sum observer's terms are first scaled by their own spreads
+    over the same trials. SimulationError if a metric cannot score them."""
     from webapp.experiments.models import Trial
 
     normal = Trial.objects.filter(experiment=exp, kind="normal").order_by("id")
     ids = list(normal.values_list("id", flat=True))
     if len(ids) > SPREAD_TRIALS:
         ids = sorted(np.random.default_rng(seed).choice(ids, SPREAD_TRIALS, replace=False).tolist())
-    diffs = []
+    pairs = []  # per trial: each term's (d0, d1)
     trials = Trial.objects.filter(id__in=ids).select_related("reference", "stimulus_a", "stimulus_b")
     for t in trials.defer("stimulus_a__encoded", "stimulus_b__encoded"):
         ref = _pixels(t.reference.file)
         try:
-            diffs.append(cache.distance(ref, _pixels(t.stimulus_a.decoded))
-                         - cache.distance(ref, _pixels(t.stimulus_b.decoded)))
+            pairs.append((observer.term_distances(ref, _pixels(t.stimulus_a.decoded)),
+                          observer.term_distances(ref, _pixels(t.stimulus_b.decoded))))
         except LearningError as exc:
-            raise SimulationError(f"observer {cache.metric.name}: {exc}; nothing judged") from None
-    return spread(diffs)
+            raise SimulationError(f"observer {observer.name}: {exc}; nothing judged") from None
+    observer.calibrate([[d0[i] - d1[i] for d0, d1 in pairs] for i in range(len(observer.caches))])
+    return spread([observer.combine(d0) - observer.combine(d1) for d0, d1 in pairs])
 
 
 def reference_pixels(token: str, position: int) -> np.ndarray:
@@ -173,7 +175,7 @@ def reference_pixels(token: str, position: int) -> np.ndarray:
 
 # ----- the run -----
 class _Run:
-    def __init__(self, cfg: SimConfig, exp, cache: DistanceCache, scale: float, seed: int, base_url: str):
+    def __init__(self, cfg: SimConfig, exp, cache: ObserverDistance, scale: float, seed: int, base_url: str):
         self.cfg, self.exp, self.cache, self.scale, self.seed, self.base_url = cfg, exp, cache, scale, seed, \
             base_url
         self.stats = RunStats()
@@ -297,18 +299,17 @@ def simulate(cfg: SimConfig) -> Summary:
     if cfg.participants < 1 or cfg.concurrency < 1:
         raise SimulationError("--participants and --concurrency must be at least 1")
     exp = check_experiment(cfg.slug, cfg.force)
-    metric = load_metric(cfg.observer)
+    observer = load_observer(cfg.observer)
     try:
         Observer(noise=cfg.noise, lapse=cfg.lapse, rt_median_ms=cfg.rt_median_ms)
     except LearningError as exc:
         raise SimulationError(str(exc)) from None
     seed = cfg.seed if cfg.seed is not None else secrets.randbits(32)
     base = check_base_url(cfg.base_url) if cfg.base_url else None
-    cache = DistanceCache(metric)
-    scale = study_spread(exp, cache, seed)
+    scale = study_spread(exp, observer, seed)
     server = BackgroundServer() if base is None else contextlib.nullcontext(base)
     with server as url:
-        run = _Run(cfg, exp, cache, scale, seed, url)
+        run = _Run(cfg, exp, observer, scale, seed, url)
         cpu0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         interrupted = run.run()
         wall, cpu1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)

@@ -39,6 +39,25 @@ def _participants(exp):
 
 
 @pytest.mark.slow
+def test_a_weighted_sum_observer_judges_by_its_terms(study, live_server):
+    """0.7·PSNR + 0.3·CIEDE2000, each over its spread: a careful such observer agrees with PSNR on pairs of
+    one codec's qualities, where both terms order alike."""
+    from webapp.crowd.models import Judgment
+
+    out = simulate(study, observer="0.7*psnr+0.3*ciede2000", participants=3, concurrency=3, noise=0.1,
+                   seed=7, base_url=live_server.url)
+    assert "3 entered, 3 completed" in out and "audit ok" in out, out
+    normal = Judgment.objects.filter(trial__experiment=study, trial__kind="normal", item__is_practice=False)
+    agree = total = 0
+    for j in normal.select_related("trial__stimulus_a", "trial__stimulus_b"):
+        a, b = j.trial.stimulus_a, j.trial.stimulus_b
+        if abs(a.psnr - b.psnr) > 1.0:
+            total += 1
+            agree += (j.chosen_id == (a.pk if a.psnr > b.psnr else b.pk))
+    assert total >= 10 and agree / total >= 0.85, (agree, total)
+
+
+@pytest.mark.slow
 def test_careful_psnr_observer_agrees_with_psnr_and_lapses_are_flagged(study, live_server):
     from webapp.crowd.models import Judgment
     from webapp.lab.qc import compute_qc
@@ -101,6 +120,9 @@ def test_refusals_are_one_line_and_judge_nothing(experiment_factory, live_server
         simulate(live, observer=f"observer:{tmp_path / 'no.pt'}", participants=1, base_url=live_server.url)
     with pytest.raises(CommandError, match=r"^observer ms-ssim: ms-ssim needs a smaller image side"):
         simulate(live, observer="ms-ssim", participants=1, base_url=live_server.url)
+    for bad in ("0.5*psnr+", "0*psnr", "0.5*psnr+0.5*nope"):  # a bad sum touches no study either
+        with pytest.raises(CommandError, match=r"^observer .*; nothing judged$"):
+            simulate(live, observer=bad, participants=1, base_url=live_server.url)
     with pytest.raises(CommandError, match=r"^--base-url http://127\.0\.0\.1:9: does not answer"):
         simulate(live, observer="psnr", participants=1, base_url="http://127.0.0.1:9")
     assert not _participants(live).exists()

@@ -37,8 +37,8 @@ def filled(tmp_path) -> dict[str, str]:
     env = _example()
     media = tmp_path / "media"
     media.mkdir()
-    env.update(SECRET_KEY="k" * 60, DATABASE_URL="postgres://lab:pw@127.0.0.1:5432/lab", MEDIA_ROOT=str(media),
-               STATIC_ROOT=str(tmp_path / "static"))
+    env.update(SECRET_KEY="k" * 60, DATABASE_URL="postgres://lab:pw@127.0.0.1:5432/lab",
+               MEDIA_ROOT=str(media), STATIC_ROOT=str(tmp_path / "static"))
     return env
 
 
@@ -100,4 +100,5 @@ def test_the_server_refuses_a_malformed_variable_in_one_line(filled):
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
     r = subprocess.run([sys.executable, "-m", "webapp.serve"], cwd=ROOT, env={
         **base, **filled, "WEB_THREADS": "many"}, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and r.stderr.strip() == "webapp.serve: WEB_THREADS: expected an integer, got 'many'"
+    assert r.returncode == 2
+    assert r.stderr.strip() == "webapp.serve: WEB_THREADS: expected an integer, got 'many'"

@@ -21,7 +21,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("experiment", help="experiment slug (must be live)")
         parser.add_argument("--observer", required=True, metavar="SPEC",
-                            help="metric name (psnr, ms-ssim, lpips-alex, dpl:FILE, ...) or observer:FILE")
+                            help="metric name (psnr, ms-ssim, ciede2000, lpips-alex, dpl:FILE, ...), "
+                                 "observer:FILE, or a weighted sum: 0.5*lpips-alex+0.3*ciede2000+0.2*ms-ssim "
+                                 "(each term scaled by its spread over the study's trials)")
         parser.add_argument("--participants", type=int, required=True, metavar="N")
         parser.add_argument("--concurrency", type=int, default=4, metavar="C",
                             help="participants judging at once (default 4)")
