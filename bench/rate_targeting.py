@@ -1,7 +1,7 @@
 """Benchmark: rate targeting per codec on Kodak — encodes per target, achieved error, misses.
 
-Run: .venv/bin/python bench/rate_targeting.py [--images 24] [--targets 0.1,0.15,...,2] [--tolerance 0.01]
-     [--codecs jpeg,jpeg444,webp,heic]
+Run: .venv/bin/python bench/rate_targeting.py [--images 24 | --names kodim05,kodim13,kodim23]
+     [--targets 0.1,0.15,...,2] [--tolerance 0.01] [--codecs jpeg,jpeg444,webp,heic]
 Baseline in the same run: a plain bisection on the quality parameter (same tolerance, same budget),
 so the printed ratio is "encodes with our search / encodes with bisection". A target below the codec's
 lowest rate (or above its highest) for an image is counted as unreachable, not as a miss; a miss is a
@@ -59,6 +59,7 @@ def bisection(codec, image, target, tol, max_encodes):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=24)
+    ap.add_argument("--names", default="", help="these Kodak images instead, e.g. kodim05,kodim13,kodim23")
     ap.add_argument("--targets", default=TARGETS)
     ap.add_argument("--tolerance", type=float, default=0.01)
     ap.add_argument("--max-encodes", type=int, default=16)
@@ -66,7 +67,8 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="skip the bisection baseline")
     args = ap.parse_args()
     targets = [float(t) for t in args.targets.split(",")]
-    files = sorted(KODAK.glob("kodim*.png"))[: args.images]
+    files = ([KODAK / f"{n}.png" for n in args.names.split(",")] if args.names
+             else sorted(KODAK.glob("kodim*.png"))[: args.images])
     images = [(f.stem, Image.open(f).convert("RGB")) for f in files]
     tol = args.tolerance
     print(f"{len(images)} Kodak images x {len(targets)} targets {targets[0]}–{targets[-1]} bpp; "
@@ -83,8 +85,9 @@ def main() -> None:
                     t0 = time.perf_counter()
                     r = encode_at_bpp(codec, img, t, tolerance=tol, max_encodes=args.max_encodes, cache=cache)
                     t_total += time.perf_counter() - t0
-                except LearningError:
+                except LearningError as exc:
                     unreachable += 1
+                    print(f"  {name} {stem}@{t:g}: {exc}", flush=True)
                     continue
                 ours.append(r.n_encodes)
                 errs.append(r.relative_error)

@@ -23,6 +23,7 @@ class JXL(Codec):
     extension = "jxl"
     description = "JPEG XL lossy (pillow-jxl-plugin/libjxl), effort 7"
     effort = 7
+    integer_quality = False  # libjxl maps a float quality to its butteraugli distance: rate control is fine
 
     def available(self) -> bool:
         return pillow_jxl is not None
@@ -32,7 +33,7 @@ class JXL(Codec):
 
     def encode_quality(self, image: Image.Image, quality: float) -> bytes:
         buf = io.BytesIO()
-        image.save(buf, "JXL", quality=int(quality), effort=self.effort, lossless=False)
+        image.save(buf, "JXL", quality=float(quality), effort=self.effort, lossless=False)
         return buf.getvalue()
 
     def decode(self, data: bytes) -> Image.Image:
