@@ -194,6 +194,9 @@ if SERVED_X_ACCEL_REDIRECT and not (SERVED_X_ACCEL_REDIRECT.startswith("/")
                                     and SERVED_X_ACCEL_REDIRECT.endswith("/")):
     raise ImproperlyConfigured(f"SERVED_X_ACCEL_REDIRECT: expected a path like /_served/, got "
                                f"{SERVED_X_ACCEL_REDIRECT!r}")
+# Pseudonymous platform ids (Prolific/MTurk worker ids) are replaced by random ones this many days after a
+# participant's last assignment (manage.py erase_platform_ids, run daily by a timer); 0 = keep them.
+CROWD_ERASE_PLATFORM_IDS_AFTER_DAYS = _env_int("CROWD_ERASE_PLATFORM_IDS_AFTER_DAYS", 0)
 # Behind N trusted reverse proxies, the client IP for rate limiting is taken from X-Forwarded-For.
 CROWD_TRUSTED_PROXY_HOPS = _env_int("CROWD_TRUSTED_PROXY_HOPS", 0)
 

@@ -11,7 +11,8 @@ the balanced mode's: no trial twice for a participant, slots counted in ``TrialS
 Cost at entry: the posterior lives in this process, per experiment, and is brought up to date with one
 query for the judgments stored since the last entry (by id). Every ``REFRESH_S`` seconds (and on the first
 entry in a process) it is rebuilt from one aggregate query instead, which also picks up judgments whose
-transactions committed after a higher id was read. The fit is warm-started Newton on ≤ a few dozen
+transactions committed after a higher id was read, and drops the judgments an erasure deleted (``forget``
+drops it at once in the process that erased them). The fit is warm-started Newton on ≤ a few dozen
 conditions; choosing costs a few milliseconds (bench/README.md, session 8).
 """
 
@@ -106,6 +107,13 @@ def posterior(experiment_id: int) -> _Posterior:
     else:
         _update(st, experiment_id)
     return st
+
+
+def forget(experiment_id: int) -> None:
+    """Drop this process's posterior of the experiment (after an erasure removed judgments from it); other
+    processes rebuild theirs within ``REFRESH_S`` seconds."""
+    with _LOCK:
+        _STATES.pop(experiment_id, None)
 
 
 def choose_trials(experiment_id: int, held: dict[int, int], size: int,

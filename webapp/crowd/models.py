@@ -1,9 +1,13 @@
-"""Participants, assignments (a fixed ordered list of items), and append-only judgments."""
+"""Participants, assignments (a fixed ordered list of items), append-only judgments, and erasure records.
+
+Judgments are never changed or deleted, with one explicit exception: a participant's withdrawal or a
+researcher's erasure (``erasure.py``) deletes that participant's rows and leaves an ``Erasure`` record."""
 
 from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 from webapp.experiments.models import Experiment, Trial
@@ -24,6 +28,8 @@ class Participant(models.Model):
     session_id = models.CharField(max_length=200, blank=True)
     consent_at = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
+    # when ``erase_platform_ids`` replaced platform_id by a random value (and emptied study and session id)
+    ids_erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -77,7 +83,8 @@ class AssignmentItem(models.Model):
 
 
 class Judgment(models.Model):
-    """One answer. Append-only: a row is written once by ``judging.insert_new`` and never changed.
+    """One answer. Append-only: a row is written once by ``judging.insert_new`` and never changed; the one
+    exception is ``erasure.erase_participant`` (a withdrawal or a researcher's erasure), which deletes it.
 
     ``assignment``, ``trial``, ``chosen`` and ``left_stimulus`` are copies of what ``item`` determines
     (written by the same INSERT ... SELECT from the item's rows). All five references are database foreign
@@ -119,3 +126,32 @@ class TrialSlots(models.Model):
 
     def __str__(self) -> str:
         return f"trial {self.trial_id}: {self.held} slots held"
+
+
+class Erasure(models.Model):
+    """That a participant's data was erased from ``experiment``: withdrawn by the participant on the task
+    page, or erased by a researcher (command, dashboard, API). It keeps nothing personal (no platform id, no
+    hash of one, no participant or assignment key): only when, by whom, why and how much was erased."""
+
+    WITHDRAWAL = "withdrawal"
+    ERASURE = "erasure"
+    KINDS = [(WITHDRAWAL, "withdrawn by the participant"), (ERASURE, "erased by a researcher")]
+    VIA = [("participant", "the participant's task page"), ("command", "manage.py erase_participant"),
+           ("dashboard", "the study page"), ("api", "the REST API")]
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="erasures")
+    kind = models.CharField(max_length=10, choices=KINDS)
+    via = models.CharField(max_length=11, choices=VIA)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                           related_name="+")  # the researcher; None for a withdrawal or the command line
+    reason = models.TextField(blank=True)
+    judgments = models.PositiveIntegerField()
+    assignments = models.PositiveIntegerField()
+    simulated = models.BooleanField(default=False)  # a simulate_crowd participant (exports count it apart)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} in {self.experiment_id}: {self.judgments} judgments"

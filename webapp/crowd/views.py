@@ -11,6 +11,8 @@ page cannot set a custom header without a CORS preflight (none is allowed), and 
 The consent form is checked by the study's platform (``platforms/``): Django's CSRF check where the
 platform's pages get cookies; for MTurk, whose HIT frame is cross-site and gets none, a signed form field
 and the Origin. Every page answers with its platform's framing rule (``framed``): DENY, or MTurk's sites.
+A participant may decline on the consent page (nothing is stored) or withdraw from the judging page
+(``withdraw``: everything stored of them in the study is erased, ``erasure.py``).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import functools
 import json
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import connection, transaction
+from django.core.signing import BadSignature, Signer
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -34,8 +38,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from webapp.crowd import platforms
 from webapp.crowd.assign import create_assignment, expire, locked_for_entry
+from webapp.crowd.erasure import NotErasable, erase_participant
 from webapp.crowd.judging import insert_new, stored_answer, token_db_value, validate_judgment
-from webapp.crowd.models import Assignment, AssignmentItem, Participant
+from webapp.crowd.models import Assignment, AssignmentItem, Erasure, Participant
 from webapp.crowd.origin import foreign_origin
 from webapp.crowd.platforms import BadEntry, Identity, Platform
 from webapp.crowd.ratelimit import over_limit
@@ -135,6 +140,8 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
     """``/p/<slug>/``: platform entry; GET shows consent (or a preview), POST consents and starts."""
     if over_limit(request, "entry"):
         return _message(request, None, "Too many requests", "Please wait a minute and try again.", 429)
+    if request.method == "POST" and "decline" in request.POST:  # before consent: it stores nothing
+        return _declined(request, get_object_or_404(Experiment, slug=slug))
     if request.method == "POST" and request.POST.get("consent") == "yes":
         # Consent starts an identity (from here on, the open link's id lives in the session): never under a
         # key someone else may have planted in this browser before, since they could then follow it to the
@@ -147,6 +154,14 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
         with transaction.atomic():
             return _entry(request, get_object_or_404(locked_for_entry(), slug=slug))
     return _entry(request, get_object_or_404(Experiment, slug=slug))
+
+
+def _declined(request: HttpRequest, exp: Experiment) -> HttpResponse:
+    """The page after "I do not want to take part": nothing stored, no session or cookie touched."""
+    return _page(request, exp, "crowd/left.html", {
+        "title": "You chose not to take part", "page_id": "declined",
+        "lines": ["Thank you for considering this study. Nothing about you has been stored."],
+        "instructions": platforms.for_experiment(exp).return_instructions(exp)})
 
 
 def _entry(request: HttpRequest, exp: Experiment) -> HttpResponse:
@@ -347,7 +362,13 @@ def image(request: HttpRequest, token: uuid.UUID, position: int, side: str) -> F
     # The uncompressed copy, whose length tells nothing about codec or quality, and the same headers for
     # all three images of a trial: a neutral file name (the copy's is a per-stimulus hash), no ETag or
     # Last-Modified, and no-transform so that no proxy compresses it back into a telling size.
-    resp = FileResponse(served_path(f).open("rb"), content_type="image/png", filename=f"{position}.png")
+    path = served_path(f)
+    if settings.SERVED_X_ACCEL_REDIRECT:  # nginx sends the file (its internal location drops ETag and dates)
+        resp = HttpResponse(content_type="image/png")
+        resp["X-Accel-Redirect"] = settings.SERVED_X_ACCEL_REDIRECT + path.name
+        resp["Content-Disposition"] = f'inline; filename="{position}.png"'
+    else:
+        resp = FileResponse(path.open("rb"), content_type="image/png", filename=f"{position}.png")
     resp["Cache-Control"] = IMAGE_CACHE_CONTROL
     return resp
 
@@ -426,7 +447,10 @@ def judge(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
     row = None
     if v is not None:
         with connection.cursor() as cur:
-            created = insert_new(cur, connection, token, v, timezone.now())
+            try:
+                created = insert_new(cur, connection, token, v, timezone.now())
+            except IntegrityError:  # a foreign key gone mid-statement: the participant withdrew (erasure.py)
+                created = None
             if created:
                 return _json(created, 201)
             cur.execute(_judge_lookup_sql(), [v["position"], token_db_value(token, connection)])
@@ -549,3 +573,71 @@ def done(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
     return _page(request, a.experiment, "crowd/done.html", {
         "a": a, "exp": a.experiment, "info": _completion(a), "platform": platform,
         "submit": platform.submit_form(a)})
+
+
+def _withdrawn_signer(exp: Experiment) -> Signer:
+    return Signer(salt=f"crowd.withdrawn:{exp.slug}")
+
+
+def _unbind_session(request: HttpRequest, exp: Experiment, token: uuid.UUID, platform_id: str) -> None:
+    """Drop what this browser's session keeps of a participant who withdrew (the platforms with cookies)."""
+    platform = platforms.for_experiment(exp)
+    if not platform.uses_cookies:
+        return
+    key = f"crowd_token_{exp.slug}"
+    if request.session.get(key) == str(token):
+        request.session.pop(key)
+    platform.forget(request, exp, platform_id)
+
+
+@csrf_exempt  # as judge: the token authorises, _json_body refuses cross-site pages
+@require_POST
+def withdraw(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
+    """``{"confirm": true}``: the participant withdraws. Their assignments end and everything stored of
+    them in this study (judgments, assignments, ids) is erased (``erasure.erase_participant``); an
+    ``Erasure`` record without anything personal is kept. Any state of the assignment or study.
+
+    200 ``{status, judgments_erased, page}`` (``page``: the withdrawal page, with the platform's return
+    instructions); 404 for an unknown token, which a replay is (nothing is kept to recognise it); then
+    the judge's 400/403/413/415 for the request itself. Authorised like every assignment POST, by the
+    token in the URL, the ``X-Assignment-Token`` header and the Origin, never by the session (which is
+    only cleaned up where the platform uses one)."""
+    data, err = _json_body(request, token)
+    a = Assignment.objects.select_related("experiment", "participant").filter(token=token).first()
+    gone = JsonResponse({"error": "no such assignment: it was withdrawn already, or never existed"},
+                        status=404)
+    if a is None:
+        return gone
+    if err:
+        return err
+    if data.get("confirm") is not True:
+        return JsonResponse({"error": 'expected {"confirm": true}'}, status=400)
+    exp = a.experiment
+    try:
+        record = erase_participant(a.participant_id, exp, kind=Erasure.WITHDRAWAL, via="participant")
+    except NotErasable:  # the same withdrawal, sent twice at once, was done by the other request
+        return gone
+    _unbind_session(request, exp, token, a.participant.platform_id)
+    page = reverse("crowd:withdrawn", kwargs={"slug": exp.slug})
+    page += "?" + urlencode({"r": _withdrawn_signer(exp).sign(str(record.pk))})
+    return JsonResponse({"status": "withdrawn", "judgments_erased": record.judgments, "page": page})
+
+
+@require_GET
+def withdrawn(request: HttpRequest, slug: str) -> HttpResponse:
+    """The page after a withdrawal (``?r=``: the signed id of its record, which names nobody): what was
+    erased, and what the platform asks of the participant now."""
+    exp = get_object_or_404(Experiment, slug=slug)
+    try:
+        pk = int(_withdrawn_signer(exp).unsign(request.GET.get("r", "")))
+    except (BadSignature, ValueError):
+        return _message(request, exp, "Page not available", "This link is not valid.", 404)
+    record = Erasure.objects.filter(pk=pk, experiment=exp, kind=Erasure.WITHDRAWAL).first()
+    if record is None:
+        return _message(request, exp, "Page not available", "This link is not valid.", 404)
+    answers = f"{record.judgments} answer{'' if record.judgments == 1 else 's'}"
+    return _page(request, exp, "crowd/left.html", {
+        "title": "You have withdrawn from the study", "page_id": "withdrawn",
+        "lines": [f"Your participation in “{exp.title}” has ended. Your {answers} and the ids that linked "
+                  "them to you have been erased from our database."],
+        "instructions": platforms.for_experiment(exp).return_instructions(exp)})

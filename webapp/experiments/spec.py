@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import json.decoder
+import json.scanner
 import reprlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -80,12 +82,91 @@ def read_text(path: Path) -> str:
         raise SpecError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
+class DuplicateKey(ValueError):
+    """A mapping of the file names a key twice (``line``: 1-based, where known)."""
+
+    def __init__(self, key: object, line: int | None = None, first: int | None = None):
+        self.key, self.line, self.first = key, line, first
+        super().__init__(f"duplicate key {shown(key)}")
+
+    def describe(self) -> str:
+        where = f" at line {self.line}" if self.line else ""
+        first = f" (first at line {self.first})" if self.first else ""
+        return f"duplicate key {shown(self.key)}{where}{first}: each field may be given once"
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that names a key twice, at any depth (PyYAML keeps the
+    last value silently: ``status: draft`` then ``status: live`` would make a live study). The keys
+    merged in by ``<<`` may be overridden, as YAML says."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[object, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = key in first_line
+                except TypeError:  # unhashable: PyYAML's own error says so
+                    continue
+                line = key_node.start_mark.line + 1
+                if seen:
+                    raise DuplicateKey(key, line, first_line[key])
+                first_line[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _key_lines(text: str, start: int) -> list[tuple[str, int]]:
+    """(key, line) of every key of the JSON object whose body starts at ``text[start]`` (after its ``{``);
+    its values are skipped with the standard decoder."""
+    ws, skip, out, pos = " \t\n\r", json.JSONDecoder(), [], start
+    while True:
+        while text[pos] in ws:
+            pos += 1
+        if text[pos] == "}":
+            return out
+        key, after = json.decoder.scanstring(text, pos + 1)
+        out.append((key, text.count("\n", 0, pos) + 1))
+        pos = text.index(":", after) + 1
+        while text[pos] in ws:
+            pos += 1
+        _, pos = skip.raw_decode(text, pos)
+        while text[pos] in ws:
+            pos += 1
+        pos += text[pos] == ","
+
+
+def loads_json(text: str) -> object:
+    """``json.loads`` that refuses an object naming a key twice, at any depth (DuplicateKey with its line)."""
+
+    def parse_object(s_and_end, strict, scan_once, object_hook, object_pairs_hook, memo=None):
+        pairs, end = json.decoder.JSONObject(s_and_end, strict, scan_once, object_hook, list, memo)
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            lines: dict[str, int] = {}
+            for key, line in _key_lines(*s_and_end):
+                if key in lines:
+                    raise DuplicateKey(key, line, lines[key])
+                lines[key] = line
+        return dict(pairs), end
+
+    decoder = json.JSONDecoder()
+    decoder.parse_object = parse_object
+    decoder.scan_once = json.scanner.py_make_scanner(decoder)  # the C scanner would not call parse_object
+    return decoder.decode(text)
+
+
 def load_file(path: Path) -> dict:
-    """The mapping of fields in a JSON or YAML file, or SpecError (one line, bounded)."""
+    """The mapping of fields in a JSON or YAML file, or SpecError (one line, bounded); a key given twice in
+    any mapping is an error, not the last value silently kept."""
     text = read_text(path)
     kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
     try:
-        data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+        data = loads_json(text) if kind == "JSON" else yaml.load(text, Loader=UniqueKeyLoader)
+    except DuplicateKey as exc:
+        raise SpecError(f"{path}: {exc.describe()}") from exc
     # ValueError: also PyYAML's impossible dates and over-long JSON integers; RecursionError: deep nesting
     except (ValueError, RecursionError, yaml.YAMLError) as exc:
         raise SpecError(f"{path}: not valid {kind}: {' '.join(str(exc).split())[:300]}") from exc

@@ -10,7 +10,8 @@ Layout written under ``out``::
     trials.csv                         split, index, trial id, reference sha256, stimulus ids, judge, n
     judgments.csv / judgments.jsonl    one row per judgment (practice included, marked by ``kind``)
     scale.csv / scale.json             JOD per codec×setting and per stimulus with 95 % bootstrap intervals
-    manifest.json                      settings, codecs, QC rules, excluded participants, counts, sha256s
+    manifest.json                      settings, codecs, QC rules, excluded participants, counts (also of
+                                       the participants withdrawn or erased before the export), sha256s
 
 Only *normal* trials with at least one included judgment get a BAPPS entry; planned repeats count as further
 judgments of the same trial. With ``exclude_flagged`` the QC-flagged participants' judgments are left out of
@@ -39,6 +40,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Count
 
 from learning.data.bapps import write_triplet
 from webapp.lab import analysis
@@ -221,7 +223,7 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
             include_simulated: bool = False, on_progress: Progress | None = None) -> dict:
     from tqdm import tqdm
 
-    from webapp.crowd.models import Judgment
+    from webapp.crowd.models import Erasure, Judgment
     from webapp.crowd.simulated import simulated_ids
     from webapp.experiments.models import Trial
     from webapp.stimuli.models import Stimulus
@@ -236,6 +238,10 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
         if not include_simulated:
             excluded |= simulated
         counts = analysis.trial_counts(experiment, excluded)
+        erasures = Erasure.objects.filter(experiment=experiment)
+        if not include_simulated:
+            erasures = erasures.filter(simulated=False)
+        erased = dict(erasures.order_by().values("kind").annotate(n=Count("id")).values_list("kind", "n"))
 
         # 1. BAPPS triplets, split by the reference's split, numbered per split in trial order.
         trials_csv = w.open_text("trials.csv")
@@ -379,7 +385,12 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
                 "participants_flagged": sum(p.flagged for p in qc.values()),
                 "participants_excluded": len(excluded),
                 "participants_simulated": len(simulated),
+                "participants_withdrawn": erased.get(Erasure.WITHDRAWAL, 0),
+                "participants_erased": erased.get(Erasure.ERASURE, 0),
             },
+            "erasures": "participants_withdrawn withdrew on the judging page and participants_erased were "
+                        "erased by a researcher before this export: nothing of theirs is in it. Exports "
+                        "made before an erasure still hold that participant's judgments.",
             "scale": scale_summary,
             "files": dict(sorted(w.sha256.items())),
         }

@@ -3,10 +3,10 @@
 One ``Summary`` holds everything the dashboard shows that is derived from the judgments: progress, QC per
 participant, win rates, the per-setting JOD scale, agreement, metric 2AFC, coverage and the timeline. It is
 computed in one read-only snapshot (``export.snapshot``), stamped with what it was computed from (``Stamp``:
-judgments, participants and the settings that change the figures) and stored in Django's cache (Redis in
-production, shared by every process and the task worker; LocMem in an embedded setup).
+judgments, participants, erasures and the settings that change the figures) and stored in Django's cache
+(Redis in production, shared by every process and the task worker; LocMem in an embedded setup).
 
-``get_summary`` compares the stored stamp with the current one (two small aggregate queries):
+``get_summary`` compares the stored stamp with the current one (three small aggregate queries):
 
 - equal: the stored summary (fresh);
 - different, and the study has at most ``INLINE_MAX`` judgments, or nothing is stored yet: computed here,
@@ -18,7 +18,8 @@ production, shared by every process and the task worker; LocMem in an embedded s
   back): the stored summary while it is younger than ``LOCAL_MAX_AGE`` seconds (flagged stale), else
   computed here; so judging that goes on costs one computation a minute, not one per page and plot.
 
-The page says which judgments and what time its figures are from.
+An erasure (``webapp.crowd.erasure``) drops the stored summary (``forget``), so no page shows the erased
+participant again, not even as stale. The page says which judgments and what time its figures are from.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from django.utils import timezone
 from django_tasks import task
 
 INLINE_MAX = 20_000  # judgments up to which a stale summary is recomputed within the request
-VERSION = 1  # part of the cache key: bump when Summary changes shape
+VERSION = 2  # part of the cache key: bump when Summary changes shape
 CACHE_TIMEOUT = 30 * 24 * 3600
 QUEUED_TIMEOUT = 15 * 60  # a refresh queued longer ago than this (a dead worker) is queued again
 LOCAL_MAX_AGE = 60  # seconds a stale summary of a large study is shown when the cache is this process's own
@@ -41,10 +42,12 @@ LOCAL_MAX_AGE = 60  # seconds a stale summary of a large study is shown when the
 @dataclass(frozen=True)
 class Stamp:
     """What a summary was computed from: the study (its creation time: a study made again under a reused
-    pk is another), judgments (count, highest id; judgments are append-only), participants (count, highest
-    id), the QC rules and the judgments wanted per trial."""
+    pk is another), its erasures (count: judgments are append-only except that a withdrawal or erasure
+    deletes a participant's, which lowers the counts below), judgments (count, highest id), participants
+    (count, highest id), the QC rules and the judgments wanted per trial."""
 
     created: datetime | None
+    erasures: int
     judgments: int
     last_judgment: int | None
     participants: int
@@ -79,16 +82,17 @@ class Summary:
 
 
 def stamp(experiment) -> Stamp:
-    """The current ``Stamp`` of ``experiment`` (two aggregate queries)."""
+    """The current ``Stamp`` of ``experiment`` (three small aggregate queries)."""
     from django.db.models import Count, Max
 
-    from webapp.crowd.models import Judgment, Participant
+    from webapp.crowd.models import Erasure, Judgment, Participant
     from webapp.lab.qc import qc_rules
 
     j = Judgment.objects.filter(trial__experiment=experiment).aggregate(n=Count("id"), last=Max("id"))
     p = Participant.objects.filter(experiment=experiment).aggregate(n=Count("id"), last=Max("id"))
+    erased = Erasure.objects.filter(experiment=experiment).count()
     rules = tuple(sorted(qc_rules(experiment).items()))
-    return Stamp(experiment.created, j["n"], j["last"], p["n"], p["last"], rules,
+    return Stamp(experiment.created, erased, j["n"], j["last"], p["n"], p["last"], rules,
                  experiment.judgments_per_trial or 0)
 
 
@@ -148,7 +152,14 @@ def store(experiment_id: int, summary: Summary) -> None:
 
 
 def _order(st: Stamp) -> tuple:
-    return (st.last_judgment or 0, st.judgments, st.last_participant or 0, st.participants)
+    # erasures first: after one, the counts and highest ids may be lower and the summary still newer
+    return (st.erasures, st.last_judgment or 0, st.judgments, st.last_participant or 0, st.participants)
+
+
+def forget(experiment_id: int) -> None:
+    """Drop the study's stored summary (after an erasure: its QC rows name the erased participant), so the
+    next page computes it afresh instead of showing the old one, even briefly, as stale."""
+    cache.delete(_key(experiment_id))
 
 
 def get_summary(experiment) -> Summary:

@@ -8,13 +8,17 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import Count
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from learning.scaling.plan import plan as scaling_plan
 from webapp.crowd import platforms
+from webapp.crowd.erasure import NotErasable
+from webapp.crowd.erasure import erase_participant as erase
+from webapp.crowd.models import Erasure, Participant
 from webapp.crowd.simulated import SIMULATED
 from webapp.experiments.access import experiment_for, experiments_for
 from webapp.experiments.models import Experiment
@@ -23,7 +27,7 @@ from webapp.experiments.signals import status_changing
 from webapp.lab import analysis, plots
 from webapp.lab.jobs import start_export, zip_response
 from webapp.lab.models import ExportJob
-from webapp.lab.params import parse_flag
+from webapp.lab.params import BIGINT_MAX, parse_flag
 from webapp.lab.summary import get_summary, refreshing
 
 LOGIN_URL = reverse_lazy("lab:login")
@@ -33,7 +37,7 @@ PLOT_TITLES = {
     "coverage": "Coverage per trial",
     "qc": "QC per participant",
     "winrate": "Win rate per codec and bitrate",
-    "scale": "Quality scale (JOD, 95 % CI)",
+    "scale": "Quality scale (JOD, 95 % posterior interval)",
     "agreement": "Agreement (judges, metrics)",
 }
 
@@ -52,6 +56,13 @@ def logout_view(request):
     if request.method == "POST":
         logout(request)
     return redirect("lab:login")
+
+
+@require_GET
+def front(request):
+    """``/``: what the site is, the researcher login, and a word for a participant without a study link.
+    No study is listed."""
+    return render(request, "lab/front.html")
 
 
 @login_required(login_url=LOGIN_URL)
@@ -118,6 +129,7 @@ def experiment_detail(request, slug: str):
         "references": list(exp.references.order_by("id")),
         "exports": list(exp.export_jobs.all()[:5]),
         "recruits_remotely": platforms.for_experiment(exp).driven_from_lab,
+        "erasures": list(exp.erasures.select_related("by").order_by("-id")[:50]),
     }
     context["exports_running"] = any(j.state in ("queued", "running") for j in context["exports"])
     return render(request, "lab/experiment.html", context)
@@ -137,19 +149,35 @@ def plot(request, slug: str, name: str, fmt: str):
     return resp
 
 
+def _reference(request, slug: str, index: int):
+    """The experiment's ``index``-th reference (by id), if ``request.user`` may see the experiment."""
+    exp = experiment_for(request.user, slug)
+    if index >= exp.references.count():  # also keeps an index past bigint out of the OFFSET
+        raise Http404("no such reference")
+    return exp.references.order_by("id")[index]
+
+
+@login_required(login_url=LOGIN_URL)
+@require_GET
+def reference(request, slug: str, index: int):
+    """Thumbnail of the experiment's ``index``-th reference (by id)."""
+    from webapp.stimuli.saliency import thumbnail
+
+    resp = HttpResponse(thumbnail(_reference(request, slug, index)), content_type="image/png")
+    resp["Cache-Control"] = "private, max-age=300"
+    return resp
+
+
 @login_required(login_url=LOGIN_URL)
 @require_GET
 def saliency(request, slug: str, index: int):
     """Overlay thumbnail of the experiment's ``index``-th reference (by id) and its saliency map."""
     from webapp.stimuli.saliency import overlay_thumbnail
 
-    exp = experiment_for(request.user, slug)
-    if index >= exp.references.count():  # also keeps an index past bigint out of the OFFSET
-        raise Http404("no such reference")
-    refs = list(exp.references.order_by("id")[index : index + 1])
-    if not refs or not refs[0].saliency:
+    ref = _reference(request, slug, index)
+    if not ref.saliency:
         raise Http404("no saliency map for this reference")
-    resp = HttpResponse(overlay_thumbnail(refs[0]), content_type="image/png")
+    resp = HttpResponse(overlay_thumbnail(ref), content_type="image/png")
     resp["Cache-Control"] = "private, max-age=300"
     return resp
 
@@ -186,6 +214,30 @@ def set_sampling(request, slug: str):
     except ValueError as exc:
         return HttpResponseBadRequest(f"{exc}\n", content_type="text/plain")
     return redirect("lab:experiment", slug=exp.slug)
+
+
+@login_required(login_url=LOGIN_URL)
+@require_http_methods(["GET", "POST"])
+def erase_participant(request, slug: str, pk: int):
+    """GET: what erasing participant ``pk`` (the ``#`` of the QC table) of the study deletes, and the form
+    that confirms it, with a reason; POST: erase (``webapp.crowd.erasure``), then back to the study page.
+    404 for a study the researcher may not see or a participant it does not have (nothing changes)."""
+    exp = experiment_for(request.user, slug)
+    if pk > BIGINT_MAX:
+        raise Http404("no such participant")
+    p = get_object_or_404(Participant, pk=pk, experiment=exp)
+    if request.method == "POST":
+        reason = request.POST.get("reason", "").replace("\x00", "")[:2000]
+        try:
+            record = erase(p.pk, exp, kind=Erasure.ERASURE, via="dashboard", by=request.user, reason=reason)
+        except NotErasable:  # erased in between
+            raise Http404("no such participant") from None
+        messages.success(request, f"Participant #{pk} erased: {record.judgments} judgment(s) and "
+                                  f"{record.assignments} assignment(s) deleted (erasure record {record.pk}).")
+        return redirect(reverse("lab:experiment", args=[exp.slug]) + "#erasures")
+    return render(request, "lab/erase.html", {
+        "exp": exp, "p": p, "judgments": p.assignments.aggregate(n=Count("judgments"))["n"],
+        "assignments": p.assignments.count()})
 
 
 def export_flags(params) -> dict[str, bool]:

@@ -92,15 +92,25 @@ def compute_maps(refs: list[ReferenceImage], model_name: str, msroi_weights: str
     return _store(maps)
 
 
+def _thumbnail_png(image: Image.Image, width: int) -> bytes:
+    """``image`` as PNG, scaled down to ``width`` pixels wide if wider."""
+    if image.width > width:
+        image = image.resize((width, max(1, round(image.height * width / image.width))), Image.BILINEAR)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def thumbnail(ref: ReferenceImage, width: int = THUMB_WIDTH) -> bytes:
+    """A PNG of the reference itself, ``width`` pixels wide."""
+    with ref.file.open("rb") as fh, Image.open(fh) as im:
+        return _thumbnail_png(im.convert("RGB"), width)
+
+
 def overlay_thumbnail(ref: ReferenceImage, width: int = THUMB_WIDTH) -> bytes:
     """A PNG of the reference blended with its colour-mapped saliency map, ``width`` pixels wide."""
     with ref.file.open("rb") as fh, Image.open(fh) as im:
         image = im.convert("RGB")
     with ref.saliency.open("rb") as fh:
         saliency = load_map(io.BytesIO(fh.read()), image.size)
-    blend = overlay(image, saliency)
-    if blend.width > width:
-        blend = blend.resize((width, max(1, round(blend.height * width / blend.width))), Image.BILINEAR)
-    buf = io.BytesIO()
-    blend.save(buf, format="PNG")
-    return buf.getvalue()
+    return _thumbnail_png(overlay(image, saliency), width)

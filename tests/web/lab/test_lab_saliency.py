@@ -88,3 +88,28 @@ def test_compute_maps_and_arguments(world, media):
     assert "for 0 reference image(s)" in out.getvalue()
     call_command("import_saliency", compute="spectral", stdout=io.StringIO())
     assert len(list((media / "saliency").iterdir())) == 2  # replaced, never piled up
+
+
+def test_reference_thumbnails_and_the_scale_interval_on_the_study_page(world, client, users):
+    """Every reference has a thumbnail on the study page (with or without a saliency map), behind the same
+    access rule; the scale says which interval it shows, and each figure is drawn on the page."""
+    url = f"/lab/e/{world.exp.slug}/reference/0.png"
+    assert client.get(url).status_code == 302
+    client.force_login(users["bob"])
+    assert client.get(url).status_code == 404
+    client.force_login(users["alice"])
+    r = client.get(url)
+    assert r.status_code == 200 and r["Content-Type"] == "image/png"
+    with world.refs[0].file.open("rb") as fh:
+        original = Image.open(fh).convert("RGB")
+    thumb = Image.open(io.BytesIO(r.content))
+    assert thumb.size == original.size and np.array_equal(np.asarray(thumb), np.asarray(original))
+    assert client.get(f"/lab/e/{world.exp.slug}/reference/{len(world.refs)}.png").status_code == 404
+    assert client.get(f"/lab/e/{world.exp.slug}/reference/{2**70}.png").status_code == 404
+    page = client.get(f"/lab/e/{world.exp.slug}/").content.decode()
+    for i in range(len(world.refs)):
+        assert f'src="/lab/e/{world.exp.slug}/reference/{i}.png"' in page
+    assert "no saliency map" in page  # none attached here: the thumbnail alone
+    assert "95 % posterior interval" in page and "bootstrap" not in page
+    for name in ("timeline", "coverage", "qc", "winrate", "scale", "agreement"):
+        assert f'<figure id="plot-{name}"><img src="/lab/e/{world.exp.slug}/plot/{name}.png"' in page

@@ -149,12 +149,15 @@ _CELLS = (  # the template's QC table cells after the platform column, as they w
     '<small>({{ p.repeat_consistent }}/{{ p.repeats }})</small></td>\n'
     '<td>{{ p.fast_share|floatformat:2|default:"–" }}</td>'
     '<td>{{ p.median_response_ms|floatformat:0|default:"–" }}</td>\n'
-    '<td>{{ p.reasons|join:"; " }}</td></tr>'
+    '<td>{{ p.reasons|join:"; " }}</td>'
 )
 _ROW = '<tr class="{% if p.flagged %}flagged{% endif %}"><td>{{ p.participant_id }}</td>'
+_ERASE = ('\n<td><form method="get" '  # the erase button, added with participants' erasure
+          'action="/lab/e/{{ exp.slug }}/participants/{{ p.participant_id }}/erase/" class="inline">'
+          '<button type="submit">erase…</button></form></td>')
 PREVIOUS_QC_LOOP = Template(  # the template's loops over the QC rows as they were
-    "{% for p in qc %}" + _ROW + "<td>{{ p.platform }}</td>" + _CELLS + "\n{% endfor %}")
-PREVIOUS_SIMULATED_LOOP = Template("{% for p in simulated %}" + _ROW + _CELLS + "{% endfor %}")
+    "{% for p in qc %}" + _ROW + "<td>{{ p.platform }}</td>" + _CELLS + _ERASE + "</tr>\n{% endfor %}")
+PREVIOUS_SIMULATED_LOOP = Template("{% for p in simulated %}" + _ROW + _CELLS + "</tr>{% endfor %}")
 
 
 # ---- the figures equal the previous implementations' ------------------------------------------------------
@@ -227,7 +230,7 @@ def test_page_qc_tables_are_the_previous_templates_markup(client, world, users):
     seeded(world, 16, seed=5)
     exp = world.exp
     qc = sorted(previous_compute_qc(exp).values(), key=lambda p: (not p.flagged, p.participant_id))
-    ctx = Context({"qc": [p for p in qc if p.platform != "simulated"],
+    ctx = Context({"qc": [p for p in qc if p.platform != "simulated"], "exp": exp,
                    "simulated": [p for p in qc if p.platform == "simulated"]})
     client.force_login(users["alice"])
     html = client.get(reverse("lab:experiment", args=[exp.slug])).content.decode()

@@ -32,7 +32,9 @@ from tests.web.security.hostile import HTML_INJECTION, SQL_INJECTION, assert_cle
 
 CHECKS = [not_a_server_error, content_type_conformance, response_schema_conformance, negative_data_rejection]
 PATHS = ["/api/experiments/", "/api/experiments/{slug}/", "/api/experiments/{slug}/judgments/",
-         "/api/experiments/{slug}/qc/", "/api/experiments/{slug}/export/"]
+         "/api/experiments/{slug}/qc/", "/api/experiments/{slug}/export/"]  # the paths with a GET
+ERASE_PATHS = ["/api/experiments/{slug}/participants/erase/",  # POST and DELETE only
+               "/api/experiments/{slug}/participants/{participant}/"]
 
 
 @contextmanager
@@ -118,7 +120,7 @@ def test_schemathesis_openapi(api_world):
     with same_connection():
         schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", app)
         operations = [r.ok() for r in schema.get_all_operations()]
-        assert sorted({op.path for op in operations}) == sorted(PATHS)
+        assert sorted({op.path for op in operations}) == sorted(PATHS + ERASE_PATHS)
         for op in operations:
             # any string is a valid ``slug``: only typed query parameters have schema-invalid values
             modes = [GenerationMode.POSITIVE] + [GenerationMode.NEGATIVE] * bool(op.query)
@@ -170,6 +172,22 @@ def test_unsafe_methods_formats_and_callers(client, api_world):
             probe("api.auth", f"{who} {url}", c.get, url, **hdr, expect={401})
     for url in [p.replace("{slug}", other.slug) for p in PATHS[1:]]:
         probe("api.auth", f"foreign {url}", c.get, url, **auth, expect={404})
+    # the erasure endpoints, with a participant that exists (the caller's own, and one of another study)
+    from webapp.crowd.models import Participant
+    from webapp.lab.export import opaque_id
+
+    mine = opaque_id("participant", str(Participant.objects.get(experiment=exp).pk))
+    erase_urls = [p.replace("{participant}", mine).replace("{slug}", s) for p in ERASE_PATHS
+                  for s in (exp.slug, other.slug)]
+    for url in erase_urls:
+        for method in ("get", "put", "patch"):
+            probe("api.erase", f"{method} {url}", getattr(c, method), url, **auth, expect={404, 405})
+        for ctype, body in bodies:  # a body that is not a JSON object of the fields, or a foreign study
+            send = c.delete if url.endswith(f"{mine}/") else c.post
+            probe("api.erase", f"{send.__name__} {url} {ctype}", send, url, body, content_type=ctype, **auth,
+                  expect={400, 404, 415})
+        for who, hdr in callers.items():
+            probe("api.erase", f"{who} delete {url}", c.delete, url, **hdr, expect={401})
     for payload in SQL_INJECTION + HTML_INJECTION:
         judgments, export = f"/api/experiments/{exp.slug}/judgments/", f"/api/experiments/{exp.slug}/export/"
         probe("api.params", f"page_size={payload}", c.get, judgments, {"page_size": payload}, **auth,

@@ -1,5 +1,6 @@
 """What every recruiting platform decides: who the participant is at entry, whether the visit is a preview,
-how the consent form is protected, whether the pages may be framed, and how the study is left at the end.
+how the consent form is protected, whether the pages may be framed, how the study is left at the end, and
+what a participant who declines or withdraws is asked to do on the platform.
 
 A platform is one subclass of ``Platform`` in its own module, registered in ``platforms/__init__.py``.
 The views call these methods and never test a platform's name.
@@ -102,6 +103,15 @@ class Platform:
     def submit_form(self, a: Assignment) -> tuple[str, dict[str, str]] | None:
         """(action URL, fields) of a form the completion page posts back to the platform, if any."""
         return None
+
+    def return_instructions(self, exp: Experiment) -> str:
+        """What a participant who declines consent or withdraws should do on the platform (e.g. return the
+        submission, so that the place is freed); empty when nothing."""
+        return ""
+
+    def forget(self, request: HttpRequest, exp: Experiment, platform_id: str) -> None:
+        """Called when the participant ``platform_id`` withdraws from this browser: drop what the platform
+        keeps of them in the session (nothing by default)."""
 
     def check_spec(self, fields: Mapping[str, object]) -> str | None:
         """What is wrong with an experiment file's fields for this platform (None: nothing)."""

@@ -85,6 +85,10 @@ class MTurk(Platform):
     def resumable(self, assignments: QuerySet[Assignment], ident: Identity) -> QuerySet[Assignment]:
         return assignments.filter(mturk_assignment_id=ident.assignment_fields["mturk_assignment_id"])
 
+    def return_instructions(self, exp: Experiment) -> str:
+        return ("Please return the HIT on MTurk (the “Return” button on MTurk's page around this one), so "
+                "that another worker can take it. Do not submit the HIT.")
+
     def submit_form(self, a: Assignment) -> tuple[str, dict[str, str]] | None:
         if not a.turk_submit_to:
             return None

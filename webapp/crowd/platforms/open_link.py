@@ -47,3 +47,7 @@ class OpenLink(Platform):
 
     def consented(self, request: HttpRequest, exp: Experiment, ident: Identity) -> None:
         request.session[_session_key(exp)] = ident.platform_id
+
+    def forget(self, request: HttpRequest, exp: Experiment, platform_id: str) -> None:
+        if request.session.get(_session_key(exp)) == platform_id:  # only the id of who withdrew
+            request.session.pop(_session_key(exp))

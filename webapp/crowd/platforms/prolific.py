@@ -41,6 +41,11 @@ class Prolific(Platform):
             return None
         return f"{url}{'&' if '?' in url else '?'}{urlencode({'cc': a.completion_code})}"
 
+    def return_instructions(self, exp: Experiment) -> str:
+        return ("Please return your submission on Prolific (“Return submission” on the study's page in your "
+                "Prolific account), so that your place is freed for someone else. Do not enter a completion "
+                "code.")
+
     def check_spec(self, fields: Mapping[str, object]) -> str | None:
         if not str(fields.get("completion_code") or "").strip():
             return ("completion_code: required for a Prolific study (Prolific accepts one code for all "

@@ -11,6 +11,10 @@ data_patterns = [
     path("experiments/<slug:slug>/judgments/", views.JudgmentList.as_view(), name="api-judgments"),
     path("experiments/<slug:slug>/qc/", views.ParticipantQC.as_view(), name="api-qc"),
     path("experiments/<slug:slug>/export/", views.ExportJobs.as_view(), name="api-export"),
+    path("experiments/<slug:slug>/participants/erase/", views.ParticipantErasureByPlatformId.as_view(),
+         name="api-erase-by-platform-id"),
+    path("experiments/<slug:slug>/participants/<str:participant>/", views.ParticipantErasure.as_view(),
+         name="api-participant"),
 ]
 
 urlpatterns = data_patterns + [

@@ -3,6 +3,7 @@
 Create a token with ``python manage.py drf_create_token USERNAME`` (or in the admin under Auth Token).
 """
 
+import re
 from base64 import b64decode
 from urllib.parse import parse_qs
 
@@ -22,6 +23,41 @@ from webapp.experiments.access import experiment_for, experiments_for
 from webapp.lab.api import serializers as s
 from webapp.lab.params import BIGINT_MAX, parse_bounded_int, parse_flag
 from webapp.lab.qc import compute_qc, qc_rules
+
+
+def _erasure_json(record) -> dict:
+    return {"id": record.pk, "kind": record.kind, "via": record.via, "created": record.created,
+            "reason": record.reason, "judgments": record.judgments, "assignments": record.assignments}
+
+
+def _erase(request, exp, participant_id: int, body: dict):
+    """Erase participant ``participant_id`` of ``exp`` for the API's caller (``body``: the request's checked
+    JSON object, with the reason); 200 with the erasure record, 404 when the study has no such participant."""
+    from webapp.crowd.erasure import NotErasable, erase_participant
+    from webapp.crowd.models import Erasure
+
+    reason = body.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 2000:
+        raise ValidationError({"reason": "expected text of at most 2000 characters"})
+    try:
+        record = erase_participant(participant_id, exp, kind=Erasure.ERASURE, via="api", by=request.user,
+                                   reason=reason.replace("\x00", ""))
+    except NotErasable:
+        raise NotFound("no such participant in this study") from None
+    return Response({"erasure": _erasure_json(record)})
+
+
+def _body(request) -> dict:
+    """The request's JSON object body ({} when empty); ParseError/ValidationError otherwise."""
+    try:
+        body = request.data
+    except RecursionError:  # nested past the parser's depth
+        raise ParseError("JSON nested too deeply") from None
+    if not body:
+        return {}
+    if not isinstance(body, dict):
+        raise ValidationError({"body": "expected a JSON object"})
+    return body
 
 
 class LabAPIMixin:
@@ -205,3 +241,59 @@ class ExportJobs(LabAPIMixin, APIView):
             except ValueError as exc:
                 raise ValidationError({name: str(exc)}) from None
         return flags
+
+
+_OPAQUE = re.compile(r"[0-9a-f]{16}")
+
+
+class ParticipantErasure(LabAPIMixin, APIView):
+    """DELETE erases one participant of the study: their judgments, assignments and ids (one transaction;
+    the trials they held are offered again); an erasure record that names nobody is kept and counted in
+    later exports' manifest. ``participant`` is the opaque id of ``qc/`` and ``judgments/``. Optional JSON
+    body ``{"reason": "..."}``. 200 with the record; 404 for another researcher's study or an unknown
+    (or already erased) participant, and nothing changes."""
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    def delete(self, request, slug, participant):
+        from webapp.crowd.models import Participant
+        from webapp.lab.export import opaque_id
+
+        exp = experiment_for(request.user, slug)
+        body = _body(request)
+        if set(body) - {"reason"}:
+            raise ValidationError({"body": "expected nothing or a JSON object of reason"})
+        if _OPAQUE.fullmatch(participant):
+            for pk in Participant.objects.filter(experiment=exp).values_list("pk", flat=True).iterator():
+                if opaque_id("participant", str(pk)) == participant:
+                    return _erase(request, exp, pk, body)
+        raise NotFound("no such participant in this study")
+
+
+class ParticipantErasureByPlatformId(LabAPIMixin, APIView):
+    """POST ``{"platform_id": "...", "platform": optional, "reason": optional}`` erases the participant
+    with this platform id (Prolific PID, MTurk WorkerId, ...), as DELETE on ``participants/<id>/`` does:
+    for a participant who asks by the id they know. 404 when the study has none; 400 when the id is a
+    participant on two platforms and ``platform`` does not say which."""
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request, slug):
+        from webapp.crowd.models import Participant
+
+        exp = experiment_for(request.user, slug)
+        body = _body(request)
+        if set(body) - {"platform_id", "platform", "reason"}:
+            raise ValidationError({"body": "expected a JSON object of platform_id, platform, reason"})
+        pid, platform = body.get("platform_id"), body.get("platform")
+        if not isinstance(pid, str) or not pid or len(pid) > 200:
+            raise ValidationError({"platform_id": "expected the participant's platform id (text)"})
+        if platform is not None and not isinstance(platform, str):
+            raise ValidationError({"platform": "expected a platform name"})
+        found = Participant.objects.filter(experiment=exp, platform_id=pid.replace("\x00", ""))
+        if platform:
+            found = found.filter(platform=platform)
+        rows = list(found.values_list("pk", flat=True)[:2])
+        if not rows:
+            raise NotFound("no such participant in this study")
+        if len(rows) > 1:
+            raise ValidationError({"platform": "this id is a participant on two platforms: name one"})
+        return _erase(request, exp, rows[0], body)

@@ -5,6 +5,7 @@
   var token = app.dataset.token;
   var QKEY = "afc-queue:" + token;
   var st = null, items = [], idx = 0, shownAt = 0, busy = true, backoff = 500, flushing = false;
+  var withdrawing = false, hiddenForConfirm = [];
   var cache = {};
   var $ = function (id) { return document.getElementById(id); };
 
@@ -33,7 +34,7 @@
   }
 
   function flush() {
-    if (flushing || !queue.length) { return Promise.resolve(); }
+    if (withdrawing || flushing || !queue.length) { return Promise.resolve(); }
     flushing = true;
     var j = queue[0];
     return post(app.dataset.judge, j).then(function (r) {
@@ -128,6 +129,7 @@
   function finish() {
     $("trial").hidden = true; $("finishing").hidden = false;
     var tryComplete = function () {
+      if (withdrawing) { return; }
       if (queue.length) { flush(); setTimeout(tryComplete, 500); return; }
       post(app.dataset.complete).then(function (r) { return r.json().then(function (d) { return [r, d]; }); })
         .then(function (rd) {
@@ -170,6 +172,46 @@
         preload(0);
       });
   }
+
+  // Withdrawal: a confirm step in the page, then one POST that erases everything stored of the participant
+  // in this study; the answers still queued here are dropped, not sent.
+  var SECTIONS = ["instructions", "trial", "finishing"];
+  $("withdraw").addEventListener("click", function () {
+    hiddenForConfirm = SECTIONS.filter(function (id) { return !$(id).hidden; });
+    SECTIONS.forEach(function (id) { $(id).hidden = true; });
+    $("withdraw").hidden = true; $("withdraw-confirm").hidden = false; $("withdraw-no").focus();
+  });
+  $("withdraw-no").addEventListener("click", function () {
+    $("withdraw-confirm").hidden = true; $("withdraw").hidden = false;
+    hiddenForConfirm.forEach(function (id) { $(id).hidden = false; });
+    shownAt = performance.now();  // the time spent on the question is not a response time
+  });
+  $("withdraw-yes").addEventListener("click", function () {
+    withdrawing = true;
+    $("withdraw-yes").disabled = true; $("withdraw-no").disabled = true;
+    $("withdraw-status").textContent = "Withdrawing…";
+    var send = function () {
+      if (flushing) { setTimeout(send, 100); return; }  // an answer in flight lands first, then is erased too
+      post(app.dataset.withdraw, { confirm: true })
+        .then(function (r) { return r.json().then(function (d) { return [r, d]; }); })
+        .then(function (rd) {
+          if (rd[0].ok || rd[0].status === 404) {  // 404: gone already (an earlier try whose answer was lost)
+            try { localStorage.removeItem(QKEY); localStorage.removeItem(AKEY); } catch (e) { /* private mode */ }
+          }
+          if (rd[0].ok) { window.location.href = rd[1].page; return; }
+          if (rd[0].status === 404) {
+            $("withdraw-status").textContent = "You have withdrawn: nothing of your participation is stored.";
+            return;
+          }
+          throw new Error(rd[1].error || ("HTTP " + rd[0].status));
+        }).catch(function (e) {
+          withdrawing = false;
+          $("withdraw-status").textContent = "Could not withdraw (" + e.message + "). Please try again.";
+          $("withdraw-yes").disabled = false; $("withdraw-no").disabled = false;
+        });
+    };
+    send();
+  });
 
   $("begin").addEventListener("click", function () {
     $("instructions").hidden = true; $("trial").hidden = false; show(0);

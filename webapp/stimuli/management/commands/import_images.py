@@ -7,6 +7,20 @@ from django.core.management.base import BaseCommand, CommandError
 from webapp.stimuli.ingest import IMAGE_SUFFIXES, IngestError, import_images
 
 
+def _not_text(value: str) -> str | None:
+    """What keeps ``value`` out of a text column, or None. Bytes that are not UTF-8 reach sys.argv as lone
+    surrogates (surrogateescape), which have no UTF-8 form; PostgreSQL text holds no NUL."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        byte = ord(value[exc.start]) - 0xDC00
+        shown = f"byte 0x{byte:02x}" if 0x80 <= byte <= 0xFF else f"character U+{ord(value[exc.start]):04X}"
+        return f"not valid UTF-8 text ({shown} at character {exc.start + 1})"
+    if "\x00" in value:
+        return "contains a NUL character"
+    return None
+
+
 class Command(BaseCommand):
     help = "Import reference images from a directory (or files); splits are assigned by content hash."
 
@@ -26,6 +40,9 @@ class Command(BaseCommand):
         ):
             raise CommandError("--val-fraction and --test-fraction must be in [0, 1] and sum to at most 1")
         for name in ("source", "licence"):
+            problem = _not_text(o[name])
+            if problem:
+                raise CommandError(f"--{name}: {problem} (nothing was imported)")
             if len(o[name]) > 255:  # the column's width
                 raise CommandError(f"--{name}: at most 255 characters (got {len(o[name])})")
         files: list[Path] = []
