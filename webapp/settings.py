@@ -129,6 +129,9 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+# The languages participant pages can be shown in: a study's file picks one (``language:``); the researcher
+# pages stay English. Their catalogs are webapp/crowd/locale/ (compiled .mo files are committed).
+LANGUAGES = [("en", "English"), ("de", "Deutsch")]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

@@ -9,6 +9,30 @@ import uuid
 from datetime import UTC, datetime
 
 SIDES = ("left", "right")
+# What the judging page records while a trial is shown (task.js): times the page lost focus (blur or hidden),
+# left fullscreen, became smaller than the study's min_viewport, or changed to a pixel ratio it does not
+# allow (browser zoom). A judgment without them (an older page, a script) stores NULL.
+EVENTS = ("focus_lost", "fullscreen_exits", "too_small", "ratio_changed")
+MAX_EVENT_COUNT = 100000
+
+
+def validate_events(value: object) -> tuple[dict[str, int] | None, str | None]:
+    """(every EVENTS key with its count, None) for a valid ``events`` object (missing keys count 0), (None,
+    None) for null, else (None, a message)."""
+    if value is None:
+        return None, None
+    if not isinstance(value, dict):
+        return None, "events: expected an object of counts or null"
+    unknown = [k for k in value if k not in EVENTS]
+    if unknown:
+        return None, f"events: unknown key {unknown[0][:40]!r}; known: {', '.join(EVENTS)}"
+    out = {}
+    for k in EVENTS:
+        v = value.get(k, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_EVENT_COUNT:
+            return None, f"events.{k}: expected an integer in [0, {MAX_EVENT_COUNT}]"
+        out[k] = v
+    return out, None
 
 
 def validate_judgment(data: dict) -> tuple[dict | None, str | None]:
@@ -40,6 +64,9 @@ def validate_judgment(data: dict) -> tuple[dict | None, str | None]:
         except (ValueError, OverflowError):
             return None, "client_time: expected an ISO 8601 timestamp (years 1-9999 in UTC) or null"
         out["client_time"] = parsed
+    out["events"], problem = validate_events(data.get("events"))
+    if problem:
+        return None, problem
     return out, None
 
 
@@ -59,7 +86,7 @@ def _tables() -> dict[str, str]:
 
 def _insert_into() -> str:
     return (f"INSERT INTO {_tables()['J']} (assignment_id, item_id, trial_id, chosen_id, chosen_side, "
-            "left_stimulus_id, response_ms, client_uuid, created, client_created) ")
+            "left_stimulus_id, response_ms, client_uuid, created, client_created, events) ")
 
 
 @functools.cache
@@ -74,7 +101,7 @@ def _insert_sql() -> str:
         f"{_insert_into()}"
         "SELECT a.id, i.id, i.trial_id, "
         "CASE WHEN i.left_is_a = %s THEN t.stimulus_a_id ELSE t.stimulus_b_id END, %s, "
-        "CASE WHEN i.left_is_a THEN t.stimulus_a_id ELSE t.stimulus_b_id END, %s, %s, %s, %s "
+        "CASE WHEN i.left_is_a THEN t.stimulus_a_id ELSE t.stimulus_b_id END, %s, %s, %s, %s, %s "
         f"FROM {t['A']} a JOIN {t['E']} e ON e.id = a.experiment_id "
         f"JOIN {t['I']} i ON i.assignment_id = a.id AND i.position = %s "
         f"JOIN {t['T']} t ON t.id = i.trial_id "
@@ -110,6 +137,7 @@ def insert_new(cursor, connection, token: uuid.UUID, v: dict, now: datetime) -> 
     cursor.execute(_insert_sql(), [
         v["choice"] == "left", v["choice"], v["response_ms"], _uuid_value(v["uuid"], connection),
         ops.adapt_datetimefield_value(now), None if ct is None else ops.adapt_datetimefield_value(ct),
+        _events_value(v["events"], connection),
         v["position"], token_db_value(token, connection), ops.adapt_datetimefield_value(now),
     ])
     row = cursor.fetchone()
@@ -148,6 +176,13 @@ def token_db_value(value: uuid.UUID, connection):
     from webapp.crowd.models import Assignment
 
     return Assignment._meta.get_field("token").get_db_prep_value(value, connection)
+
+
+def _events_value(value: dict | None, connection):
+    """The events as ``connection``'s backend stores the JSON column; None stays SQL NULL."""
+    from webapp.crowd.models import Judgment
+
+    return None if value is None else Judgment._meta.get_field("events").get_db_prep_value(value, connection)
 
 
 def _uuid_value(value: uuid.UUID, connection):

@@ -104,6 +104,9 @@ class Judgment(models.Model):
     client_uuid = models.UUIDField(unique=True)
     created = models.DateTimeField(auto_now_add=True)
     client_created = models.DateTimeField(null=True, blank=True)
+    # what happened while the trial was shown (judging.EVENTS: counts of focus lost, fullscreen left, window
+    # below the study's minimum, pixel ratio changed); NULL when the page did not report them
+    events = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]  # trial and assignment are indexed as foreign keys (no second index)

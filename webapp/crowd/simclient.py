@@ -4,6 +4,9 @@ Entry link with the experiment's platform parameters → consent form (CSRF toke
 page (its ``data-*`` URLs) → ``device`` → ``state`` → per item: the served PNGs (left, right, ref) decoded,
 the observer's answer, one ``judge`` POST with a fresh uuid, re-sent with the same body until the server
 answers (5xx, 429, network errors; a 200 replay is an acknowledgement) → ``complete`` → the done page.
+What the page fetches by itself (the task page on reload, the state, the images) and ``complete`` are
+retried in the same way, as the page retries them (a database restart or a lost worker answers 5xx or
+drops the connection for a moment).
 Now and then the page is reloaded (task page + state, resuming at the first unanswered item) and an
 acknowledged answer is sent again (as the page's retry queue does after a lost response).
 
@@ -15,6 +18,7 @@ participant leaves only judgments whose POST was answered.
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 import uuid
@@ -130,6 +134,26 @@ class SimulatedParticipant:
     def _get(self, path: str, **kw) -> requests.Response:
         return self.http.get(self._url(path), timeout=self.b.timeout_s, **kw)
 
+    def _get_retried(self, path: str) -> requests.Response:
+        """GET sent again after a network error, 429 or a 5xx with the judge POST's backoff; the last
+        response, or the last network error raised, after ``max_attempts``."""
+        backoff, last = 0.2, None
+        for attempt in range(self.b.max_attempts):
+            if attempt:
+                self.stats.add(retries=1)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            try:
+                last = self._get(path)
+            except requests.RequestException as exc:
+                last = exc
+                continue
+            if last.status_code < 500 and last.status_code != 429:
+                break
+        if isinstance(last, Exception):
+            raise last
+        return last
+
     def _post_json(self, path: str, body: dict) -> requests.Response:
         return self.http.post(self._url(path), json=body, timeout=self.b.timeout_s,
                               headers={"X-Assignment-Token": self.token})
@@ -173,6 +197,8 @@ class SimulatedParticipant:
             self._fail("the entry page has no consent form")
             return False
         data = {**form, "consent": "yes"}
+        if "viewing" in form:  # a study with viewing conditions: what entry.js measures, a desktop browser
+            data["viewing"] = json.dumps({**DEVICE, "mobile": False, "fullscreen": True})
         origin = "{0.scheme}://{0.netloc}".format(urlsplit(r.url))
         headers = {"Referer": r.url, "Origin": origin}  # as a browser's form POST sends them
         for _ in range(self.b.max_attempts * 4):
@@ -194,15 +220,18 @@ class SimulatedParticipant:
             self.stats.entered += 1
             self.stats.tokens.append(self.token)
         self.urls = _parse(r.text).app
-        self._post_json(self.urls["device"], DEVICE)  # the page ignores the answer; so do we
+        try:
+            self._post_json(self.urls["device"], DEVICE)
+        except requests.RequestException:
+            pass  # the page ignores the answer, and a failure; so do we
         return True
 
     def _reload(self) -> list[dict]:
         """What the page does on load: the task page, then the state (answered items are skipped)."""
-        page = self._get(f"/a/{self.token}/")
+        page = self._get_retried(f"/a/{self.token}/")
         if page.status_code == 200:
             self.urls = _parse(page.text).app or self.urls
-        r = self._get(self.urls.get("state", f"/a/{self.token}/state"))
+        r = self._get_retried(self.urls.get("state", f"/a/{self.token}/state"))
         r.raise_for_status()
         return r.json()["items"]
 
@@ -230,7 +259,7 @@ class SimulatedParticipant:
             if not it.get(key):
                 got.append(None)
                 continue
-            r = self._get(it[key])
+            r = self._get_retried(it[key])
             r.raise_for_status()
             try:
                 got.append(decode_png(r.content))
@@ -299,10 +328,14 @@ class SimulatedParticipant:
 
     def _complete(self) -> None:
         for _ in range(self.b.max_attempts):
-            r = self.http.post(self._url(self.urls["complete"]), timeout=self.b.timeout_s,
-                               headers={"X-Assignment-Token": self.token})
+            try:
+                r = self.http.post(self._url(self.urls["complete"]), timeout=self.b.timeout_s,
+                                   headers={"X-Assignment-Token": self.token})
+            except requests.RequestException:  # as a 5xx: try again
+                time.sleep(1.0)
+                continue
             if r.ok:
-                self._get(r.json()["done_url"])
+                self._get_retried(r.json()["done_url"])
                 self.stats.add(completed=1)
                 return
             if r.status_code == 409:  # items still unjudged: the page starts again

@@ -12,7 +12,10 @@ The consent form is checked by the study's platform (``platforms/``): Django's C
 platform's pages get cookies; for MTurk, whose HIT frame is cross-site and gets none, a signed form field
 and the Origin. Every page answers with its platform's framing rule (``framed``): DENY, or MTurk's sites.
 A participant may decline on the consent page (nothing is stored) or withdraw from the judging page
-(``withdraw``: everything stored of them in the study is erased, ``erasure.py``).
+(``withdraw``: everything stored of them in the study is erased, ``erasure.py``). A study's viewing
+conditions are checked on the consent POST (``viewing.py``): a participant who does not meet them is
+refused before anything is stored. Every participant page is shown in the study's language (its file's
+``language:``, never the browser's), ``task.js`` through the JavaScript catalog (``js_catalog``).
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from django.db.models import F
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext, ngettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.i18n import JavaScriptCatalog
 
-from webapp.crowd import platforms
+from webapp.crowd import platforms, viewing
 from webapp.crowd.assign import create_assignment, expire, locked_for_entry
 from webapp.crowd.erasure import NotErasable, erase_participant
 from webapp.crowd.judging import insert_new, stored_answer, token_db_value, validate_judgment
@@ -45,6 +50,7 @@ from webapp.crowd.origin import foreign_origin
 from webapp.crowd.platforms import BadEntry, Identity, Platform
 from webapp.crowd.ratelimit import over_limit
 from webapp.experiments.models import Experiment
+from webapp.experiments.spec import study_language, study_viewing
 from webapp.stimuli.served import served_path
 
 IMAGE_CACHE_CONTROL = "private, max-age=86400, no-transform"
@@ -77,13 +83,21 @@ def _go(exp: Experiment, to: str, token: uuid.UUID) -> HttpResponse:
     return framed(redirect(to, token=token), platforms.for_experiment(exp))
 
 
+def in_language(exp: Experiment) -> translation.override:
+    """The study's language for its participant pages (a context manager): its file's, not the browser's."""
+    return translation.override(study_language(exp))
+
+
+def _not_live_text(status: str) -> str:
+    return {
+        "draft": gettext("This study has not started yet."),
+        "paused": gettext("This study is paused. Please try again later."),
+        "closed": gettext("This study is closed and no longer accepts participants."),
+    }.get(status, gettext("This study is not available."))
+
+
 def _not_live(request: HttpRequest, exp: Experiment) -> HttpResponse:
-    text = {
-        "draft": "This study has not started yet.",
-        "paused": "This study is paused. Please try again later.",
-        "closed": "This study is closed and no longer accepts participants.",
-    }.get(exp.status, "Unavailable.")
-    return _message(request, exp, "Study not available", text, 403)
+    return _message(request, exp, gettext("Study not available"), _not_live_text(exp.status), 403)
 
 
 def _bind_session(request: HttpRequest, exp: Experiment, token: uuid.UUID, rotated: bool = False) -> None:
@@ -139,9 +153,15 @@ def _existing(exp: Experiment, ident: Identity, pid: int | None = None) -> Assig
 def entry(request: HttpRequest, slug: str) -> HttpResponse:
     """``/p/<slug>/``: platform entry; GET shows consent (or a preview), POST consents and starts."""
     if over_limit(request, "entry"):
-        return _message(request, None, "Too many requests", "Please wait a minute and try again.", 429)
+        # in the study's language when there is one (a lookup by its unique slug, on this path only)
+        exp = Experiment.objects.filter(slug=slug).only("spec").first()
+        with translation.override(study_language(exp) if exp else None):
+            return _message(request, None, gettext("Too many requests"),
+                            gettext("Please wait a minute and try again."), 429)
     if request.method == "POST" and "decline" in request.POST:  # before consent: it stores nothing
-        return _declined(request, get_object_or_404(Experiment, slug=slug))
+        exp = get_object_or_404(Experiment, slug=slug)
+        with in_language(exp):
+            return _declined(request, exp)
     if request.method == "POST" and request.POST.get("consent") == "yes":
         # Consent starts an identity (from here on, the open link's id lives in the session): never under a
         # key someone else may have planted in this browser before, since they could then follow it to the
@@ -152,16 +172,48 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
         # One transaction from the study's row lock on (assign.py), which is also where the study is read:
         # an arrival at a live study costs as few statements as it can (tests/web/crowd/test_entry_cost.py).
         with transaction.atomic():
-            return _entry(request, get_object_or_404(locked_for_entry(), slug=slug))
-    return _entry(request, get_object_or_404(Experiment, slug=slug))
+            exp = get_object_or_404(locked_for_entry(), slug=slug)
+            with in_language(exp):
+                return _entry(request, exp)
+    exp = get_object_or_404(Experiment, slug=slug)
+    with in_language(exp):
+        return _entry(request, exp)
+
+
+def declined_context(exp: Experiment) -> dict:
+    """What the page after "I do not want to take part" shows (also the researcher's preview of it)."""
+    return {"title": gettext("You chose not to take part"), "page_id": "declined",
+            "lines": [gettext("Thank you for considering this study. Nothing about you has been stored.")],
+            "instructions": platforms.for_experiment(exp).return_instructions(exp)}
 
 
 def _declined(request: HttpRequest, exp: Experiment) -> HttpResponse:
     """The page after "I do not want to take part": nothing stored, no session or cookie touched."""
-    return _page(request, exp, "crowd/left.html", {
-        "title": "You chose not to take part", "page_id": "declined",
-        "lines": ["Thank you for considering this study. Nothing about you has been stored."],
-        "instructions": platforms.for_experiment(exp).return_instructions(exp)})
+    return _page(request, exp, "crowd/left.html", declined_context(exp))
+
+
+def refused_context(request: HttpRequest, exp: Experiment) -> dict | None:
+    """The refusal page's context when the consent POST's measurements (``viewing`` field) and User-Agent
+    do not meet the study's viewing conditions; None when they do or the study sets none."""
+    conditions = study_viewing(exp)
+    if conditions is None:
+        return None
+    facts = viewing.parse_facts(request.POST.get(viewing.FIELD))
+    reasons = viewing.refusals(conditions, facts, request.headers.get("User-Agent", ""))
+    if not reasons:
+        return None
+    return {"title": gettext("Your device cannot be used for this study"), "page_id": "refused",
+            "lines": [gettext("This study shows images that must be seen at their exact size, so it needs "
+                              "a suitable screen. Nothing about you has been stored.")],
+            "reasons": reasons, "again": request.get_full_path(),
+            "instructions": platforms.for_experiment(exp).return_instructions(exp)}
+
+
+def consent_context(exp: Experiment) -> dict:
+    """What the consent page shows besides the form: the study and what its viewing conditions need."""
+    conditions = study_viewing(exp)
+    return {"exp": exp, "requirements": viewing.requirements(conditions), "measure": conditions is not None,
+            "viewing_field": viewing.FIELD}
 
 
 def _entry(request: HttpRequest, exp: Experiment) -> HttpResponse:
@@ -171,33 +223,40 @@ def _entry(request: HttpRequest, exp: Experiment) -> HttpResponse:
         return _not_live(request, exp)
     if platform.is_preview(request):
         if request.method == "POST":  # consent cannot be given to a HIT that is not accepted yet
-            return _message(request, exp, "Preview only", "This HIT is only being previewed. Accept the HIT "
-                            "on Mechanical Turk first, then give your consent.", 400)
-        return _page(request, exp, "crowd/preview.html", {"exp": exp})
+            return _message(request, exp, gettext("Preview only"), gettext(
+                "This HIT is only being previewed. Accept the HIT on Mechanical Turk first, then give your "
+                "consent."), 400)
+        return _page(request, exp, "crowd/preview.html", consent_context(exp))
     if request.method == "POST":
         refused = platform.refuse_form(request, exp)
         if refused is not None:
             return framed(refused, platform)
     src = request.POST if request.method == "POST" else request.GET
     if any("\x00" in v for _, values in src.lists() for v in values):  # no database column can hold NUL
-        return _message(request, exp, "Invalid study link", "The link contains a character that is not "
-                        "allowed.", 400)
+        return _message(request, exp, gettext("Invalid study link"),
+                        gettext("The link contains a character that is not allowed."), 400)
     try:
         ident = platform.identity(request, exp)
     except BadEntry as exc:
-        return _message(request, exp, "Invalid consent form", str(exc), 400)
+        return _message(request, exp, gettext("Invalid consent form"), str(exc), 400)
     if ident is None:
-        return _message(request, exp, "Missing study link parameters",
-                        f"This link must be opened from {platform.label} ({platform.needs} missing).", 400)
+        return _message(request, exp, gettext("Missing study link parameters"), gettext(
+            "This link must be opened from %(platform)s (%(needs)s missing).") % {
+            "platform": platform.label, "needs": platform.needs}, 400)
     if request.method == "GET" or request.POST.get("consent") != "yes":
         found = _existing(exp, ident)
         if found is not None:
             return _resume(request, exp, found)
     if request.method == "GET":
         return _page(request, exp, "crowd/consent.html", {
-            "exp": exp, "hidden": platform.consent_fields(request, exp), "csrf": platform.uses_cookies})
+            **consent_context(exp), "hidden": platform.consent_fields(request, exp),
+            "csrf": platform.uses_cookies})
     if request.POST.get("consent") != "yes":
-        return _message(request, exp, "Consent required", "You can only take part after giving consent.", 400)
+        return _message(request, exp, gettext("Consent required"),
+                        gettext("You can only take part after giving consent."), 400)
+    refused = refused_context(request, exp)
+    if refused is not None:  # nothing is stored: no participant, no assignment, no session
+        return _page(request, exp, "crowd/left.html", refused, status=403)
     platform.consented(request, exp, ident)
     # One entry at a time per participant: a double submit, or a client retrying a consent POST that is
     # still queued, must find the assignment the first one made rather than take a second one. A new
@@ -211,8 +270,8 @@ def _entry(request: HttpRequest, exp: Experiment) -> HttpResponse:
     try:
         assignment = create_assignment(exp.pk, participant, locked=exp, **ident.assignment_fields)
     except LookupError:  # nothing left for this participant: the transaction is rolled back, nothing stored
-        return _message(request, exp, "No more trials", "There are no more trials for you in this study. "
-                        "Thanks!", 410)
+        return _message(request, exp, gettext("No more trials"),
+                        gettext("There are no more trials for you in this study. Thanks!"), 410)
     _bind_session(request, exp, assignment.token, rotated=True)
     return _go(exp, "crowd:task", assignment.token)
 
@@ -283,10 +342,50 @@ def task(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
     a, state_json = _state(token)
     if a.state == "completed":
         return _go(a.experiment, "crowd:done", a.token)
-    reason = _closed_reason(a)
-    if reason:
-        return _message(request, a.experiment, "Assignment not available", f"Sorry, {reason}.", 403)
-    return _page(request, a.experiment, "crowd/task.html", {"a": a, "exp": a.experiment, "state": state_json})
+    with in_language(a.experiment):
+        reason = _closed_reason(a)
+        if reason:
+            return _message(request, a.experiment, gettext("Assignment not available"),
+                            _closed_text(a.experiment, reason), 403)
+        return _page(request, a.experiment, "crowd/task.html", {
+            "exp": a.experiment, "state": state_json, "preview": False, "token": a.token,
+            "urls": _task_urls(a.token), "catalog": catalog_url(a.experiment)})
+
+
+def _closed_text(exp: Experiment, reason: str) -> str:
+    """What the judging page of a closed assignment says (``reason``: ``_closed_reason``'s)."""
+    if exp.status != "live":
+        return _not_live_text(exp.status)
+    if reason.endswith("expired"):
+        return gettext("Sorry, the time for this assignment has run out.")
+    return gettext("Sorry, this assignment is closed.")
+
+
+def _task_urls(token: uuid.UUID) -> dict[str, str]:
+    kw = {"token": token}
+    return {name: reverse(f"crowd:{name}", kwargs=kw)
+            for name in ("state", "judge", "complete", "device", "withdraw")}
+
+
+def catalog_url(exp: Experiment) -> str:
+    """The JavaScript catalog of the study's language (what ``task.js`` translates with)."""
+    return reverse("crowd:jsi18n", kwargs={"lang": study_language(exp)})
+
+
+class _Catalog(JavaScriptCatalog):
+    packages = ["webapp.crowd"]
+
+
+@require_GET
+def js_catalog(request: HttpRequest, lang: str) -> HttpResponse:
+    """``/i18n/<lang>.js``: the translations ``task.js`` uses (``gettext()``), in the language named by the
+    URL (the study's, as the page links it); 404 for a language the site does not ship."""
+    if lang not in dict(settings.LANGUAGES):
+        raise Http404("no such language")
+    with translation.override(lang):
+        resp = _Catalog.as_view()(request)
+    resp["Cache-Control"] = "public, max-age=3600"
+    return resp
 
 
 def _image_prefix(a: Assignment) -> str:
@@ -332,6 +431,7 @@ def _state(token: uuid.UUID) -> tuple[Assignment, dict]:
         "question": exp.question,
         "min_response_ms": exp.min_response_ms,
         "practice_count": sum(r["practice"] for r in rows),
+        "viewing": study_viewing(exp),
     }
 
 
@@ -570,9 +670,10 @@ def done(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
     if a.state != "completed":
         return _go(a.experiment, "crowd:task", a.token)
     platform = platforms.for_experiment(a.experiment)
-    return _page(request, a.experiment, "crowd/done.html", {
-        "a": a, "exp": a.experiment, "info": _completion(a), "platform": platform,
-        "submit": platform.submit_form(a)})
+    with in_language(a.experiment):
+        return _page(request, a.experiment, "crowd/done.html", {
+            "exp": a.experiment, "info": _completion(a), "platform": platform,
+            "submit": platform.submit_form(a)})
 
 
 def _withdrawn_signer(exp: Experiment) -> Signer:
@@ -628,16 +729,25 @@ def withdrawn(request: HttpRequest, slug: str) -> HttpResponse:
     """The page after a withdrawal (``?r=``: the signed id of its record, which names nobody): what was
     erased, and what the platform asks of the participant now."""
     exp = get_object_or_404(Experiment, slug=slug)
-    try:
-        pk = int(_withdrawn_signer(exp).unsign(request.GET.get("r", "")))
-    except (BadSignature, ValueError):
-        return _message(request, exp, "Page not available", "This link is not valid.", 404)
-    record = Erasure.objects.filter(pk=pk, experiment=exp, kind=Erasure.WITHDRAWAL).first()
-    if record is None:
-        return _message(request, exp, "Page not available", "This link is not valid.", 404)
-    answers = f"{record.judgments} answer{'' if record.judgments == 1 else 's'}"
-    return _page(request, exp, "crowd/left.html", {
-        "title": "You have withdrawn from the study", "page_id": "withdrawn",
-        "lines": [f"Your participation in “{exp.title}” has ended. Your {answers} and the ids that linked "
-                  "them to you have been erased from our database."],
-        "instructions": platforms.for_experiment(exp).return_instructions(exp)})
+    with in_language(exp):
+        try:
+            pk = int(_withdrawn_signer(exp).unsign(request.GET.get("r", "")))
+        except (BadSignature, ValueError):
+            pk = None
+        records = Erasure.objects.filter(pk=pk, experiment=exp, kind=Erasure.WITHDRAWAL)
+        record = records.first() if pk else None
+        if record is None:
+            return _message(request, exp, gettext("Page not available"), gettext("This link is not valid."),
+                            404)
+        return _page(request, exp, "crowd/left.html", withdrawn_context(exp, record.judgments))
+
+
+def withdrawn_context(exp: Experiment, answers: int) -> dict:
+    """What the page after a withdrawal of ``answers`` answers shows (also the researcher's preview of it)."""
+    line = ngettext(
+        "Your participation in “%(title)s” has ended. Your %(count)d answer and the ids that linked it to "
+        "you have been erased from our database.",
+        "Your participation in “%(title)s” has ended. Your %(count)d answers and the ids that linked them "
+        "to you have been erased from our database.", answers) % {"title": exp.title, "count": answers}
+    return {"title": gettext("You have withdrawn from the study"), "page_id": "withdrawn", "lines": [line],
+            "instructions": platforms.for_experiment(exp).return_instructions(exp)}

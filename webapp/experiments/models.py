@@ -66,3 +66,26 @@ class Trial(models.Model):
 
     def __str__(self) -> str:
         return f"trial {self.pk} ({self.kind}) of {self.experiment_id}"
+
+
+class Membership(models.Model):
+    """``user``'s role on ``experiment`` (``webapp.experiments.access`` decides what each role may do). The
+    experiment's ``owner`` field is a role too: its user is an owner without a row here."""
+
+    ROLES = [("viewer", "viewer"), ("editor", "editor"), ("owner", "owner")]  # lowest first
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=ROLES)
+    added_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["experiment", "user__username"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "user"], name="one_role_per_user"),
+                       models.CheckConstraint(condition=models.Q(role__in=["viewer", "editor", "owner"]),
+                                              name="membership_role_known")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} is {self.role} of {self.experiment_id}"

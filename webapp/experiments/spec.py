@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from django.conf import settings
 from django.db import transaction
 from django.utils.text import slugify
 
@@ -51,7 +52,15 @@ _TEXTS = {
 # Rules a recruiting platform sets on the fields (Prolific needs one completion code for all). Filled in
 # by the crowd app, which owns the platform adapters (webapp/crowd/apps.py), so this app needs not import it.
 PLATFORM_RULES: dict[str, Callable[[Mapping[str, Any]], str | None]] = {}
-KNOWN = {"slug", "codecs", "sampling", *_CHOICES, *_INTS, *_RATES, *_TEXTS}
+KNOWN = {"slug", "codecs", "sampling", "language", "viewing", *_CHOICES, *_INTS, *_RATES, *_TEXTS}
+
+# Viewing conditions (``viewing:``). The contradiction checks use the largest displays and tablets made: an
+# 8K display (7680 × 4320 device pixels) and the largest tablet viewports (iPad Pro 13": 1376 × 1032 CSS px).
+VIEWING_KEYS = ("min_viewport", "pixel_ratios", "mobile", "fullscreen")
+LARGEST_DISPLAY = (7680, 4320)  # device pixels, either orientation
+LARGEST_TABLET = (1376, 1032)  # CSS pixels, either orientation
+_MAX_VIEWPORT = 16384
+_MAX_RATIO = 8
 
 
 MAX_FILE_BYTES = 1024 * 1024  # an experiment file is a few kilobytes
@@ -225,6 +234,13 @@ def validate(data: dict) -> dict[str, Any]:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 raise SpecError(f"{name}: expected a number in [0, 1] (got {shown(v)})")
             out[name] = float(v)
+    if "language" in data:
+        languages = [code for code, _ in settings.LANGUAGES]
+        if data["language"] not in languages:
+            raise SpecError(
+                f"language: must be one of {', '.join(languages)} (got {shown(data['language'])})")
+    if "viewing" in data:
+        viewing_conditions(data["viewing"])  # SpecError if malformed or contradictory
     if "sampling" in data and data["sampling"] not in SAMPLING:  # kept in spec (webapp.experiments.sampling)
         raise SpecError(f"sampling: must be one of {', '.join(SAMPLING)} (got {shown(data['sampling'])})")
     if out.get("pairs") == "sampled" and not out.get("pairs_per_reference"):
@@ -247,6 +263,87 @@ def validate(data: dict) -> dict[str, Any]:
             raise SpecError(f"codecs: {str(exc)[:300]}") from exc
     out["codec_settings"] = codecs
     return out
+
+
+def _fits(size: tuple[float, float], box: tuple[int, int]) -> bool:
+    """Whether ``size`` fits in ``box`` in either orientation."""
+    w, h = size
+    return (w <= box[0] and h <= box[1]) or (w <= box[1] and h <= box[0])
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def viewing_conditions(value: object) -> dict[str, Any]:
+    """The ``viewing:`` block of an experiment file, checked and with its defaults: ``min_viewport`` ([W, H]
+    CSS pixels, or None), ``pixel_ratios`` (allowed devicePixelRatio values, or None for any), ``mobile``
+    (phones and tablets may take part; default True unless no tablet's viewport reaches ``min_viewport``),
+    ``fullscreen`` (trials in fullscreen; default False). SpecError (one line, naming the field) for a
+    malformed block or conditions that contradict each other."""
+    if not isinstance(value, dict):
+        raise SpecError(f"viewing: expected a mapping with {', '.join(VIEWING_KEYS)} (got {shown(value)})")
+    unknown = sorted(str(k)[:40] for k in value if k not in VIEWING_KEYS)
+    if unknown:
+        raise SpecError(f"viewing: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(VIEWING_KEYS)}")
+    size = value.get("min_viewport")
+    if size is not None:
+        if (not isinstance(size, list) or len(size) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= _MAX_VIEWPORT
+                           for x in size)):
+            raise SpecError(f"viewing.min_viewport: expected [width, height] in CSS pixels, integers in "
+                            f"[1, {_MAX_VIEWPORT}] (got {shown(size)})")
+    ratios = value.get("pixel_ratios")
+    if ratios is not None:
+        if not isinstance(ratios, list) or not all(_number(r) and 0 < r <= _MAX_RATIO for r in ratios):
+            raise SpecError(f"viewing.pixel_ratios: expected a list of devicePixelRatio values in (0, "
+                            f"{_MAX_RATIO}] (got {shown(ratios)})")
+        if not ratios:
+            raise SpecError("viewing.pixel_ratios: empty, so no device could take part; leave the field out "
+                            "to allow any pixel ratio")
+        ratios = sorted({float(r) for r in ratios})
+    for name in ("mobile", "fullscreen"):
+        if name in value and not isinstance(value[name], bool):
+            raise SpecError(f"viewing.{name}: expected true or false (got {shown(value[name])})")
+    fullscreen = value.get("fullscreen", False)
+    if size is not None:
+        lowest = ratios[0] if ratios else 1.0
+        needs = (size[0] * lowest, size[1] * lowest)
+        if not _fits(needs, LARGEST_DISPLAY):
+            raise SpecError(
+                f"viewing: min_viewport {size[0]}×{size[1]} at pixel ratio {lowest:g} needs {needs[0]:g}×"
+                f"{needs[1]:g} device pixels, more than the largest displays have ({LARGEST_DISPLAY[0]}×"
+                f"{LARGEST_DISPLAY[1]}): no one could take part")
+    tablet_fits = size is None or _fits((size[0], size[1]), LARGEST_TABLET)
+    mobile = value.get("mobile", tablet_fits)
+    if value.get("mobile") is True:
+        if not tablet_fits:
+            raise SpecError(
+                f"viewing: mobile is true but min_viewport {size[0]}×{size[1]} is larger than any phone's or "
+                f"tablet's window (the largest tablets: {LARGEST_TABLET[0]}×{LARGEST_TABLET[1]} CSS pixels); "
+                "set mobile: false or a smaller min_viewport")
+        if fullscreen:
+            raise SpecError(
+                "viewing: mobile is true but fullscreen is required, which iPhones cannot give a web page "
+                "(Safari on iPhone has no fullscreen for pages) and phones leave by themselves (rotation, "
+                "system gestures); set mobile: false or fullscreen: false")
+    return {"min_viewport": list(size) if size is not None else None, "pixel_ratios": ratios,
+            "mobile": mobile, "fullscreen": fullscreen}
+
+
+def study_viewing(exp: Experiment) -> dict[str, Any] | None:
+    """The viewing conditions of ``exp`` (``viewing_conditions``), or None when its file sets none."""
+    spec = exp.spec if isinstance(exp.spec, dict) else {}
+    if spec.get("viewing") is None:
+        return None
+    return viewing_conditions(spec["viewing"])
+
+
+def study_language(exp: Experiment) -> str:
+    """The language the participant pages of ``exp`` are shown in (its file's ``language``, else English)."""
+    spec = exp.spec if isinstance(exp.spec, dict) else {}
+    language = spec.get("language")
+    return language if language in dict(settings.LANGUAGES) else "en"
 
 
 def create(data: dict, owner=None, replace: bool = False) -> Experiment:

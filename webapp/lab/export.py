@@ -8,7 +8,8 @@ Layout written under ``out``::
     <split>/<slug>/judge/NNNNNN.npy    float32 (1,): fraction of included judgments choosing p1
     <split>/<slug>/judge_n/NNNNNN.npy  float32 (1,): number of included judgments
     trials.csv                         split, index, trial id, reference sha256, stimulus ids, judge, n
-    judgments.csv / judgments.jsonl    one row per judgment (practice included, marked by ``kind``)
+    judgments.csv / judgments.jsonl    one row per judgment (practice included, marked by ``kind``), with
+                                       what happened while it was shown (focus lost, fullscreen left, ...)
     scale.csv / scale.json             JOD per codec×setting and per stimulus with 95 % bootstrap intervals
     manifest.json                      settings, codecs, QC rules, excluded participants, counts (also of
                                        the participants withdrawn or erased before the export), sha256s
@@ -47,13 +48,16 @@ from webapp.lab import analysis
 from webapp.lab.qc import compute_qc, qc_rules
 
 FORMAT_VERSION = 1
+# What the judging page recorded while the trial was shown (``Judgment.events``, ``crowd.judging.EVENTS``):
+# counts, empty in the CSV (null in the JSONL) where the page did not report them.
+VIEWING_FIELDS = ["focus_lost", "fullscreen_exits", "too_small", "ratio_changed"]
 SPLITS = ("train", "val", "test")
 LOG_FIELDS = [
     "judgment", "experiment", "participant", "platform", "platform_id_hash", "assignment", "trial", "kind",
     "position", "is_repeat", "reference_sha256", "stimulus_a", "stimulus_a_codec", "stimulus_a_quality",
     "stimulus_a_bpp", "stimulus_b", "stimulus_b_codec", "stimulus_b_quality", "stimulus_b_bpp", "chosen",
     "chosen_side", "left_stimulus", "response_ms", "fast", "server_time", "client_time", "qc_flagged",
-    "qc_reasons",
+    "qc_reasons", *VIEWING_FIELDS,
 ]
 
 
@@ -284,6 +288,7 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
             "trial__kind", "item__position", "item__is_repeat",
             "item__is_practice", "trial__reference__sha256", "trial__stimulus_a_id", "trial__stimulus_b_id",
             "chosen_id", "chosen_side", "left_stimulus_id", "response_ms", "created", "client_created",
+            "events",
         ]
         stim_cache: dict[int, tuple] = {}
 
@@ -333,6 +338,8 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
                 "qc_flagged": bool(pqc and pqc.flagged),
                 "qc_reasons": "; ".join(pqc.reasons) if pqc else "",
             }
+            events = r["events"] if isinstance(r["events"], dict) else {}
+            rec.update({k: events.get(k) for k in VIEWING_FIELDS})
             cw.writerow(rec)
             jsonl_f.write(json.dumps(rec) + "\n")
             n_log += 1

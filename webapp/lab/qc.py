@@ -9,6 +9,11 @@ Rules (defaults below; an experiment overrides any of them with ``experiment.spe
   at least ``min_repeats`` repeat pairs exist.
 - ``max_fast_share``: flag when the share of responses faster than ``experiment.min_response_ms`` is
   above this.
+- Viewing, from what the judging page recorded while each trial was shown (``judgment.events``; judgments
+  without it do not count): ``max_focus_lost_share``: flag when the share of trials during which the page
+  lost focus (another window or tab) is above this; ``max_fullscreen_exits``, ``max_too_small`` and
+  ``max_ratio_changes``: flag when the participant left the study's fullscreen, made the window smaller
+  than its ``min_viewport``, or zoomed to a pixel ratio it does not allow more often than this, in all.
 
 Practice trials (``trial.kind == "practice"`` or ``item.is_practice``) are left out of everything.
 The counting is done by the database, one row per participant: memory and Python time grow with the number of
@@ -26,6 +31,10 @@ QC_DEFAULTS: dict[str, float] = {
     "min_repeat_consistency": 0.5,
     "min_repeats": 2,
     "max_fast_share": 0.25,
+    "max_focus_lost_share": 0.25,
+    "max_fullscreen_exits": 2,
+    "max_too_small": 2,
+    "max_ratio_changes": 2,
 }
 
 
@@ -54,6 +63,11 @@ class ParticipantQC:
     repeat_consistent: int = 0
     fast: int = 0
     median_response_ms: float | None = None
+    with_events: int = 0  # judgments whose page reported what happened during the trial
+    focus_lost: int = 0  # of those, trials during which the page lost focus
+    fullscreen_exits: int = 0  # times, in all
+    too_small: int = 0
+    ratio_changes: int = 0
     reasons: list[str] = field(default_factory=list)
 
     @property
@@ -69,6 +83,10 @@ class ParticipantQC:
         return self.fast / self.judgments if self.judgments else None
 
     @property
+    def focus_lost_share(self) -> float | None:
+        return self.focus_lost / self.with_events if self.with_events else None
+
+    @property
     def flagged(self) -> bool:
         return bool(self.reasons)
 
@@ -78,6 +96,7 @@ class ParticipantQC:
             sentinel_accuracy=self.sentinel_accuracy,
             repeat_consistency=self.repeat_consistency,
             fast_share=self.fast_share,
+            focus_lost_share=self.focus_lost_share,
             flagged=self.flagged,
             reason="; ".join(self.reasons),
         )
@@ -140,6 +159,31 @@ def _participant_rows(experiment, rules: dict[str, float]) -> list[tuple]:
         return cur.fetchall()
 
 
+def _event_rows(experiment) -> list[tuple]:
+    """``(participant, judgments with events, trials with focus lost, fullscreen exits, times too small, pixel
+    ratio changes)`` per participant, practice left out, counted by the database from the JSON column."""
+    from django.db.models import Count, IntegerField, Q, Sum
+    from django.db.models.fields.json import KT
+    from django.db.models.functions import Cast, Coalesce
+
+    from webapp.crowd.models import Judgment
+
+    def total(key: str):
+        return Coalesce(Sum(Cast(KT(f"events__{key}"), IntegerField())), 0)
+
+    return list(
+        Judgment.objects.filter(trial__experiment=experiment, events__isnull=False)
+        .exclude(trial__kind="practice").exclude(item__is_practice=True)
+        .order_by().values("assignment__participant_id")
+        .annotate(n=Count("id"), lost=Count("id", filter=Q(events__focus_lost__gt=0)),
+                  exits=total("fullscreen_exits"), small=total("too_small"), ratio=total("ratio_changed"))
+        .values_list("assignment__participant_id", "n", "lost", "exits", "small", "ratio"))
+
+
+def _times(n: int) -> str:
+    return "1 time" if n == 1 else f"{n} times"
+
+
 def _finish(qc: ParticipantQC, rules: dict[str, float]) -> None:
     if qc.sentinels >= rules["min_sentinels"] and qc.sentinel_accuracy < rules["min_sentinel_accuracy"]:
         qc.reasons.append(
@@ -154,13 +198,25 @@ def _finish(qc: ParticipantQC, rules: dict[str, float]) -> None:
             f"{qc.fast_share:.0%} of responses faster than {rules['min_response_ms']:.0f} ms"
             f" (max {rules['max_fast_share']:.0%})"
         )
+    if qc.with_events and qc.focus_lost_share > rules["max_focus_lost_share"]:
+        qc.reasons.append(f"lost focus on {qc.focus_lost_share:.0%} of trials "
+                          f"(max {rules['max_focus_lost_share']:.0%})")
+    if qc.fullscreen_exits > rules["max_fullscreen_exits"]:
+        qc.reasons.append(f"left fullscreen {_times(qc.fullscreen_exits)} "
+                          f"(max {rules['max_fullscreen_exits']:.0f})")
+    if qc.too_small > rules["max_too_small"]:
+        qc.reasons.append(f"window below the minimum size {_times(qc.too_small)} "
+                          f"(max {rules['max_too_small']:.0f})")
+    if qc.ratio_changes > rules["max_ratio_changes"]:
+        qc.reasons.append(f"zoomed to a pixel ratio not allowed {_times(qc.ratio_changes)} "
+                          f"(max {rules['max_ratio_changes']:.0f})")
 
 
 def compute_qc(experiment) -> dict[int, ParticipantQC]:
     """QC of every participant of ``experiment``, keyed by participant pk (ordered by pk).
 
-    Counted by the database per participant (``_participant_rows``): two queries whatever the number of
-    judgments, and memory that grows with the number of participants only."""
+    Counted by the database per participant (``_participant_rows``, ``_event_rows``): three queries whatever
+    the number of judgments, and memory that grows with the number of participants only."""
     from webapp.crowd.models import Participant
 
     rules = qc_rules(experiment)
@@ -170,13 +226,20 @@ def compute_qc(experiment) -> dict[int, ParticipantQC]:
         .order_by("pk")
         .values_list("pk", "platform", "platform_id")
     }
+    judged = set()
     for pid, n, fast, sentinels, correct, repeats, consistent, median in _participant_rows(experiment, rules):
+        judged.add(pid)
         qc = result.setdefault(pid, ParticipantQC(pid, "", ""))
         qc.judgments, qc.fast = int(n), int(fast)
         qc.sentinels, qc.sentinel_correct = int(sentinels), int(correct)
         qc.repeats, qc.repeat_consistent = int(repeats), int(consistent)
         qc.median_response_ms = float(median) if median is not None else None
-        _finish(qc, rules)
+    for pid, n, lost, exits, small, ratio in _event_rows(experiment):
+        qc = result.setdefault(pid, ParticipantQC(pid, "", ""))
+        qc.with_events, qc.focus_lost = int(n), int(lost)
+        qc.fullscreen_exits, qc.too_small, qc.ratio_changes = int(exits), int(small), int(ratio)
+    for pid in judged:  # participants without judgments are listed, never flagged
+        _finish(result[pid], rules)
     return result
 
 

@@ -20,5 +20,7 @@ urlpatterns = [
     path("lab/e/<slug:slug>/export/", views.export, name="export"),
     path("lab/e/<slug:slug>/participants/<int:pk>/erase/", views.erase_participant, name="erase-participant"),
     path("lab/e/<slug:slug>/exports/<uuid:job>.zip", views.export_download, name="export-download"),
+    path("lab/e/<slug:slug>/members/", views.set_member, name="members"),
+    path("lab/e/<slug:slug>/members/remove/", views.remove_member, name="member-remove"),
     path("api/", include("webapp.lab.api.urls")),
 ]

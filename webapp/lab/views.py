@@ -1,4 +1,6 @@
-"""Researcher dashboard: experiment list, experiment page, plots, status change, zip export."""
+"""Researcher dashboard: experiment list, experiment page, plots, status change, zip export, members.
+
+Every study view asks ``access.experiment_for`` with the role it needs (README, "Shared studies")."""
 
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from webapp.crowd.erasure import NotErasable
 from webapp.crowd.erasure import erase_participant as erase
 from webapp.crowd.models import Erasure, Participant
 from webapp.crowd.simulated import SIMULATED
-from webapp.experiments.access import experiment_for, experiments_for
+from webapp.experiments import access
+from webapp.experiments.access import at_least, experiment_for, experiments_for
 from webapp.experiments.models import Experiment
 from webapp.experiments.sampling import SAMPLING, sampling_mode, set_sampling_mode
 from webapp.experiments.signals import status_changing
@@ -86,7 +89,7 @@ def qc_page(request, participants: list, param: str):
 def experiment_detail(request, slug: str):
     """The study page: its figures from the study's ``Summary`` (computed once for the page and its plots,
     see ``summary.get_summary``), the plan for ``?ci_width=`` JOD, exports, references and controls."""
-    exp = experiment_for(request.user, slug)
+    exp = experiment_for(request.user, slug, "viewer")
     try:
         ci_width = float(request.GET.get("ci_width", "0.5"))
         if not 0 < ci_width < 100:
@@ -130,6 +133,12 @@ def experiment_detail(request, slug: str):
         "exports": list(exp.export_jobs.all()[:5]),
         "recruits_remotely": platforms.for_experiment(exp).driven_from_lab,
         "erasures": list(exp.erasures.select_related("by").order_by("-id")[:50]),
+        "role": exp.user_role,
+        "may_edit": at_least(exp.user_role, "editor"),
+        "may_own": at_least(exp.user_role, "owner"),
+        "may_set_live": at_least(exp.user_role, access.status_need(exp, "live")),
+        "members": access.members(exp),
+        "roles": access.ROLES,
     }
     context["exports_running"] = any(j.state in ("queued", "running") for j in context["exports"])
     return render(request, "lab/experiment.html", context)
@@ -141,7 +150,7 @@ def plot(request, slug: str, name: str, fmt: str):
     """One of the study page's figures, drawn from the same ``Summary`` as the page."""
     if name not in plots.PLOTS or fmt not in plots.FORMATS:
         raise Http404("no such plot")
-    exp = experiment_for(request.user, slug)
+    exp = experiment_for(request.user, slug, "viewer")
     resp = HttpResponse(plots.render(name, get_summary(exp), fmt), content_type=plots.FORMATS[fmt])
     if fmt == "svg" or request.GET.get("download"):
         resp["Content-Disposition"] = f'attachment; filename="{exp.slug}-{name}.{fmt}"'
@@ -151,7 +160,7 @@ def plot(request, slug: str, name: str, fmt: str):
 
 def _reference(request, slug: str, index: int):
     """The experiment's ``index``-th reference (by id), if ``request.user`` may see the experiment."""
-    exp = experiment_for(request.user, slug)
+    exp = experiment_for(request.user, slug, "viewer")
     if index >= exp.references.count():  # also keeps an index past bigint out of the OFFSET
         raise Http404("no such reference")
     return exp.references.order_by("id")[index]
@@ -185,10 +194,12 @@ def saliency(request, slug: str, index: int):
 @login_required(login_url=LOGIN_URL)
 @require_POST
 def set_status(request, slug: str):
-    exp = experiment_for(request.user, slug)
+    """POST ``status=draft|live|paused|closed`` (editor; setting live a study on a paid platform: owner)."""
+    exp = experiment_for(request.user, slug, "editor")
     status = request.POST.get("status", "")
     if status not in STATUSES:
         return HttpResponseBadRequest(f"status must be one of {', '.join(STATUSES)}")
+    access.require(exp, access.status_need(exp, status))
     if status != exp.status:
         answers = status_changing.send_robust(Experiment, experiment=exp, status=status)
         vetoes = [str(r) for _, r in answers if isinstance(r, Exception)]
@@ -207,8 +218,8 @@ def set_status(request, slug: str):
 @login_required(login_url=LOGIN_URL)
 @require_POST
 def set_sampling(request, slug: str):
-    """POST ``sampling=balanced|active``: how the next participants' trials are chosen."""
-    exp = experiment_for(request.user, slug)
+    """POST ``sampling=balanced|active`` (editor): how the next participants' trials are chosen."""
+    exp = experiment_for(request.user, slug, "editor")
     try:
         set_sampling_mode(exp, request.POST.get("sampling", ""))
     except ValueError as exc:
@@ -221,8 +232,9 @@ def set_sampling(request, slug: str):
 def erase_participant(request, slug: str, pk: int):
     """GET: what erasing participant ``pk`` (the ``#`` of the QC table) of the study deletes, and the form
     that confirms it, with a reason; POST: erase (``webapp.crowd.erasure``), then back to the study page.
-    404 for a study the researcher may not see or a participant it does not have (nothing changes)."""
-    exp = experiment_for(request.user, slug)
+    Owner only, both (403 for a lower role); 404 for a study the researcher has no role on or a participant
+    it does not have (nothing changes)."""
+    exp = experiment_for(request.user, slug, "owner")
     if pk > BIGINT_MAX:
         raise Http404("no such participant")
     p = get_object_or_404(Participant, pk=pk, experiment=exp)
@@ -254,11 +266,12 @@ def export_flags(params) -> dict[str, bool]:
 @login_required(login_url=LOGIN_URL)
 @require_http_methods(["GET", "POST"])
 def export(request, slug: str):
-    """POST: start a background export (``jobs.build_export``); its progress and zip are on the study's
-    page, where a GET is sent."""
-    exp = experiment_for(request.user, slug)
+    """POST (editor): start a background export (``jobs.build_export``); its progress and zip are on the
+    study's page, where a GET (viewer) is sent."""
+    exp = experiment_for(request.user, slug, "viewer")
     if request.method == "GET":
         return redirect(reverse("lab:experiment", args=[exp.slug]) + "#exports")
+    access.require(exp, "editor")
     try:
         flags = export_flags(request.POST)
     except ValueError as exc:
@@ -270,10 +283,59 @@ def export(request, slug: str):
 @login_required(login_url=LOGIN_URL)
 @require_GET
 def export_download(request, slug: str, job: uuid.UUID):
-    """The zip of a finished export of this study."""
-    exp = experiment_for(request.user, slug)
+    """The zip of a finished export of this study (viewer)."""
+    exp = experiment_for(request.user, slug, "viewer")
     try:
         found = ExportJob.objects.select_related("experiment").get(pk=job, experiment=exp)
     except ExportJob.DoesNotExist:
         raise Http404("no such export") from None
     return zip_response(found)
+
+
+def _member_redirect(exp) -> HttpResponse:
+    return redirect(reverse("lab:experiment", args=[exp.slug]) + "#members")
+
+
+@login_required(login_url=LOGIN_URL)
+@require_POST
+def set_member(request, slug: str):
+    """POST ``username`` and ``role=viewer|editor|owner`` (owner): give that user the role on the study, or
+    change theirs; a refusal (unknown user or role, the owner of record, the last owner) is shown on the
+    study page and changes nothing."""
+    from django.contrib.auth import get_user_model
+
+    exp = experiment_for(request.user, slug, "owner")
+    username = request.POST.get("username", "").strip().replace("\x00", "")[:150]
+    user = get_user_model().objects.filter(username=username).first() if username else None
+    if user is None:
+        messages.error(request, f"Members not changed: no user named {username!r}")
+        return _member_redirect(exp)
+    try:
+        access.set_role(exp, user, request.POST.get("role", ""), by=request.user)
+    except access.MembershipError as exc:
+        messages.error(request, f"Members not changed: {exc}")
+    else:
+        messages.success(request, f"{user.get_username()} is now {request.POST['role']} of this study.")
+    return _member_redirect(exp)
+
+
+@login_required(login_url=LOGIN_URL)
+@require_POST
+def remove_member(request, slug: str):
+    """POST ``username`` (owner): take that user's role on the study away (not the owner of record's, nor
+    the last owner's)."""
+    from django.contrib.auth import get_user_model
+
+    exp = experiment_for(request.user, slug, "owner")
+    username = request.POST.get("username", "").strip().replace("\x00", "")[:150]
+    user = get_user_model().objects.filter(username=username).first() if username else None
+    try:
+        removed = user is not None and access.remove_member(exp, user)
+    except access.MembershipError as exc:
+        messages.error(request, f"Members not changed: {exc}")
+    else:
+        if removed:
+            messages.success(request, f"{username} no longer has a role on this study.")
+        else:
+            messages.error(request, f"Members not changed: {username!r} is not a member of this study")
+    return _member_redirect(exp)

@@ -1,7 +1,9 @@
 """The study's Recruiting page (``/lab/e/<slug>/recruit/``): the platform's records and decisions, and
 forms to create the HIT or study, review submissions, approve, reject or ask to return them, and pay
-bonuses. Owner (or superuser) only, like every researcher page; the platform is asked only when the
-researcher asks (``?review=1`` fetches its submissions), never on a plain visit."""
+bonuses. The study's owners only (superusers too), the page as well as its actions: they spend money and
+decide on workers, and the page lists the workers' platform ids (403 for viewers and editors, 404 for a
+user with no role on the study). The platform is asked only when the researcher asks (``?review=1``
+fetches its submissions), never on a plain visit."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ ACTIONS = ("create", "approve-proposed", "reject-proposed", "decide", "bonus")
 
 
 def _remote(request: HttpRequest, slug: str):
-    exp = experiment_for(request.user, slug)
+    exp = experiment_for(request.user, slug, "owner")
     remote = remotes.for_experiment(exp)
     if remote is None:
         raise Http404("this study's platform has nothing to drive from the lab")

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from tests.web.conftest import consent_form, enter
 from tests.web.security.hostile import HTML_INJECTION, NASTY_TEXT, SQL_INJECTION, assert_clean, probe
+from webapp.crowd.judging import EVENTS, MAX_EVENT_COUNT
 
 FUZZ = hsettings(
     max_examples=60,
@@ -76,6 +77,14 @@ def bad_field_values(n_items: int) -> dict[str, st.SearchStrategy]:
         ),
         "choice": JSON_VALUES.filter(lambda v: v not in ("left", "right")),
         "response_ms": st.one_of(not_int, st.integers(max_value=-1), st.integers(min_value=2**31)),
+        "events": st.one_of(
+            JSON_VALUES.filter(lambda v: v is not None and not isinstance(v, dict)),
+            st.dictionaries(st.text(max_size=10).filter(lambda k: k not in EVENTS), JSON_SCALARS, min_size=1,
+                            max_size=3),
+            st.dictionaries(st.sampled_from(EVENTS), JSON_VALUES.filter(
+                lambda v: isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_EVENT_COUNT),
+                min_size=1, max_size=3),
+        ),
         "client_time": st.one_of(
             JSON_VALUES.filter(lambda v: not _iso_ok(v)),
             st.sampled_from(

@@ -87,6 +87,11 @@ BAD_FIELDS: dict[str, st.SearchStrategy] = {
     "min_response_ms": _not(_in_range(0, 600000)),
     "sentinel_rate": st.one_of(_not(_rate), st.sampled_from([-0.1, 1.01, float("nan"), float("inf")])),
     "repeat_rate": _not(_rate),
+    "language": _not(lambda v: v in ("en", "de")),
+    "viewing": st.one_of(VALUES.filter(lambda v: not isinstance(v, dict)), st.sampled_from([
+        {"pixel_ratios": []}, {"fullscreen": True, "mobile": True}, {"min_viewport": [9000, 9000]},
+        {"min_viewport": [1600, 1100], "mobile": True}, {"colour": 1}, {"min_viewport": [0, 1]},
+        {"pixel_ratios": [float("nan")]}, {"min_viewport": [True, 700]}])),
     "codecs": st.one_of(
         VALUES.filter(lambda v: not isinstance(v, (str, list))),
         st.lists(st.one_of(st.integers(), st.none(), st.lists(st.text(max_size=3))), min_size=1, max_size=3),

@@ -18,6 +18,7 @@ from django.core.signing import BadSignature, TimestampSigner
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.translation import gettext, gettext_lazy
 
 from webapp.crowd.origin import from_own_page
 from webapp.crowd.platforms.base import BadEntry, Identity, Platform, _clip
@@ -39,7 +40,7 @@ class MTurk(Platform):
     name = "mturk"
     label = "Amazon MTurk"
     link_params = _IDS
-    needs = "workerId, assignmentId or a valid turkSubmitTo"
+    needs = gettext_lazy("workerId, assignmentId or a valid turkSubmitTo")
     uses_cookies = False
     submission_is_assignment = True
     driven_from_lab = True
@@ -55,8 +56,8 @@ class MTurk(Platform):
         if from_own_page(request):
             return None
         return render(request, "crowd/message.html", {
-            "title": "Consent form refused", "text": "This form was not sent from this study's own page."},
-            status=403)
+            "title": gettext("Consent form refused"),
+            "text": gettext("This form was not sent from this study's own page.")}, status=403)
 
     def _link_ids(self, request: HttpRequest, exp: Experiment) -> dict[str, str]:
         """The worker's ids: from the link on GET, from the signed consent field on POST."""
@@ -65,7 +66,8 @@ class MTurk(Platform):
         try:
             ids = _signer(exp).unsign_object(request.POST.get("entry", ""), max_age=FORM_MAX_AGE_S)
         except BadSignature:  # also an expired form
-            raise BadEntry("This consent form is not valid or has expired. Please reload the HIT.") from None
+            raise BadEntry(gettext("This consent form is not valid or has expired. Please reload the HIT.")
+                           ) from None
         return {k: str(ids.get(k, "")) for k in _IDS}
 
     def identity(self, request: HttpRequest, exp: Experiment) -> Identity | None:
@@ -86,8 +88,8 @@ class MTurk(Platform):
         return assignments.filter(mturk_assignment_id=ident.assignment_fields["mturk_assignment_id"])
 
     def return_instructions(self, exp: Experiment) -> str:
-        return ("Please return the HIT on MTurk (the “Return” button on MTurk's page around this one), so "
-                "that another worker can take it. Do not submit the HIT.")
+        return gettext("Please return the HIT on MTurk (the “Return” button on MTurk's page around this "
+                       "one), so that another worker can take it. Do not submit the HIT.")
 
     def submit_form(self, a: Assignment) -> tuple[str, dict[str, str]] | None:
         if not a.turk_submit_to:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from django.core.signing import BadSignature, Signer
 from django.http import HttpRequest
 from django.utils.crypto import get_random_string
+from django.utils.translation import gettext
 
 from webapp.crowd.platforms.base import BadEntry, Identity, Platform
 
@@ -40,7 +41,8 @@ class OpenLink(Platform):
         try:
             return Identity(_signer(exp).unsign(issued))
         except BadSignature:
-            raise BadEntry("This consent form is not valid. Please open the study link again.") from None
+            raise BadEntry(gettext("This consent form is not valid. Please open the study link again.")
+                           ) from None
 
     def consent_fields(self, request: HttpRequest, exp: Experiment) -> dict[str, str]:
         return {"entry": _signer(exp).sign(get_random_string(24))}  # the identity this form will start

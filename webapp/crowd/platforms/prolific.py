@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from django.http import HttpRequest
+from django.utils.translation import gettext
 
 from webapp.crowd.platforms.base import Identity, Platform, _clip
 
@@ -42,9 +43,9 @@ class Prolific(Platform):
         return f"{url}{'&' if '?' in url else '?'}{urlencode({'cc': a.completion_code})}"
 
     def return_instructions(self, exp: Experiment) -> str:
-        return ("Please return your submission on Prolific (“Return submission” on the study's page in your "
-                "Prolific account), so that your place is freed for someone else. Do not enter a completion "
-                "code.")
+        return gettext("Please return your submission on Prolific (“Return submission” on the study's "
+                       "page in your Prolific account), so that your place is freed for someone else. Do not "
+                       "enter a completion code.")
 
     def check_spec(self, fields: Mapping[str, object]) -> str | None:
         if not str(fields.get("completion_code") or "").strip():

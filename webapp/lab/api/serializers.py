@@ -27,6 +27,8 @@ class ExperimentSerializer(serializers.Serializer):
     trials_per_assignment = serializers.IntegerField()
     judgments_per_trial = serializers.IntegerField()
     created = serializers.DateTimeField()
+    role = serializers.ChoiceField(source="user_role", choices=["viewer", "editor", "owner"],
+                                   help_text="the caller's role on the experiment (superusers: owner)")
     progress = serializers.SerializerMethodField()
 
     def get_progress(self, obj) -> ProgressSerializer:

@@ -1,4 +1,6 @@
-"""Researcher REST API: token (``Authorization: Token KEY``) or session auth; only owned experiments.
+"""Researcher REST API: token (``Authorization: Token KEY``) or session auth. Each endpoint asks
+``access.experiment_for`` for the role it needs: reads are the viewer's, starting an export the editor's,
+erasing a participant the owner's (404 on a study the caller has no role on, 403 for a lower role).
 
 Create a token with ``python manage.py drf_create_token USERNAME`` (or in the admin under Auth Token).
 """
@@ -67,7 +69,7 @@ class LabAPIMixin:
 
 
 class ExperimentList(LabAPIMixin, generics.ListAPIView):
-    """Experiments the caller owns (all for superusers), with progress."""
+    """Experiments the caller holds any role on (all for superusers), with the role and progress."""
 
     serializer_class = s.ExperimentSerializer
     pagination_class = None
@@ -77,7 +79,7 @@ class ExperimentList(LabAPIMixin, generics.ListAPIView):
 
 
 class ExperimentDetail(LabAPIMixin, generics.RetrieveAPIView):
-    """One experiment with its settings and progress; 404 when not the caller's."""
+    """One experiment with its settings, the caller's role and progress; 404 without a role on it."""
 
     serializer_class = s.ExperimentDetailSerializer
     lookup_field = "slug"
@@ -141,7 +143,7 @@ class JudgmentList(LabAPIMixin, generics.ListAPIView):
     def get_queryset(self):
         from webapp.crowd.models import Judgment
 
-        exp = experiment_for(self.request.user, self.kwargs["slug"])
+        exp = experiment_for(self.request.user, self.kwargs["slug"], "viewer")
         return (
             Judgment.objects.filter(trial__experiment=exp)
             .select_related("assignment", "item", "trial", "trial__stimulus_a", "trial__stimulus_b",
@@ -155,7 +157,7 @@ class ParticipantQC(LabAPIMixin, APIView):
     """QC numbers per participant and the rules applied (practice trials excluded)."""
 
     def get(self, request, slug):
-        exp = experiment_for(request.user, slug)
+        exp = experiment_for(request.user, slug, "viewer")
         rows = list(compute_qc(exp).values())
         return Response({"rules": qc_rules(exp),
                          "participants": s.ParticipantQCSerializer(rows, many=True).data})
@@ -194,7 +196,7 @@ class ExportJobs(LabAPIMixin, APIView):
         from webapp.lab.jobs import zip_response
         from webapp.lab.models import ExportJob
 
-        exp = experiment_for(request.user, slug)
+        exp = experiment_for(request.user, slug, "viewer")
         flags = self._flags(request)
         jobs = exp.export_jobs.select_related("experiment").filter(
             **{k: v for k, v in flags.items() if k in request.query_params})
@@ -215,7 +217,7 @@ class ExportJobs(LabAPIMixin, APIView):
     def post(self, request, slug):
         from webapp.lab.jobs import start_export
 
-        exp = experiment_for(request.user, slug)
+        exp = experiment_for(request.user, slug, "editor")
         flags = self._flags(request)
         try:
             body = request.data  # an empty body, or a JSON object of the flags only
@@ -250,15 +252,15 @@ class ParticipantErasure(LabAPIMixin, APIView):
     """DELETE erases one participant of the study: their judgments, assignments and ids (one transaction;
     the trials they held are offered again); an erasure record that names nobody is kept and counted in
     later exports' manifest. ``participant`` is the opaque id of ``qc/`` and ``judgments/``. Optional JSON
-    body ``{"reason": "..."}``. 200 with the record; 404 for another researcher's study or an unknown
-    (or already erased) participant, and nothing changes."""
+    body ``{"reason": "..."}``. Owner only. 200 with the record; 404 for a study the caller has no role on
+    or an unknown (or already erased) participant, 403 for a lower role, and nothing changes."""
 
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
     def delete(self, request, slug, participant):
         from webapp.crowd.models import Participant
         from webapp.lab.export import opaque_id
 
-        exp = experiment_for(request.user, slug)
+        exp = experiment_for(request.user, slug, "owner")
         body = _body(request)
         if set(body) - {"reason"}:
             raise ValidationError({"body": "expected nothing or a JSON object of reason"})
@@ -279,7 +281,7 @@ class ParticipantErasureByPlatformId(LabAPIMixin, APIView):
     def post(self, request, slug):
         from webapp.crowd.models import Participant
 
-        exp = experiment_for(request.user, slug)
+        exp = experiment_for(request.user, slug, "owner")
         body = _body(request)
         if set(body) - {"platform_id", "platform", "reason"}:
             raise ValidationError({"body": "expected a JSON object of platform_id, platform, reason"})

@@ -1,11 +1,21 @@
-"""``manage.py create_experiment FILE [--owner USER] [--replace]``: an experiment from JSON or YAML."""
+"""``manage.py create_experiment FILE [--owner USER] [--member USER:ROLE ...] [--replace]``: an experiment
+from JSON or YAML."""
 
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
+from webapp.experiments import access
 from webapp.experiments.spec import SpecError, create, load_file
+
+
+def _user(username: str, option: str):
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise CommandError(f"{option}: no user named {username!r}")
+    return user
 
 
 class Command(BaseCommand):
@@ -13,17 +23,30 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("file")
-        parser.add_argument("--owner", help="username of the researcher who owns it")
+        parser.add_argument("--owner", help="username of the researcher who owns it (its owner of record)")
+        parser.add_argument("--member", action="append", default=[], metavar="USER:ROLE",
+                            help=f"share it: USER gets ROLE ({', '.join(access.ROLES)}); repeatable")
         parser.add_argument("--replace", action="store_true", help="replace a draft with the same slug")
 
     def handle(self, *args, **o):
-        owner = None
-        if o["owner"]:
-            owner = get_user_model().objects.filter(username=o["owner"]).first()
-            if owner is None:
-                raise CommandError(f"--owner: no user named {o['owner']!r}")
+        owner = _user(o["owner"], "--owner") if o["owner"] else None
+        shares = []
+        for item in o["member"]:
+            name, _, role = item.rpartition(":")
+            if not name or role not in access.ROLES:
+                raise CommandError(f"--member {item!r}: expected USER:ROLE, ROLE one of "
+                                   f"{', '.join(access.ROLES)}")
+            shares.append((_user(name, "--member"), role))
         try:
-            exp = create(load_file(Path(o["file"])), owner=owner, replace=o["replace"])
+            with transaction.atomic():
+                exp = create(load_file(Path(o["file"])), owner=owner, replace=o["replace"])
+                for user, role in shares:
+                    if user != owner:  # the owner of record is an owner already
+                        access.set_role(exp, user, role)
         except SpecError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(f"created experiment {exp.slug!r} ({exp.status}); codecs: {exp.codec_settings}")
+        except access.MembershipError as exc:
+            raise CommandError(f"--member: {exc}") from exc
+        shared = "".join(f"; {u.get_username()} is {r}" for u, r in shares)
+        self.stdout.write(f"created experiment {exp.slug!r} ({exp.status}); codecs: {exp.codec_settings}"
+                          f"{shared}")
