@@ -19,6 +19,7 @@ ALEX = data_dir() / "backbones/alexnet-imagenet-features.pth"
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # as long as the subprocess may take: 5-7 min alone, far more on a shared machine
 def test_closed_loop_small(tmp_path):
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres"):
