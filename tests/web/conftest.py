@@ -109,5 +109,15 @@ def enter(client, exp, **params):
 
 
 @pytest.fixture
+def browser(monkeypatch):
+    """Headless Debian Chromium (tests/web/chromium.py)."""
+    from tests.web.chromium import chromium
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
 def participant_client():
     return enter

@@ -9,7 +9,6 @@ really gets no cookie.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,9 +16,8 @@ from urllib.parse import parse_qs, urlencode
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FRAME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--test-third-party-cookie-phaseout"]
+from tests.web.chromium import NO_THIRD_PARTY_COOKIES, chromium
+
 OUTER_HOST = "127.0.0.2"  # another site than the live server's localhost: the frame is cross-site
 
 
@@ -69,13 +67,9 @@ def outer():
 @pytest.fixture
 def framed_browser(monkeypatch):
     """Chromium with third-party cookies blocked."""
-    from playwright.sync_api import sync_playwright
-
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FRAME_ARGS)
+    with chromium(NO_THIRD_PARTY_COOKIES) as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

@@ -6,17 +6,17 @@ The outer page, MTurk's side and Chromium with third-party cookies blocked are f
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlencode
 
 import pytest
 
-from tests.web.crowd.conftest import CHROMIUM, consent_in_frame, judge_in_frame, no_cookies_in_frame, open_hit
+from tests.web.chromium import needs_chromium
+from tests.web.crowd.conftest import consent_in_frame, judge_in_frame, no_cookies_in_frame, open_hit
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(300),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium (make browser)"),
+    needs_chromium,
 ]
 
 

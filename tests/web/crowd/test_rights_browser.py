@@ -4,32 +4,19 @@
 
 from __future__ import annotations
 
-import os
 import time
 from urllib.parse import urlencode
 
 import pytest
 
-from tests.web.crowd.conftest import CHROMIUM, consent_in_frame, judge_in_frame, no_cookies_in_frame, open_hit
-
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+from tests.web.chromium import needs_chromium
+from tests.web.crowd.conftest import consent_in_frame, judge_in_frame, no_cookies_in_frame, open_hit
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(300),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium (make browser)"),
+    needs_chromium,
 ]
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def _stored(exp, n: int) -> None:

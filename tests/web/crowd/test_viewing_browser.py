@@ -6,7 +6,6 @@ stored."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
@@ -14,26 +13,13 @@ import pytest
 from django.conf import settings as django_settings
 from django.test import Client
 
-from tests.web.crowd.conftest import CHROMIUM
-
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+from tests.web.chromium import needs_chromium
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(300),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium (make browser)"),
+    needs_chromium,
 ]
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def _rows() -> tuple[int, ...]:

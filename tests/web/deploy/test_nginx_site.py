@@ -20,17 +20,16 @@ import pytest
 import requests
 from django.db import connection
 
+from tests.web.chromium import chromium, needs_chromium
 from webapp import harness
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 ROOT = Path(__file__).resolve().parents[3]
 THREADS = 4  # one worker with few threads: slow bodies reaching it would hold them all
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(300),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium (make browser)"),
+    needs_chromium,
     pytest.mark.skipif(not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")),
                        reason="needs Debian nginx-light (make browser)"),
 ]
@@ -65,15 +64,12 @@ def deployed(transactional_db, experiment_factory, settings, tmp_path):
 
 
 def test_participant_over_https_and_the_images_through_nginx(deployed, monkeypatch):
-    from playwright.sync_api import sync_playwright
-
     from webapp.crowd.models import Assignment
 
     site, exp, served, cert = deployed
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
     images: list[dict[str, str]] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium() as browser:
         ctx = browser.new_context(ignore_https_errors=True)  # the test's own self-signed certificate
         page = ctx.new_page()
         page.on("response", lambda r: images.append(r.all_headers()) if "/img/" in r.url else None)
@@ -93,7 +89,6 @@ def test_participant_over_https_and_the_images_through_nginx(deployed, monkeypat
         page.wait_for_url("**/done", timeout=20000)
         assert page.text_content("#code") == "CODE-123"
         cookies = {c["name"]: c for c in ctx.cookies(site.https)}
-        browser.close()
     a = Assignment.objects.get(experiment=exp)
     assert a.state == "completed" and a.judgments.count() == a.items.count() > 0
     assert cookies["sessionid"]["secure"] and cookies["csrftoken"]["secure"]  # TLS end to end
