@@ -63,6 +63,11 @@ class Assignment(models.Model):
         return f"assignment {self.pk} ({self.state})"
 
 
+def shown_sides(trial: Trial, left_is_a: bool) -> tuple[Stimulus, Stimulus]:
+    """(left, right): the stimuli of ``trial`` as an item with ``left_is_a`` shows them (the one place)."""
+    return (trial.stimulus_a, trial.stimulus_b) if left_is_a else (trial.stimulus_b, trial.stimulus_a)
+
+
 class AssignmentItem(models.Model):
     assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="items")
     position = models.PositiveIntegerField()
@@ -76,10 +81,10 @@ class AssignmentItem(models.Model):
         unique_together = [("assignment", "position")]
 
     def left_stimulus(self) -> Stimulus:
-        return self.trial.stimulus_a if self.left_is_a else self.trial.stimulus_b
+        return shown_sides(self.trial, self.left_is_a)[0]
 
     def right_stimulus(self) -> Stimulus:
-        return self.trial.stimulus_b if self.left_is_a else self.trial.stimulus_a
+        return shown_sides(self.trial, self.left_is_a)[1]
 
 
 class Judgment(models.Model):

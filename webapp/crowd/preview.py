@@ -16,7 +16,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -29,7 +28,6 @@ from webapp.crowd.models import Assignment
 from webapp.experiments.access import experiment_for
 from webapp.experiments.models import Experiment, Trial
 from webapp.experiments.spec import study_viewing
-from webapp.stimuli.served import served_path
 
 SEED_LIMIT = 2**31
 
@@ -159,24 +157,7 @@ def image(request: HttpRequest, slug: str, seed: int, position: int, side: str) 
     if position >= len(items):
         raise Http404("no such image")
     item = items[position]
-    a, b = item.trial.stimulus_a, item.trial.stimulus_b
-    if side == "left":
-        f = (a if item.left_is_a else b).decoded
-    elif side == "right":
-        f = (b if item.left_is_a else a).decoded
-    elif side == "ref" and exp.mode == "triplet":
-        f = item.trial.reference.file
-    else:
-        raise Http404("no such image")
-    path = served_path(f)
-    if settings.SERVED_X_ACCEL_REDIRECT:
-        resp = HttpResponse(content_type="image/png")
-        resp["X-Accel-Redirect"] = settings.SERVED_X_ACCEL_REDIRECT + path.name
-        resp["Content-Disposition"] = f'inline; filename="{position}.png"'
-    else:
-        resp = FileResponse(path.open("rb"), content_type="image/png", filename=f"{position}.png")
-    resp["Cache-Control"] = views.IMAGE_CACHE_CONTROL
-    return resp
+    return views.served_image(views.image_file(exp, item.trial, item.left_is_a, side), position)
 
 
 @login_required

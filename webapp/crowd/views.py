@@ -45,7 +45,7 @@ from webapp.crowd import platforms, viewing
 from webapp.crowd.assign import create_assignment, expire, locked_for_entry
 from webapp.crowd.erasure import NotErasable, erase_participant
 from webapp.crowd.judging import insert_new, stored_answer, token_db_value, validate_judgment
-from webapp.crowd.models import Assignment, AssignmentItem, Erasure, Participant
+from webapp.crowd.models import Assignment, AssignmentItem, Erasure, Participant, shown_sides
 from webapp.crowd.origin import foreign_origin
 from webapp.crowd.platforms import BadEntry, Identity, Platform
 from webapp.crowd.ratelimit import over_limit
@@ -451,17 +451,23 @@ def image(request: HttpRequest, token: uuid.UUID, position: int, side: str) -> F
         assignment=a,
         position=position,
     )
-    if side == "left":
-        f = item.left_stimulus().decoded
-    elif side == "right":
-        f = item.right_stimulus().decoded
-    elif side == "ref" and a.experiment.mode == "triplet":
-        f = item.trial.reference.file
-    else:
-        raise Http404("no such image")
-    # The uncompressed copy, whose length tells nothing about codec or quality, and the same headers for
-    # all three images of a trial: a neutral file name (the copy's is a per-stimulus hash), no ETag or
-    # Last-Modified, and no-transform so that no proxy compresses it back into a telling size.
+    return served_image(image_file(a.experiment, item.trial, item.left_is_a, side), position)
+
+
+def image_file(exp: Experiment, trial, left_is_a: bool, side: str):
+    """The stored file shown on ``side`` (left, right, or ref in triplet mode) of an item; Http404 else."""
+    if side in ("left", "right"):
+        return shown_sides(trial, left_is_a)[side == "right"].decoded
+    if side == "ref" and exp.mode == "triplet":
+        return trial.reference.file
+    raise Http404("no such image")
+
+
+def served_image(f, position: int) -> HttpResponse:
+    """The uncompressed copy of the stored image ``f`` (``stimuli/served.py``) as the image at
+    ``position``: its length tells nothing about codec or quality, and every image of a trial gets the
+    same headers: a neutral file name (the copy's is a per-stimulus hash), no ETag or Last-Modified, and
+    no-transform so that no proxy compresses it back into a telling size."""
     path = served_path(f)
     if settings.SERVED_X_ACCEL_REDIRECT:  # nginx sends the file (its internal location drops ETag and dates)
         resp = HttpResponse(content_type="image/png")

@@ -143,9 +143,7 @@ def set_role(exp: Experiment, user, role: str, by=None) -> Membership:
         raise MembershipError(f"role must be one of {', '.join(ROLES)}")
     with transaction.atomic():
         exp = _lock(exp)
-        if exp.owner_id is not None and exp.owner_id == user.pk:
-            raise MembershipError(f"{user.get_username()} is the study's owner of record; that role is "
-                                  "changed in the admin (the experiment's owner field)")
+        _not_the_owner_of_record(exp, user)
         current = Membership.objects.filter(experiment=exp, user=user).first()
         demoted = current is not None and current.role == "owner" and role != "owner"
         if demoted and not _owners_left(exp, user.pk):
@@ -158,6 +156,13 @@ def set_role(exp: Experiment, user, role: str, by=None) -> Membership:
         return current
 
 
+def _not_the_owner_of_record(exp: Experiment, user) -> None:
+    """MembershipError for the experiment's owner field, whose role is changed in the admin only."""
+    if exp.owner_id is not None and exp.owner_id == user.pk:
+        raise MembershipError(f"{user.get_username()} is the study's owner of record; that role is "
+                              "changed in the admin (the experiment's owner field)")
+
+
 def remove_member(exp: Experiment, user) -> bool:
     """Take ``user``'s membership of ``exp`` away; False when they had none. MembershipError for the owner
     of record or the study's last owner."""
@@ -165,9 +170,7 @@ def remove_member(exp: Experiment, user) -> bool:
 
     with transaction.atomic():
         exp = _lock(exp)
-        if exp.owner_id is not None and exp.owner_id == user.pk:
-            raise MembershipError(f"{user.get_username()} is the study's owner of record; that role is "
-                                  "changed in the admin (the experiment's owner field)")
+        _not_the_owner_of_record(exp, user)
         current = Membership.objects.filter(experiment=exp, user=user).first()
         if current is None:
             return False
