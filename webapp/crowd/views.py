@@ -445,13 +445,13 @@ def state(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
 def image(request: HttpRequest, token: uuid.UUID, position: int, side: str) -> FileResponse:
     """The PNG for one side of one item (or its reference), by opaque per-assignment position, as its
     uncompressed copy (``stimuli/served.py``)."""
-    a = _assignment(token)
-    item = get_object_or_404(
-        AssignmentItem.objects.select_related("trial__stimulus_a", "trial__stimulus_b", "trial__reference"),
-        assignment=a,
-        position=position,
-    )
-    return served_image(image_file(a.experiment, item.trial, item.left_is_a, side), position)
+    # One query: the item at this position of the token's assignment, with its study and trial; not the
+    # stimuli's encoded bitstreams (the page gets the decoded copies). Unknown token or position: 404.
+    items = AssignmentItem.objects.select_related(
+        "assignment__experiment", "trial__stimulus_a", "trial__stimulus_b", "trial__reference",
+    ).defer("trial__stimulus_a__encoded", "trial__stimulus_b__encoded")
+    item = get_object_or_404(items, assignment__token=token, position=position)
+    return served_image(image_file(item.assignment.experiment, item.trial, item.left_is_a, side), position)
 
 
 def image_file(exp: Experiment, trial, left_is_a: bool, side: str):

@@ -400,3 +400,16 @@ def test_admin_shows_judgments_read_only(client, live_experiment, django_user_mo
     j = a.judgments.get()
     assert client.post(f"/admin/crowd/judgment/{j.pk}/delete/", {"post": "yes"}).status_code == 403
     assert a.judgments.count() == 1
+
+
+def test_an_image_costs_one_query(client, live_experiment, django_assert_num_queries):
+    """The launch's hottest request: the item, its study and trial in one query (no encoded bitstreams)."""
+    a = enter(client, live_experiment)
+    client.get(f"/a/{a.token}/img/1/left")  # the served copy exists from make_stimuli; warm the session
+    for side in ("left", "right", "ref"):
+        with django_assert_num_queries(1):
+            r = client.get(f"/a/{a.token}/img/1/{side}")
+        assert r.status_code == 200
+        b"".join(r.streaming_content)
+    with django_assert_num_queries(1):
+        assert client.get(f"/a/{a.token}/img/999/left").status_code == 404
