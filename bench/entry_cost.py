@@ -129,7 +129,7 @@ def _measure(a: argparse.Namespace) -> None:
 def _measure_served(a: argparse.Namespace, tmp: Path) -> None:
     import requests
 
-    from bench.load import cpu_seconds, cpu_used, free_port, server_env, start_server, stop_server
+    from webapp.harness import cpu_seconds, cpu_used, free_port, server_env, start_server, stop_server
 
     port = free_port()
     env = server_env(os.environ["DATABASE_URL"], str(tmp / "media"), str(tmp / "static"), port, None)

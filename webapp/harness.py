@@ -284,3 +284,40 @@ def audit(cursor, slug: str, acked: Mapping[str, tuple[str, int, str]]) -> Audit
                  unacknowledged_stored=sum(1 for u in by_uuid if u not in acked), wrong_content=wrong,
                  duplicate_uuid=len(rows) - len(by_uuid),
                  duplicate_slot=len(rows) - len({r[4] for r in rows}))
+
+
+def cpu_seconds(server_pid: int, client_pids: tuple[int, ...] = ()) -> dict[str, dict[int, float]]:
+    """CPU seconds (user + system) used so far, per process, by the server (its process and children), the
+    simulated workers (this process and ``client_pids``: the native client's) and the whole machine (key
+    0 under "machine")."""
+    import psutil  # a dev requirement (tests and benches): the site itself never measures CPU
+
+    out: dict[str, dict[int, float]] = {"server": {}, "clients": {}, "machine": {}}
+    t = psutil.cpu_times()
+    out["machine"][0] = t.user + t.nice + t.system + t.irq + t.softirq + t.steal
+
+    def add(kind: str, p: psutil.Process) -> None:
+        try:
+            t = p.cpu_times()
+            out[kind][p.pid] = t.user + t.system
+        except psutil.Error:
+            pass
+
+    for pid in (os.getpid(), *client_pids):
+        try:
+            add("clients", psutil.Process(pid))
+        except psutil.Error:
+            pass
+    try:
+        server = psutil.Process(server_pid)
+        for p in [server, *server.children(recursive=True)]:
+            add("server", p)
+    except psutil.Error:
+        pass
+    return out
+
+
+def cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+    """CPU seconds per component between two ``cpu_seconds`` readings (processes that ended in between are
+    not counted; new ones are counted whole)."""
+    return {k: sum(t - before[k].get(pid, 0.0) for pid, t in after[k].items()) for k in after}
