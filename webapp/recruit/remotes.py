@@ -8,6 +8,7 @@ modules directly.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -32,7 +33,7 @@ class Field:
     kind: str = "text"  # an <input type>
 
 
-class Remote:
+class Remote(ABC):
     """What the Recruiting page may do on one platform."""
 
     name: ClassVar[str]
@@ -43,8 +44,9 @@ class Remote:
     create_fields: ClassVar[tuple[Field, ...]]
     verdicts: ClassVar[tuple[str, ...]] = ("approve", "reject")
 
+    @abstractmethod
     def connect(self, live: bool) -> Any:
-        raise NotImplementedError
+        ...
 
     def records(self, exp: Experiment) -> QuerySet[PlatformStudy]:
         return PlatformStudy.objects.filter(experiment=exp, platform=self.name).order_by("-id")
@@ -52,26 +54,32 @@ class Remote:
     def decisions(self, exp: Experiment) -> QuerySet[Decision]:
         return Decision.objects.filter(experiment=exp, platform=self.name).order_by("-id")
 
+    @abstractmethod
     def create(self, exp: Experiment, conn: Any, values: dict[str, str], user: Any) -> list[str]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def overview(self, exp: Experiment, conn: Any) -> list[str]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def review(self, exp: Experiment, conn: Any) -> list[Proposal]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def decide(self, exp: Experiment, conn: Any, action: str, ids: list[str], reason: str, user: Any
                ) -> list[str]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def decide_proposed(self, exp: Experiment, conn: Any, action: str, user: Any) -> list[str]:
         """Send ``action`` (approve / reject) to every waiting submission the review proposes it for."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def bonus(self, exp: Experiment, conn: Any, submission_id: str, amount: str, reason: str, user: Any
               ) -> list[str]:
-        raise NotImplementedError
+        ...
 
 
 def _optional_int(value: str) -> int | None:

@@ -8,6 +8,7 @@ The views call these methods and never test a platform's name.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
@@ -47,7 +48,7 @@ def _clip(value: str, width: int = 200) -> str:
     return value.strip()[:width]
 
 
-class Platform:
+class Platform(ABC):
     """The open-link behaviour; platforms override what differs."""
 
     name: ClassVar[str]
@@ -76,17 +77,18 @@ class Platform:
         """The answer to a consent POST that is not from this site's own form, or None to go on."""
         return _django_csrf.process_view(request, None, (), {})
 
+    @abstractmethod
     def identity(self, request: HttpRequest, exp: Experiment) -> Identity | None:
         """The entering participant from the link (GET) or the consent form (POST); None if the link
         lacks what the platform always sends; BadEntry if the form was tampered with."""
-        raise NotImplementedError
 
     def consent_fields(self, request: HttpRequest, exp: Experiment) -> dict[str, str]:
         """Hidden fields of the consent form: the link's parameters, carried through the POST."""
         return {k: v for k, v in request.GET.items() if k in self.link_params}
 
     def consented(self, request: HttpRequest, exp: Experiment, ident: Identity) -> None:
-        """Called once consent is given, before the assignment is made."""
+        """Called once consent is given, before the assignment is made (nothing by default)."""
+        return None
 
     def resumable(self, assignments: QuerySet[Assignment], ident: Identity) -> QuerySet[Assignment]:
         """Of the participant's assignments, those a return with ``ident`` resumes."""
@@ -112,6 +114,7 @@ class Platform:
     def forget(self, request: HttpRequest, exp: Experiment, platform_id: str) -> None:
         """Called when the participant ``platform_id`` withdraws from this browser: drop what the platform
         keeps of them in the session (nothing by default)."""
+        return None
 
     def check_spec(self, fields: Mapping[str, object]) -> str | None:
         """What is wrong with an experiment file's fields for this platform (None: nothing)."""
