@@ -1,0 +1,75 @@
+"""How much MSE to add to a fitted DPL before a codec trains on it, chosen from judgments alone.
+
+A codec trained on a DPL alone finds the errors the DPL does not see (colour shifts, low frequencies); a
+term ``μ·MSE`` beside it (``--loss dpl:FILE+μ*mse``) keeps them in check. μ is a choice about the observers,
+so it is made from their judgments: for each candidate μ the distance ``DPL + μ·MSE`` is scored by 2AFC
+agreement on held-out triplets (not those the DPL was fitted on) and the smallest μ whose score is within one
+standard error of the best is taken (the one-standard-error rule: among candidates the data cannot tell
+apart, the one closest to the fitted DPL). μ = 0 is always a candidate.
+
+μ is in the units of the training loss (the DPL's mean distance and ``255²·MSE``, as in
+``learning.training.losses``), so the chosen value goes into ``--loss`` as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from learning import twoafc
+from learning.errors import LearningError
+
+# Candidate weights of the MSE term relative to the DPL, as multiples of the ratio of the two distances'
+# spreads over the triplets (1 = both terms move the sum equally).
+RELATIVE_GRID = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+@dataclass(frozen=True)
+class MixChoice:
+    """The chosen ``mu`` and, per candidate, its held-out 2AFC ``score`` and standard error."""
+
+    mu: float
+    candidates: tuple[tuple[float, float, float], ...]  # (mu, score, standard error)
+    scale: float  # spread of the DPL distances / spread of the MSE distances
+
+    def loss_spec(self, dpl_file: str) -> str:
+        """The ``--loss`` spec of ``train-codec`` for this choice."""
+        return f"dpl:{dpl_file}" if self.mu == 0 else f"dpl:{dpl_file}+{self.mu:.6g}*mse"
+
+    def as_dict(self) -> dict:
+        return {"mu": self.mu, "scale": self.scale,
+                "candidates": [{"mu": m, "score": s, "se": e} for m, s, e in self.candidates]}
+
+
+def choose_mse_weight(dpl: np.ndarray, mse: np.ndarray, h: np.ndarray,
+                      relative: tuple[float, ...] = RELATIVE_GRID) -> MixChoice:
+    """μ for ``DPL + μ·MSE`` from held-out triplets.
+
+    ``dpl`` and ``mse`` are N×2 distances (reference to each of the two distorted images) of the fitted DPL
+    and of ``255²·MSE``; ``h`` the fraction of judges who chose the second image. LearningError when the
+    shapes disagree, there are no triplets, or a distance is not finite.
+    """
+    dpl, mse, h = (np.asarray(a, dtype=np.float64) for a in (dpl, mse, h))
+    if dpl.ndim != 2 or dpl.shape[1] != 2 or mse.shape != dpl.shape or h.shape != (len(dpl),):
+        raise LearningError(f"distances must be N×2 and the preferences N (got {dpl.shape}, {mse.shape}, "
+                            f"{h.shape})")
+    if len(dpl) == 0:
+        raise LearningError("no held-out triplets to choose the MSE weight from")
+    if not (np.isfinite(dpl).all() and np.isfinite(mse).all() and np.isfinite(h).all()):
+        raise LearningError("a distance or preference is not finite")
+    if 0.0 not in relative or any(r < 0 for r in relative):
+        raise LearningError("the candidates must be ≥ 0 and include 0")
+    spread = float(mse.std())
+    scale = float(dpl.std()) / spread if spread > 0 else 0.0
+    rows = []
+    for r in sorted(set(relative)):
+        mu = r * scale
+        per = twoafc.per_triplet(*(dpl + mu * mse).T, h)
+        rows.append((mu, float(per.mean()), float(per.std(ddof=1) / np.sqrt(len(per))) if len(per) > 1
+                     else 0.0))
+        if scale == 0:  # MSE is constant over the triplets: no weight changes the ranking
+            break
+    best = max(rows, key=lambda row: row[1])
+    chosen = next(row for row in rows if row[1] >= best[1] - best[2])
+    return MixChoice(mu=chosen[0], candidates=tuple(rows), scale=scale)

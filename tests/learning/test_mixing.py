@@ -1,0 +1,55 @@
+"""The MSE weight beside a fitted DPL is chosen from held-out judgments (learning.fitting.mixing)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from learning.errors import LearningError
+from learning.fitting.mixing import choose_mse_weight
+
+
+def _judged(weight: float, n: int = 4000, seed: int = 0):
+    """Triplets judged by an observer who sees DPL + weight·MSE (in units where both spread alike),
+    with Thurstonian noise; returns DPL and MSE distances (MSE 100× larger, as 255²·MSE is) and h."""
+    rng = np.random.default_rng(seed)
+    dpl = rng.uniform(0.1, 0.6, size=(n, 2))
+    mse = 100 * rng.uniform(0.1, 0.6, size=(n, 2))
+    seen = dpl + weight * mse / 100 + rng.normal(0, 0.03, size=(n, 2))
+    h = (seen[:, 1] < seen[:, 0]).astype(float)  # the second image looks closer: chosen
+    return dpl, mse, h
+
+
+def test_no_mse_when_the_observer_sees_only_the_dpl():
+    choice = choose_mse_weight(*_judged(0.0))
+    assert choice.mu == 0
+    assert choice.loss_spec("fit.pt") == "dpl:fit.pt"
+
+
+def test_the_observers_own_weight_is_found():
+    choice = choose_mse_weight(*_judged(1.0))
+    # the grid's candidates are multiples of the spread ratio (0.01 here): 1.0 of it is the observer
+    assert choice.scale == pytest.approx(0.01, rel=0.05)
+    assert choice.mu == pytest.approx(0.01, rel=0.05), choice.candidates
+    assert choice.loss_spec("fit.pt").startswith("dpl:fit.pt+0.01")
+    scores = {round(m / choice.scale, 2): s for m, s, _ in choice.candidates}
+    assert scores[1.0] > scores[0.0] + 0.05
+
+
+def test_ties_go_to_the_smaller_weight():
+    dpl, mse, h = _judged(0.0, n=200, seed=3)
+    choice = choose_mse_weight(dpl, mse, h, relative=(0.0, 1e-6))  # indistinguishable candidates
+    assert choice.mu == 0
+
+
+@pytest.mark.parametrize("bad", [
+    lambda d, m, h: (d[:, :1], m, h),
+    lambda d, m, h: (d, m[:-1], h),
+    lambda d, m, h: (d[:0], m[:0], h[:0]),
+    lambda d, m, h: (np.where(d > 0.5, np.nan, d), m, h),
+])
+def test_bad_input_is_a_clear_error(bad):
+    with pytest.raises(LearningError):
+        choose_mse_weight(*bad(*_judged(0.0, n=50)))
+    with pytest.raises(LearningError, match="include 0"):
+        choose_mse_weight(*_judged(0.0, n=50), relative=(0.1, 1.0))
