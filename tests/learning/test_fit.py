@@ -208,7 +208,7 @@ def test_fit_dpl_library_equals_cli(tiny, tmp_path, capsys) -> None:
         printed = capsys.readouterr().out
         rep = fit_dpl([str(tiny / "train")], lib_out, val=[tiny / "val"] if with_val else None,
                       backbone="random:0", cache=None, rounds=3, patience=3, batch_size=8, seed=3,
-                      device="cpu", progress=False)
+                      device=torch.device("cpu"), progress=False)
         assert isinstance(rep, FitReport) and rep.out == lib_out and rep.tune is None
         cli, lib = load_weights(cli_out), load_weights(lib_out)
         torch.testing.assert_close(torch.cat(lib["weights"]), torch.cat(cli["weights"]), rtol=0, atol=1e-6)
