@@ -176,7 +176,7 @@ def test_fit_on_cuda_equals_cpu(tiny, tmp_path, no_tf32) -> None:
     h = torch.tensor([t.judge for t in triplets], dtype=torch.float32)
     n = len(h) // 2
     args = (m0[:n], m1[:n], h[:n], m0[n:], m1[n:], h[n:])
-    cpu, gpu = fit_weights(*args, max_rounds=3), fit_weights(*args, max_rounds=3, device="cuda")
+    cpu, gpu = fit_weights(*args, max_rounds=3), fit_weights(*args, max_rounds=3, device=torch.device("cuda"))
     assert gpu.weights.device.type == "cpu"
     torch.testing.assert_close(gpu.weights, cpu.weights, rtol=1e-4, atol=1e-4 * float(cpu.weights.max()))
     assert gpu.head_c == pytest.approx(cpu.head_c, rel=1e-4, abs=1e-6)
