@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -76,6 +77,11 @@ class LoopConfig:
     study2_judgments: int = 24
     seed: int = 0
     device: str = "cpu"  # fit, score, observers and training (entropy coding stays on the CPU)
+
+    @property
+    def torch_device(self) -> torch.device:
+        """``device`` for the library calls (``main`` has resolved the word already)."""
+        return torch.device(self.device)
 
     @classmethod
     def small(cls) -> LoopConfig:
@@ -202,7 +208,7 @@ def run_study(slug: str, observer: str, cfg: LoopConfig, seed: int, per_assignme
     normal = exp.trials.filter(kind="normal").count()
     participants = math.ceil(normal * exp.judgments_per_trial / (per_assignment * 0.8)) + 2
     s = simulate(SimConfig(slug=slug, observer=observer, participants=participants, concurrency=4,
-                           noise=cfg.noise, seed=seed))
+                           noise=cfg.noise, seed=seed, device=cfg.torch_device))
     if not s.audit_ok:
         raise SystemExit(f"{slug}: audit failed: {s.stored} stored, {s.acknowledged} acknowledged")
     log(f"   {slug}: {s.completed} participants completed, {s.acknowledged} judgments "
@@ -219,7 +225,8 @@ def export(slug: str, out: Path) -> Path:
     return out
 
 
-def observer_agreement(test: Path, labels: dict[str, str], observer_spec: str) -> dict[str, float]:
+def observer_agreement(test: Path, labels: dict[str, str], observer_spec: str,
+                       device: torch.device) -> dict[str, float]:
     """Per metric, the share of held-out triplets it orders as the hidden observer's own (noise-free)
     metric does: how well a metric recovers the observer, without the answers' noise that makes 2AFC
     scores on a few dozen trials overlap. Ties count one half."""
@@ -228,10 +235,12 @@ def observer_agreement(test: Path, labels: dict[str, str], observer_spec: str) -
     from learning.scoring import triplet_distances
 
     triplets = [t for s in load_2afc(test) for t in s.triplets]
-    truth = np.sign(np.diff(triplet_distances(get_metric(observer_spec), triplets, progress=False), axis=1))
+    observer = get_metric(observer_spec, device)
+    truth = np.sign(np.diff(triplet_distances(observer, triplets, progress=False), axis=1))
     out = {}
     for spec, label in labels.items():
-        d = triplet_distances(get_metric(spec), triplets, progress=False)  # distances: smaller = closer
+        metric = get_metric(spec, device)
+        d = triplet_distances(metric, triplets, progress=False)  # distances: smaller = closer
         sign = np.sign(np.diff(d, axis=1))
         out[label] = float(np.mean(np.where(sign == 0, 0.5, sign == truth)))
     return out
@@ -256,7 +265,8 @@ def train(out: Path, data: Path, val: Path, cfg: LoopConfig, *, steps: int, lmbd
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
 
 
-def codec_distances(ckpts: dict[str, Path], images: Path, metrics: dict[str, str]) -> dict[str, dict]:
+def codec_distances(ckpts: dict[str, Path], images: Path, metrics: dict[str, str],
+                    device: torch.device) -> dict[str, dict]:
     """Per codec, the mean of each metric between every image in ``images`` and its decoded real bitstream
     (noise-free: what the observers' answers are drawn around), with the bpp (``learning.rd.run_rd``)."""
     from learning.rd.evaluate import run_rd
@@ -264,7 +274,7 @@ def codec_distances(ckpts: dict[str, Path], images: Path, metrics: dict[str, str
     out = {}
     for name, path in ckpts.items():
         rows = run_rd(sorted(images.glob("*.png")), [f"ckpt:{path}"], [], list(metrics.values()),
-                      progress=False)
+                      progress=False, device=device)
         per_image = {label: [r.metrics[spec] for r in rows] for label, spec in metrics.items()}
         out[name] = {"bpp": float(np.mean([r.achieved_bpp for r in rows])),
                      **{label: float(np.mean(v)) for label, v in per_image.items()}, "per_image": per_image}
@@ -433,16 +443,16 @@ def run(cfg: LoopConfig, out: Path, base_url: str, keep: bool, boot: int = 2000)
             ds = export("loop-study1", work / "study1")
             fitted = work / "dpl.pt"
             fit = fit_dpl([ds / "train"], fitted, val=[ds / "val"], net="alex", backbone=str(ALEX),
-                          cache=None, seed=cfg.seed, device=cfg.device, progress=False)
+                          cache=None, seed=cfg.seed, device=cfg.torch_device, progress=False)
             labels = {"psnr": "PSNR", "ssim": "SSIM", "ms-ssim": "MS-SSIM",
                       f"dpl:{fitted}@{ALEX}": "fitted DPL", f"dpl:{observer_file}@{ALEX}": "observer"}
-            rows = score_metrics(ds / "test", list(labels), bootstrap=boot, seed=cfg.seed, device=cfg.device,
-                                 progress=False)
+            rows = score_metrics(ds / "test", list(labels), bootstrap=boot, seed=cfg.seed,
+                                 device=cfg.torch_device, progress=False)
             scores = [{"metric_label": labels[r["metric"]], "score": r["score"], "ci": list(r["ci"]),
                        "n": r["n"], "human_ceiling": r["human_ceiling"]} for r in rows]
             by = {s["metric_label"]: s["score"] for s in scores}
             agree = observer_agreement(ds / "test", {k: v for k, v in labels.items() if v != "observer"},
-                                       f"dpl:{observer_file}@{ALEX}")
+                                       f"dpl:{observer_file}@{ALEX}", cfg.torch_device)
             report["stage2"] = {
                 "fit": {"val_2afc": getattr(fit, "val_score", None), "report": _plain(fit)},
                 "scores": scores, "fitted_over_observer": by["fitted DPL"] / by["observer"],
@@ -494,7 +504,7 @@ def run(cfg: LoopConfig, out: Path, base_url: str, keep: bool, boot: int = 2000)
             log(f"   bpp DPL / MSE: {ratio:.3f} (within 10 %: {abs(ratio - 1) <= 0.10})")
             dist = codec_distances({"mse": work / "mse.pt", "dpl": work / "dpl_codec.pt"}, test_dir, {
                 "observer": f"dpl:{observer_file}@{ALEX}", "fitted DPL": f"dpl:{fitted}@{ALEX}",
-                "LPIPS-alex": f"lpips-alex:{ALEX}", "PSNR": "psnr"})
+                "LPIPS-alex": f"lpips-alex:{ALEX}", "PSNR": "psnr"}, cfg.torch_device)
             report["stage3"]["distances"] = dist
             for label in ("observer", "fitted DPL", "LPIPS-alex", "PSNR"):
                 m, d = dist["mse"]["per_image"][label], dist["dpl"]["per_image"][label]
@@ -580,13 +590,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"needs {ALEX} and {KODAK} (../shared)")
     from learning.device import resolve_device
     from learning.errors import LearningError
-    from learning.metrics.registry import set_device
 
     try:
         device = resolve_device(args.device)
     except LearningError as exc:
         raise SystemExit(f"error: {exc}") from None
-    set_device(device)  # the simulated observers' metrics
     cfg = LoopConfig.small() if args.small else LoopConfig()
     cfg.seed, cfg.device = args.seed, str(device)
     run(cfg, Path(args.out), base_url, args.keep)

@@ -154,7 +154,8 @@ def main() -> None:
 
         save_weights(DPL("alex", weights="lpips", backbone=str(ALEX)), dpl, {"note": "bench"})
         cfg = TrainConfig(data=str(d / "train"), out=str(d / "x.pt"), arch=args.arch, N=args.N, M=args.M,
-                          crop=args.crop, batch=args.batch, steps=args.steps, lmbda=0.01, device="cpu",
+                          crop=args.crop, batch=args.batch, steps=args.steps, lmbda=0.01,
+                          device=torch.device("cpu"),
                           workers=args.workers, progress=False, val_every=10**6, log_every=10**6)
         # the crops the DataLoader would deliver, pre-loaded
         from learning.training.data import CropDataset, StepBatches

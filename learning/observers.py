@@ -33,27 +33,29 @@ from learning.metrics.registry import Metric, get_metric
 OBSERVER_PREFIX = "observer:"
 
 
-def observer_metric(spec: str) -> Metric:
-    """The metric behind an observer ``spec``; LearningError (one line) for an unknown or broken spec."""
+def observer_metric(spec: str, device: torch.device | None = None) -> Metric:
+    """The metric behind an observer ``spec``, its network on ``device`` (None: the CPU); LearningError
+    (one line) for an unknown or broken spec."""
     spec = spec.strip()
     if spec.startswith(OBSERVER_PREFIX):
         path = spec[len(OBSERVER_PREFIX):]
         if not path:
             raise LearningError("observer:FILE needs a DPL weight file")
-        return get_metric(f"dpl:{path}")
-    return get_metric(spec)
+        return get_metric(f"dpl:{path}", device)
+    return get_metric(spec, device)
 
 
-def parse_observer(spec: str) -> ObserverDistance:
+def parse_observer(spec: str, device: torch.device | None = None) -> ObserverDistance:
     """The observer's distance for ``spec``: one metric, or ``W*METRIC+W*METRIC+...`` (weights positive
-    numbers, a bare term weighs 1). LearningError (one line) for an empty spec or term, a bad weight or an
-    unknown metric. A term's name may not itself contain ``+`` or ``*``."""
+    numbers, a bare term weighs 1), deep metrics on ``device`` (None: the CPU). LearningError (one line)
+    for an empty spec or term, a bad weight or an unknown metric. A term's name may not itself contain
+    ``+`` or ``*``."""
     text = spec.strip()
     if not text:
         raise LearningError("the observer is empty: name a metric (psnr) or a weighted sum "
                             "(0.5*lpips-alex+0.5*ciede2000)")
     if "+" not in text and "*" not in text:
-        return ObserverDistance(text, [(1.0, observer_metric(text))])
+        return ObserverDistance(text, [(1.0, observer_metric(text, device))])
     terms = []
     for part in text.split("+"):
         part = part.strip()
@@ -72,7 +74,7 @@ def parse_observer(spec: str) -> ObserverDistance:
                                 "positive number")
         if not name.strip():
             raise LearningError(f"observer {text!r}: term {part!r} names no metric")
-        terms.append((w, observer_metric(name.strip())))
+        terms.append((w, observer_metric(name.strip(), device)))
     return ObserverDistance(text, terms)
 
 

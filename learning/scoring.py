@@ -10,16 +10,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from learning import twoafc
+from learning.data.bapps import Triplet, load_2afc, load_triplet, to_tensor, triplet_rng
 from learning.errors import LearningError
-
-if TYPE_CHECKING:
-    import numpy as np
-    import torch
-
-    from learning.data.bapps import Triplet
-    from learning.metrics.registry import Metric
+from learning.metrics.registry import Metric, get_metric
 
 __all__ = ["score_metrics", "triplet_distances"]
 
@@ -28,12 +28,6 @@ def triplet_distances(metric: Metric, triplets: Sequence[Triplet], patch: int | 
                       batch_size: int = 32, desc: str = "", progress: bool = True) -> np.ndarray:
     """N×2 array (d(ref, p0), d(ref, p1)) of ``metric`` over ``triplets``, batched by image size; with
     ``patch``, the same seeded random crop of each triplet as everywhere else (``triplet_rng``)."""
-    import numpy as np
-    import torch
-    from tqdm import tqdm
-
-    from learning.data.bapps import load_triplet, to_tensor, triplet_rng
-
     d = np.empty((len(triplets), 2))
     pending: list = []
 
@@ -68,7 +62,7 @@ def score_metrics(
     bootstrap: int = 1000,
     batch_size: int = 32,
     seed: int = 0,
-    device: str | torch.device = "auto",
+    device: torch.device | None = None,
     progress: bool = True,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -78,14 +72,10 @@ def score_metrics(
     Row: ``set``, ``metric``, ``score`` (mean 2AFC), ``ci`` ((lo, hi) bootstrap 95% interval with
     ``bootstrap`` resamples, None for 0), ``human_ceiling`` (None without judge counts), ``n``,
     ``implementation``. ``patch``: None for whole images or a seeded square crop size. Deep metrics run on
-    ``device`` (``auto | cpu | cuda[:N] | mps``), classical ones on the CPU. ``on_row`` is called with each
+    ``device`` (None: the CPU), classical ones on the CPU. ``on_row`` is called with each
     row as soon as it is computed. Unknown metrics, bad arguments and malformed sets raise LearningError
     before any metric runs.
     """
-    from learning.device import resolve_device
-    from learning.metrics.registry import using_device
-
-    dev = resolve_device(device)  # an unknown or absent device fails before any work
     names = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
     if not names:
         raise LearningError("no metrics given")
@@ -93,25 +83,14 @@ def score_metrics(
         raise LearningError("bootstrap must be ≥ 0 and batch_size ≥ 1")
     if patch is not None and patch < 16:
         raise LearningError(f"patch {patch!r}: use None or a size of at least 16")
-    with using_device(dev):
-        return _score(data, names, patch, bootstrap, batch_size, seed, progress, on_row)
-
-
-def _score(data, names, patch, bootstrap, batch_size, seed, progress, on_row) -> list[dict[str, Any]]:
-    import numpy as np
-
-    from learning import twoafc
-    from learning.data.bapps import load_2afc
-    from learning.metrics.registry import get_metric
-
-    metrics = [get_metric(n) for n in names]  # unknown names fail before any work
+    bound = [get_metric(n, device) for n in names]  # unknown names fail before any work
     sets = load_2afc(data)
     results = []
     for s in sets:
         h = s.judges
         ceil_t = twoafc.human_ceiling(h, s.n_judges)
         ceiling = float(np.nanmean(ceil_t)) if ceil_t is not None and np.isfinite(ceil_t).any() else None
-        for name, metric in zip(names, metrics):
+        for name, metric in zip(names, bound):
             d = triplet_distances(metric, s.triplets, patch, seed, batch_size, f"{s.name} {name}", progress)
             per = twoafc.per_triplet(d[:, 0], d[:, 1], h)
             ci = twoafc.bootstrap_ci(per, bootstrap, seed=seed) if bootstrap else None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from learning.codecs.base import describe_codecs
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -15,8 +17,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from learning.codecs.base import describe_codecs
-
     rows = describe_codecs()
     if args.json:
         print(json.dumps(rows, indent=1))

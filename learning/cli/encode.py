@@ -4,9 +4,9 @@ Writes the bitstream at OUT and its decoded PNG at OUT.png (or --decoded), print
 ``--decode`` reads a bitstream IN instead and writes its decoded PNG at OUT. Bad input (unknown codec,
 impossible bpp, unreadable image, corrupt bitstream) is a one-line error and nothing is written.
 
-``--device`` (explicit cpu | cuda | cuda:N | mps) runs a ``ckpt:`` model's transforms there; ``auto`` (the
-default) keeps them on the CPU, and the entropy coder always runs there. Decode a learned bitstream on
-the device it was encoded on: across devices the result is not guaranteed bit-exact (floating point).
+``--device`` (cpu, the default | auto | cuda | cuda:N | mps) runs a ``ckpt:`` model's transforms there; the
+entropy coder always runs on the CPU. Decode a learned bitstream on the device it was encoded on: across
+devices the result is not guaranteed bit-exact (floating point), hence the CPU by default.
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ import argparse
 import os
 from pathlib import Path
 
-from learning.device import add_device_argument
+from PIL import Image
+
+from learning.codecs.base import get_codec
+from learning.codecs.ratecontrol import encode_at_bpp
+from learning.device import add_device_argument, resolve_device
 from learning.errors import LearningError
 
 
@@ -32,7 +36,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--decoded", help="where to write the decoded PNG (default OUT.png)")
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT")
-    add_device_argument(p)
+    add_device_argument(p, default="cpu")  # portable bitstreams unless another device is asked for
     p.set_defaults(func=run)
 
 
@@ -46,9 +50,7 @@ def _write_atomic(path: Path, write) -> None:
             tmp.unlink()
 
 
-def read_image(path: str):
-    from PIL import Image
-
+def read_image(path: str) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
@@ -58,13 +60,8 @@ def read_image(path: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from learning.codecs.base import get_codec
-    from learning.codecs.learned import coding_device
-    from learning.codecs.ratecontrol import encode_at_bpp
-    from learning.device import resolve_device
-
-    resolve_device(args.device)  # an unknown or absent device is refused for every codec
-    codec = get_codec(args.codec, device=coding_device(args.device))
+    device = resolve_device(args.device)  # an unknown or absent device is refused for every codec
+    codec = get_codec(args.codec, device=device)
     out = Path(args.output)
     if not out.parent.is_dir():
         raise LearningError(f"output directory {str(out.parent)!r} does not exist")

@@ -16,10 +16,18 @@ the weight file holds CPU tensors whatever the device.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import math
+import platform
 import sys
 from pathlib import Path
 
-from learning.device import add_device_argument
+import torch
+
+from learning.device import add_device_argument, resolve_device
+from learning.dpl.backbones import parse_backbone_spec
+from learning.errors import LearningError
+from learning.fitting.pipeline import fit_dpl
 
 
 def add_parser(subparsers) -> None:
@@ -55,10 +63,6 @@ def add_parser(subparsers) -> None:
 
 def check_tune_args(args: argparse.Namespace) -> tuple[int, float]:
     """(epochs, lr) for --tune, defaults filled in; LearningError for bad values or use without --tune."""
-    import math
-
-    from learning.errors import LearningError
-
     if not args.tune:
         if args.tune_epochs is not None or args.tune_lr is not None:
             raise LearningError("--tune-epochs and --tune-lr need --tune")
@@ -73,8 +77,6 @@ def check_tune_args(args: argparse.Namespace) -> tuple[int, float]:
 
 
 def parse_patch(spec: str) -> int | None:
-    from learning.errors import LearningError
-
     if spec == "full":
         return None
     if not spec.isdigit() or int(spec) < 16:
@@ -86,9 +88,6 @@ def keep_freed_memory() -> None:
     """Ask glibc to reuse freed memory instead of returning it to the OS at once: the backbone allocates
     and frees tens of MB per batch, and fresh pages cost page faults, which on a busy VM took up to
     two thirds of a batch's time. Process-wide, so done by this command only, never on library import."""
-    import ctypes
-    import platform
-
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return
     try:
@@ -101,13 +100,6 @@ def keep_freed_memory() -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse and check the arguments (errors before any work), then ``learning.fitting.fit_dpl``."""
-    import torch
-
-    from learning.device import resolve_device
-    from learning.dpl.backbones import parse_backbone_spec
-    from learning.errors import LearningError
-    from learning.fitting.pipeline import fit_dpl
-
     device = resolve_device(args.device)
     keep_freed_memory()
     if args.threads:

@@ -16,6 +16,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from learning.saliency import get_saliency_model, list_images, load_rgb, model_names, save_map
+from learning.saliency.reference_log import SOURCE, load_log
+from learning.saliency.table import evaluate_image, format_report, overlay, plot, write_csv
 
 
 def add_parser(subparsers) -> None:
@@ -34,9 +36,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from learning.saliency.reference_log import SOURCE, load_log
-    from learning.saliency.table import evaluate_image, format_report, overlay, plot, write_csv
-
     files = list_images(args.images, args.limit)
     images = [load_rgb(f) for f in files]  # validate every image before writing anything
     kwargs = {"arch": args.msroi_arch} if args.saliency == "msroi" else {}

@@ -14,8 +14,8 @@ cover, which the tables also give; MS-SSIM/SSIM in dB, lower-is-better metrics n
 ``--from-csv A.csv B.csv`` rebuilds plots and tables from earlier runs without encoding (later files
 replace earlier rows of the same image, codec and target or checkpoint).
 
-``--device`` runs the deep metrics (``dpl:FILE``, ``lpips-*``) there, and the checkpoints' transforms when
-named explicitly (``auto`` keeps ``ckpt:`` coding on the CPU; the entropy coder always runs there).
+``--device`` runs the deep metrics (``dpl:FILE``, ``lpips-*``) and the checkpoints' transforms there (each
+checkpoint encodes and decodes on that one device; the entropy coder always runs on the CPU).
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from learning.device import add_device_argument
+import torch
+
+from learning.device import add_device_argument, resolve_device
 from learning.errors import LearningError
-
-if TYPE_CHECKING:
-    import torch
+from learning.metrics import get_metric
+from learning.rd.evaluate import resolve_curves, run_rd
+from learning.rd.report import read_csv, write_report
+from learning.training.data import list_images
 
 
 def add_parser(subparsers) -> None:
@@ -55,21 +57,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from learning.codecs.learned import coding_device
-    from learning.device import resolve_device
-    from learning.metrics.registry import using_device
-
     device = resolve_device(args.device)  # an unknown or absent device fails before anything is written
-    with using_device(device):
-        return _rd(args, coding_device(args.device))
+    return _rd(args, device)
 
 
-def _rd(args: argparse.Namespace, codec_device: torch.device) -> int:
-    from learning.metrics import get_metric
-    from learning.rd.evaluate import resolve_curves, run_rd
-    from learning.rd.report import read_csv, write_report
-    from learning.training.data import list_images
-
+def _rd(args: argparse.Namespace, device: torch.device) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise LearningError(f"--out {str(out)!r} exists and is not a directory")
@@ -88,14 +80,14 @@ def _rd(args: argparse.Namespace, codec_device: torch.device) -> int:
         if not codecs or not metrics or not bpps or any(not (b > 0 and math.isfinite(b)) for b in bpps):
             raise LearningError("--codecs, --metrics and positive --bpp targets are required")
         # names, availability, checkpoints: all checked before any work
-        curves = resolve_curves(codecs, codec_device)
+        curves = resolve_curves(codecs, device)
         higher = {m: get_metric(m).higher_is_better for m in metrics}
         images = list_images(args.images)
         if args.limit is not None:
             if args.limit <= 0:
                 raise LearningError("--limit must be positive")
             images = images[: args.limit]
-        rows = run_rd(images, curves, bpps, metrics, progress=not args.no_progress)
+        rows = run_rd(images, curves, bpps, metrics, progress=not args.no_progress, device=device)
     out.mkdir(parents=True, exist_ok=True)
     md = write_report(rows, metrics, higher, args.anchor, args.bd_method, out)
     print("\n".join(md))

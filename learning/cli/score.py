@@ -12,7 +12,13 @@ import argparse
 import json
 from pathlib import Path
 
-from learning.device import add_device_argument
+import numpy as np
+from matplotlib.figure import Figure
+
+from learning.cli.fit import parse_patch
+from learning.device import add_device_argument, resolve_device
+from learning.errors import LearningError
+from learning.scoring import score_metrics
 
 
 def add_parser(subparsers) -> None:
@@ -31,15 +37,11 @@ def add_parser(subparsers) -> None:
 
 
 def plot(results: list[dict], path: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     sets = list(dict.fromkeys(r["set"] for r in results))
     metrics = list(dict.fromkeys(r["metric"] for r in results))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(metrics) * len(sets)), 4))
+    # a Figure of its own, not pyplot: no GUI backend and no global figure state in a command
+    fig = Figure(figsize=(max(6, 1.2 * len(metrics) * len(sets)), 4))
+    ax = fig.subplots()
     width = 0.8 / len(metrics)
     x = np.arange(len(sets))
     for j, m in enumerate(metrics):
@@ -65,18 +67,12 @@ def plot(results: list[dict], path: Path) -> list[Path]:
     png = path.with_suffix(".png")
     fig.savefig(png, dpi=120)
     fig.savefig(png.with_suffix(".svg"))
-    plt.close(fig)
     return [png, png.with_suffix(".svg")]
 
 
 def run(args: argparse.Namespace) -> int:
     """Parse and check the arguments (errors before any work), ``learning.scoring.score_metrics``, then
     the table, ``--json`` and ``--plot``."""
-    from learning.cli.fit import parse_patch
-    from learning.device import resolve_device
-    from learning.errors import LearningError
-    from learning.scoring import score_metrics
-
     device = resolve_device(args.device)  # an unknown or absent device fails before any work
     names = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if not names:

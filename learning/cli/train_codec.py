@@ -7,13 +7,16 @@ import argparse
 import json
 import os
 
-from learning.device import add_device_argument
+import torch
+
+from learning.device import add_device_argument, resolve_device
+from learning.training import train_codec
+from learning.training.loop import TrainConfig
+from learning.training.models import ARCHS
+from learning.training.schedule import SCHEDULES
 
 
 def add_parser(subparsers) -> None:
-    from learning.training.models import ARCHS
-    from learning.training.schedule import SCHEDULES
-
     p = subparsers.add_parser(
         "train-codec",
         help="train or fine-tune a learned codec (CompressAI) with MSE, MS-SSIM or a DPL",
@@ -70,16 +73,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from learning.training import train_codec
-    from learning.training.loop import TrainConfig
-
+    device = resolve_device(args.device)  # an unknown or absent device fails before any work
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     fields = TrainConfig.__dataclass_fields__
-    result = train_codec(**{k: v for k, v in vars(args).items() if k in fields},
-                         progress=not args.no_progress)
+    options = {k: v for k, v in vars(args).items() if k in fields}
+    result = train_codec(**{**options, "device": device}, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result, indent=1, default=float))
     return 0

@@ -91,11 +91,11 @@ def registered_names() -> list[str]:
 
 
 def get_codec(name: str, require_available: bool = True,
-              device: str | torch.device | None = None) -> Codec:
+              device: torch.device | None = None) -> Codec:
     """Return the codec registered under ``name``; a clear error when unknown or unavailable.
 
-    ``ckpt:PATH`` names a learned codec checkpoint made by ``train-codec``; ``device`` (a ``--device`` word
-    or torch.device; None/``auto``: the CPU) is where its transforms run. Classical codecs ignore it.
+    ``ckpt:PATH`` names a learned codec checkpoint made by ``train-codec``; ``device`` (None: the CPU) is
+    where its transforms run. Classical codecs ignore it.
     """
     _load_builtin()
     if name.startswith("ckpt:"):

@@ -10,8 +10,9 @@ Bitstream layout:
     per group: n strings u8, per string: length u32 + bytes
 
 Device: the analysis/synthesis transforms (and the hyperprior's scale prediction) run on the codec's
-device, CPU unless asked otherwise (``from_checkpoint(path, device)``, ``--device`` of ``encode``/``rd``;
-``auto`` means the CPU here); the entropy coding (CompressAI's rANS) always runs on the CPU. Decoding on
+device, a ``torch.device`` or None for the CPU (``from_checkpoint(path, device)``; ``--device`` of
+``encode``/``rd``, resolved by ``learning.device.resolve_device``); the entropy coding (CompressAI's rANS)
+always runs on the CPU, whatever the device. Decoding on
 a different device than encoding is NOT guaranteed bit-exact for learned codecs: floating point differs
 between devices, and a hyperprior's scales pick the entropy tables, so a bitstream may even fail to decode.
 Encode and decode on the same device (the CPU by default).
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from learning.codecs.base import Codec, register
+from learning.device import device_or_cpu
 from learning.errors import LearningError
 
 MAGIC = b"LRN1"
@@ -105,16 +107,6 @@ def unpack(data: bytes) -> tuple[list[list[bytes]], tuple[int, int], tuple[int, 
     return strings, (sh, sw), (w, h)
 
 
-def coding_device(spec: str | torch.device | None) -> torch.device:
-    """The device ``ckpt:`` transforms run on for a ``--device`` word: ``auto`` (or None) → the CPU (so
-    bitstreams decode the same everywhere by default), else :func:`learning.device.resolve_device`."""
-    from learning.device import resolve_device
-
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "auto"):
-        return torch.device("cpu")
-    return resolve_device(spec)
-
-
 def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
@@ -174,13 +166,12 @@ class LearnedCodec(Codec):
             self.name = f"ckpt:{path}"
 
     @classmethod
-    def from_checkpoint(cls, path: str, device: str | torch.device | None = None) -> LearnedCodec:
-        """Load a train-codec checkpoint; its transforms run on ``device`` (:func:`coding_device`: CPU
-        for None or ``auto``)."""
+    def from_checkpoint(cls, path: str, device: torch.device | None = None) -> LearnedCodec:
+        """Load a train-codec checkpoint; its transforms run on ``device`` (None: the CPU)."""
         from learning.training.checkpoint import load
         from learning.training.models import build_model
 
-        device = coding_device(device)
+        device = device_or_cpu(device)
         if not Path(path).is_file():
             if "+" in path or _GLOB_CHARS & set(path):
                 raise LearningError(
@@ -195,9 +186,9 @@ class LearnedCodec(Codec):
         model.eval()
         return cls(model.to(device), blob["arch"], path, blob.get("config"))
 
-    def to(self, device: str | torch.device) -> LearnedCodec:
-        """Move the transforms to ``device`` (:func:`coding_device`); returns self."""
-        self.device = coding_device(device)
+    def to(self, device: torch.device | None) -> LearnedCodec:
+        """Move the transforms to ``device`` (None: the CPU); returns self."""
+        self.device = device_or_cpu(device)
         if self.model is not None:
             self.model.to(self.device)
         return self

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from learning import twoafc
+from learning.device import device_or_cpu
 
 EPS = 1e-8
 
@@ -56,17 +57,18 @@ def _inv_softplus(x: torch.Tensor) -> torch.Tensor:
 def fit_weights(m0: torch.Tensor, m1: torch.Tensor, h: torch.Tensor, v0: torch.Tensor, v1: torch.Tensor,
                 vh: torch.Tensor, max_rounds: int = 60, iters_per_round: int = 10, patience: int = 5,
                 init: torch.Tensor | None = None, log=None,
-                device: torch.device | str = "cpu", prior: float = 0.0) -> FitResult:
+                device: torch.device | None = None, prior: float = 0.0) -> FitResult:
     """Fit on (m0, m1, h), early-stop on (v0, v1, vh). Tensors are N×C, N×C, N (float32, any device);
-    the matrix products run on ``device``, the returned weights are on the CPU. ``init``: the starting
+    the matrix products run on ``device`` (None: the CPU; MPS: the CPU too, it has no float64), the
+    returned weights are on the CPU. ``init``: the starting
     weights (default all ones), rescaled to the judgments' spread; ``prior`` ≥ 0: the strength of the
     pull towards them (0: none, early stopping only)."""
     # scipy's L-BFGS rather than torch.optim.LBFGS: constructing any torch optimizer imports torch._dynamo,
     # seconds of start-up for a fit that itself takes a fraction of a second
     from scipy.optimize import minimize
 
-    dev = torch.device(device)
-    if dev.type == "mps":
+    dev = device_or_cpu(device)
+    if dev.type == "mps":  # float64 matrix products are not supported on MPS
         dev = torch.device("cpu")
     f64 = {"device": dev, "dtype": torch.float64}
     N, C = m0.shape

@@ -125,7 +125,7 @@ def fit_dpl(
     patience: int = 5,
     batch_size: int = 64,
     seed: int = 0,
-    device: str | torch.device = "auto",
+    device: torch.device | None = None,
     tune_epochs: int = 0,
     tune_lr: float = 1e-5,
     progress: bool = True,
@@ -140,8 +140,8 @@ def fit_dpl(
     squeeze; ``backbone``: ``imagenet | PATH | random:SEED``. ``cache``: feature cache folder, ``"default"``
     (``learning.fitting.cache.DEFAULT_CACHE``) or None/``"none"`` for no cache. ``patch``: ``"full"``/None
     or a seeded random square crop size ≥ 16. ``rounds``/``patience``: L-BFGS rounds (10 iterations each)
-    and rounds without val improvement before stopping. ``device``: ``auto | cpu | cuda[:N] | mps`` or a
-    ``torch.device``; the file holds CPU tensors whatever the device. ``tune_epochs`` > 0 then fine-tunes
+    and rounds without val improvement before stopping. ``device``: where the backbone, the fit and the tuning
+    run (None: the CPU); the file holds CPU tensors whatever the device. ``tune_epochs`` > 0 then fine-tunes
     the backbone end to end (Adam, ``tune_lr``), keeping the best val epoch; the file then carries the
     tuned backbone. ``start``: the weights the fit starts from, ``uniform`` (all ones), ``lpips`` (LPIPS's
     published lin weights for ``net``) or a DPL weight file of the same net; ``prior`` ≥ 0 pulls the
@@ -156,7 +156,7 @@ def fit_dpl(
 
     from learning import twoafc
     from learning.data.bapps import load_2afc
-    from learning.device import resolve_device
+    from learning.device import device_or_cpu
     from learning.dpl.backbones import parse_backbone_spec
     from learning.dpl.model import DPL
     from learning.dpl.weightfile import save_weights
@@ -164,7 +164,7 @@ def fit_dpl(
     from learning.fitting.fit import fit_weights, holdout, split_weights
 
     t_start = time.perf_counter()
-    dev = resolve_device(device)
+    dev = device_or_cpu(device)
     if isinstance(data, (str, Path)):
         data = [data]
     if isinstance(val, (str, Path)):

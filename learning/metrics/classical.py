@@ -23,10 +23,17 @@ import io
 
 import numpy as np
 import torch
+from pytorch_msssim import ms_ssim as _ms_ssim
+from pytorch_msssim import ssim as _ssim
+from skimage.color import deltaE_ciede2000, rgb2lab
 
+from learning.compat import ensure_torchvision
 from learning.errors import LearningError
 from learning.metrics.color import rgb_to_y_tensor
 from learning.metrics.registry import register
+
+with contextlib.redirect_stdout(io.StringIO()):  # the package prints about its optional backends
+    from psnr_hvsm.numpy import psnr_hvs_hvsm
 
 MS_SSIM_MIN_SIDE = 161  # pytorch-msssim: smaller side must exceed (11 - 1) * 2**4
 
@@ -40,8 +47,6 @@ def psnr(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
 @register("ssim", higher_is_better=True,
           implementation="pytorch-msssim ssim, Gaussian 11/1.5; RGB: mean over channels")
 def ssim(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-    from pytorch_msssim import ssim as _ssim
-
     if min(ref.shape[-2:]) < 11:
         raise LearningError(f"ssim needs images of at least 11×11 pixels, got {tuple(ref.shape[-2:])}")
     return _ssim(ref.float(), dist.float(), data_range=1.0, size_average=False, win_size=11, win_sigma=1.5)
@@ -50,19 +55,11 @@ def ssim(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
 @register("ms-ssim", higher_is_better=True,
           implementation="pytorch-msssim ms_ssim, 5 scales, Gaussian 11/1.5; RGB: mean over channels")
 def ms_ssim(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-    from pytorch_msssim import ms_ssim as _ms_ssim
-
     if min(ref.shape[-2:]) < MS_SSIM_MIN_SIDE:
         raise LearningError(f"ms-ssim needs a smaller image side of at least {MS_SSIM_MIN_SIDE} px "
                             f"(5 scales, 11-px window), got {tuple(ref.shape[-2:])}; use ssim instead")
     return _ms_ssim(ref.float(), dist.float(), data_range=1.0, size_average=False, win_size=11,
                     win_sigma=1.5)
-
-
-def _psnr_hvsm_module():
-    with contextlib.redirect_stdout(io.StringIO()):  # the package prints about its optional backends
-        from psnr_hvsm.numpy import psnr_hvs_hvsm
-    return psnr_hvs_hvsm
 
 
 def _luma_numpy(x: torch.Tensor) -> np.ndarray:
@@ -75,12 +72,11 @@ def _luma_numpy(x: torch.Tensor) -> np.ndarray:
 
 def psnr_hvs_both(ref: torch.Tensor, dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(PSNR-HVS, PSNR-HVS-M) per image, from one pass of the psnr_hvsm package on luma."""
-    fn = _psnr_hvsm_module()
     a, b = _luma_numpy(ref), _luma_numpy(dist)
     hvs, hvsm = [], []
     for i in range(a.shape[0]):
         with np.errstate(invalid="ignore", divide="ignore"):  # flat tiles: the package handles 0/0
-            h, m = fn(a[i], b[i])
+            h, m = psnr_hvs_hvsm(a[i], b[i])
         hvs.append(float(h))
         hvsm.append(float(m))
     return torch.tensor(hvs), torch.tensor(hvsm)
@@ -101,8 +97,6 @@ def psnr_hvs_m(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
 @register("ciede2000", higher_is_better=False,
           implementation="scikit-image rgb2lab (sRGB, D65) + deltaE_ciede2000, mean over pixels")
 def ciede2000(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-    from skimage.color import deltaE_ciede2000, rgb2lab  # scikit-image takes ~0.3 s to import
-
     if ref.shape[1] != 3:
         raise LearningError(f"ciede2000 needs RGB images (3 channels), got {ref.shape[1]}")
     a = ref.detach().permute(0, 2, 3, 1).double().clamp(0, 1).cpu().numpy()
@@ -113,9 +107,7 @@ def ciede2000(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
 
 @register("vifp", higher_is_better=True, implementation="piq.vif_p on BT.601 limited-range luma")
 def vifp(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-    from learning.compat import ensure_torchvision
-
-    ensure_torchvision()  # piq imports torchvision at import time
+    ensure_torchvision()  # piq imports torchvision at import time: here, after the shim, not at the top
     import piq
 
     if min(ref.shape[-2:]) < 41:

@@ -6,8 +6,8 @@ Variants for machines without the ImageNet weights: ``lpips-alex:random:SEED`` o
 (``random:SEED`` or ImageNet) unless given as ``dpl:FILE@BACKBONE``; the backbone's sha256 must then match
 the one the weights were fitted on.
 
-The network runs on the registry's device (``learning.metrics.registry.set_device``; one model per device,
-built once); results come back to the device of the inputs.
+The network runs on the metric's device (``get_metric(name, device)``; one model per device, built once);
+results come back to the device of the inputs.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from pathlib import Path
 
 import torch
 
+from learning.dpl.backbones import parse_backbone_spec
+from learning.dpl.model import DPL
+from learning.dpl.weightfile import load_weights
 from learning.errors import LearningError
-from learning.metrics.registry import Metric, get_device, register, register_factory
+from learning.metrics.registry import Metric, register_factory, register_metric
 
 NETS = ("alex", "vgg", "squeeze")
 
 
 @lru_cache(maxsize=8)
-def _model(net: str, weights: str | None, backbone: str, device: torch.device):
-    from learning.dpl.backbones import parse_backbone_spec
-    from learning.dpl.model import DPL
-
+def _model(net: str, weights: str | None, backbone: str, device: torch.device) -> DPL:
     bb, seed = parse_backbone_spec(backbone)
     return DPL(net, weights=weights, backbone=bb, seed=seed).to(device)
 
@@ -37,10 +37,9 @@ def _rgb(x: torch.Tensor) -> torch.Tensor:
 
 
 def _wrap(name: str, get_model, implementation: str) -> Metric:
-    """``get_model(device)`` → the DPL on that device; the metric runs it on the registry's device."""
+    """``get_model(device)`` → the DPL on that device; the metric runs it on the metric's device."""
 
-    def fn(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-        device = get_device()
+    def fn(ref: torch.Tensor, dist: torch.Tensor, device: torch.device) -> torch.Tensor:
         model = get_model(device)
         with torch.inference_mode():
             return model(_rgb(ref).to(device), _rgb(dist).to(device)).to(ref.device)
@@ -55,15 +54,11 @@ def _lpips_metric(net: str, backbone: str = "imagenet") -> Metric:
 
 
 for _net in NETS:
-    _m = _lpips_metric(_net)
-    register(_m.name, higher_is_better=False, implementation=_m.implementation)(_m.fn)
+    register_metric(_lpips_metric(_net))
     register_factory(f"lpips-{_net}", lambda name, net=_net: _lpips_metric(net, name.split(":", 1)[1]))
 
 
 def _dpl_metric(name: str) -> Metric:
-    from learning.dpl import DPL
-    from learning.dpl.weightfile import load_weights
-
     spec = name.split(":", 1)[1] if ":" in name else ""
     if not spec:
         raise LearningError("dpl metric needs a weight file: dpl:FILE or dpl:FILE@BACKBONE")
@@ -77,7 +72,7 @@ def _dpl_metric(name: str) -> Metric:
         backbone or source)
 
     @lru_cache(maxsize=1)
-    def get_model(device: torch.device):
+    def get_model(device: torch.device) -> DPL:
         how = f"name it: dpl:{path}@PATH"
         return DPL.from_file(path, backbone or None, how_to_override=how, strict=True).to(device)
 

@@ -32,6 +32,9 @@ from learning.errors import LearningError
 from learning.metrics.color import rgb_to_y_tensor
 from learning.metrics.registry import register
 
+with contextlib.redirect_stdout(io.StringIO()):  # the package prints about its optional backends
+    from psnr_hvsm.numpy import psnr_hvs_hvsm
+
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 VIFP_SCALES = 4
 VIFP_SIGMA_NSQ = 2.0
@@ -152,8 +155,6 @@ def psnr_hvs_both(ref: np.ndarray, dist: np.ndarray) -> tuple[float, float]:
     """(PSNR-HVS, PSNR-HVS-M) on 0…255 luma whose sides are multiples of 8 (psnr_hvsm package)."""
     if ref.shape[0] % 8 or ref.shape[1] % 8:
         raise LearningError(f"VQMT PSNR-HVS needs sides that are multiples of 8, got {ref.shape}")
-    with contextlib.redirect_stdout(io.StringIO()):  # the package prints about its optional backends
-        from psnr_hvsm.numpy import psnr_hvs_hvsm
     with np.errstate(invalid="ignore", divide="ignore"):  # flat tiles: the package handles 0/0
         h, m = psnr_hvs_hvsm(ref.astype(np.float64) / 255.0, dist.astype(np.float64) / 255.0)
     return float(h), float(m)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import io
 
+import av
 import numpy as np
+from av.video.reformatter import ColorRange, Interpolation
 
 from learning.errors import LearningError
 
@@ -30,9 +32,6 @@ def reference_size(size: tuple[int, int]) -> tuple[int, int]:
 
 def ffmpeg_luma(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
     """The uint8 Y plane (H×W) of ``ffmpeg -i FILE [-s WxH] -pix_fmt yuv420p`` for a JPEG or PNG file."""
-    import av
-    from av.video.reformatter import ColorRange, Interpolation
-
     fmt = _FORMATS.get(data[:2])
     if fmt is None:
         raise LearningError("ffmpeg_luma: expected JPEG or PNG bytes")

@@ -4,8 +4,8 @@ Classical codecs go through rate control (bpp from real bytes). A learned codec 
 checkpoint gives one point per image at its own (native) rate, and the checkpoints of one ``ckpt:`` entry
 (``ckpt:A.pt+B.pt+C.pt`` or ``ckpt:DIR/*.pt``, one per λ) form one curve. Their rows carry the checkpoint
 and leave the bpp target blank. Unreachable targets are recorded with a note, not dropped silently.
-``device``: where the checkpoints' transforms run (CPU by default; entropy coding is always on the CPU);
-deep metrics run on the metric registry's device (``learning.metrics.registry.set_device``).
+``device``: where the checkpoints' transforms and the deep metrics run (None: the CPU; entropy coding is
+always on the CPU).
 """
 
 from __future__ import annotations
@@ -54,13 +54,13 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def resolve_curves(entries: list[str], device: str | torch.device | None = None) -> list[Curve]:
+def resolve_curves(entries: list[str], device: torch.device | None = None) -> list[Curve]:
     """``--codecs`` entries → curves, loading every codec and checkpoint first (errors before any work).
 
     A classical name is one curve. A ``ckpt:`` entry is one curve labelled ``learned:<arch>/<loss>``;
     its checkpoints must share that label. Two ``ckpt:`` entries with the same label get ``#2``, ``#3``
-    appended; a classical codec listed twice is an error. Checkpoints are loaded onto ``device`` (None or
-    ``auto``: the CPU).
+    appended; a classical codec listed twice is an error. Checkpoints are loaded onto ``device`` (None: the
+    CPU).
     """
     curves: list[Curve] = []
     labels: set[str] = set()
@@ -99,12 +99,13 @@ def run_rd(
     bpps: list[float],
     metrics: list[str],
     progress: bool = True,
-    device: str | torch.device | None = None,
+    device: torch.device | None = None,
 ) -> list[Row]:
-    """Rows for every (image, curve, bpp target) and every (image, checkpoint) of the learned curves."""
+    """Rows for every (image, curve, bpp target) and every (image, checkpoint) of the learned curves;
+    checkpoints named by ``codecs`` and deep metrics run on ``device`` (None: the CPU)."""
     from learning.metrics import get_metric
 
-    metric_fns = {m: get_metric(m) for m in metrics}
+    metric_fns = {m: get_metric(m, device) for m in metrics}
     if all(isinstance(c, Curve) for c in codecs):
         curve_list: list[Curve] = list(codecs)  # type: ignore[arg-type]
     else:

@@ -15,11 +15,11 @@ def train_codec(**kwargs: Any) -> dict[str, Any]:
     ``TrainConfig(**kwargs)``.
 
     Keyword arguments are ``TrainConfig``'s fields (``data`` and ``out`` required; ``arch``, ``init``,
-    ``loss`` (``mse | ms-ssim | dpl:FILE``), ``lmbda``, ``epochs`` or ``steps``, ``device``, ``amp``,
-    ``progress``, ...), with the CLI's defaults; an unknown name raises TypeError. Returns the final
-    record (the dict the CLI prints as JSON); rank 0 writes the checkpoint at ``out``, ``OUT.best.pt``
-    and ``OUT.log.json``. Bad arguments or data raise LearningError before training starts. Process-wide
-    settings (torch threads) are left to the caller.
+    ``loss`` (``mse | ms-ssim | dpl:FILE``), ``lmbda``, ``epochs`` or ``steps``, ``device`` (a
+    ``torch.device``; None: the CPU), ``amp``, ``progress``, ...), with the CLI's defaults; an unknown name
+    raises TypeError. Returns the final record (the dict the CLI prints as JSON); rank 0 writes the
+    checkpoint at ``out``, ``OUT.best.pt`` and ``OUT.log.json``. Bad arguments or data raise LearningError
+    before training starts. Process-wide settings (torch threads) are left to the caller.
     """
     from learning.training.loop import TrainConfig, train
 

@@ -1,5 +1,5 @@
-"""torch.distributed glue: ``torchrun`` sets the environment; NCCL on CUDA (one GPU per process, by
-``LOCAL_RANK``), gloo on the CPU.
+"""torch.distributed glue: ``torchrun`` sets the environment; NCCL on CUDA (one GPU per process: the
+``LOCAL_RANK`` device that ``learning.device.resolve_device`` gives each process), gloo on the CPU.
 
 Rank 0 checkpoints and logs. The entropy bottleneck's ``quantiles`` (trained only by the auxiliary loss,
 which does not depend on the data) are left out of DDP's gradient reduction; they stay equal on every
@@ -12,26 +12,25 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 
-def init(device: torch.device) -> tuple[int, int, torch.device]:
-    """(rank, world size, this process's device); under torchrun starts NCCL for CUDA, gloo otherwise."""
+def init(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); under torchrun starts NCCL for a CUDA ``device`` (this process's GPU, made
+    torch's current device for NCCL), gloo otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1, device
+        return 0, 1
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
+    return dist.get_rank(), dist.get_world_size()
 
 
 def wrap(model: torch.nn.Module, world: int, device: torch.device | None = None) -> torch.nn.Module:
     if world <= 1:
         return model
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     ignore = [n for n, _ in model.named_parameters() if n.endswith("quantiles")]
     DDP._set_params_and_buffers_to_ignore_for_model(model, ignore)
     ids = [device.index] if device is not None and device.type == "cuda" else None

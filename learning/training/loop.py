@@ -8,6 +8,9 @@ bpp, PSNR, MS-SSIM, the training distortion and any ``val_metrics``) every ``val
 validation loss kept as ``OUT.best.pt`` beside the last checkpoint ``OUT``. bpp in the loss is the rate
 estimated from the likelihoods; the final *evaluation* rate comes from real ``compress`` bitstreams
 (on the CPU, as CompressAI's range coder requires).
+
+Device: ``TrainConfig.device`` is a ``torch.device`` (None: the CPU), resolved by the caller
+(``train-codec`` resolves ``--device``); the model, the distortion and the ``val_metrics`` all run on it.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pytorch_msssim import ms_ssim
 from tqdm import tqdm
 
-from learning.device import autocast, check_amp, resolve_device
+from learning.codecs.learned import compress_tensor, decompress_bytes
+from learning.device import autocast, check_amp, device_or_cpu
 from learning.errors import LearningError
+from learning.metrics import Metric, get_metric
 from learning.training import checkpoint, ddp, noise, ratetarget, schedule
 from learning.training import init as initial
 from learning.training.data import CropDataset, StepBatches, center_crop, list_images, load_rgb
@@ -63,7 +69,7 @@ class TrainConfig:
     val_metrics: str = ""
     log_every: int = 50
     save_every: int = 0
-    device: str = "auto"
+    device: torch.device | None = None  # None: the CPU
     amp: str = "off"
     workers: int = 0
     resume: bool = False
@@ -106,18 +112,16 @@ def _check(cfg: TrainConfig, arch: str, world: int) -> None:
     schedule.check(cfg.lr_schedule, bool(cfg.val))
 
 
-def _val_metrics(names: str) -> list:
-    from learning.metrics import get_metric
-
-    return [get_metric(n.strip()) for n in names.split(",") if n.strip()]
+def val_metrics(names: str, device: torch.device) -> list[Metric]:
+    """``--val-metrics`` (a comma list of registry names) as metrics that run on ``device``, the training
+    device."""
+    return [get_metric(n.strip(), device) for n in names.split(",") if n.strip()]
 
 
 @torch.no_grad()
 def validate(model, distortion, images: list[torch.Tensor], lmbda: float, mult: int,
-             device: torch.device, metrics: list = ()) -> dict:
+             device: torch.device, metrics: list[Metric] = ()) -> dict:
     """One validation R–D point (eval mode: rounding, likelihood rate) on ``images`` (CPU tensors)."""
-    from pytorch_msssim import ms_ssim
-
     model.eval()
     tot: dict[str, float] = {}
 
@@ -139,7 +143,7 @@ def validate(model, distortion, images: list[torch.Tensor], lmbda: float, mult: 
         add("psnr", 10 * math.log10(1 / max(mse, 1e-12)))
         if min(x.shape[-2:]) > 160:
             add("ms_ssim", float(ms_ssim(x_hat, x, data_range=1.0)))
-        for m in metrics:
+        for m in metrics:  # CPU inputs for the classical ones (some use numpy); a deep one runs on its device
             add(m.name.replace("-", "_"), float(m(x.cpu(), x_hat.cpu()).mean()))
     model.train()
     return {f"val_{k}": v / len(images) for k, v in tot.items()}
@@ -148,8 +152,6 @@ def validate(model, distortion, images: list[torch.Tensor], lmbda: float, mult: 
 @torch.no_grad()
 def evaluate_bitstreams(model, images: list[torch.Tensor], mult: int) -> dict:
     """Real entropy coding on a CPU copy of ``model``: bpp from the bytes, PSNR of the decoded image."""
-    from learning.codecs.learned import compress_tensor, decompress_bytes
-
     model = copy.deepcopy(model).cpu().float().eval()
     model.update(force=True)
     bpps, psnrs = [], []
@@ -173,8 +175,8 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    rank, world, device = ddp.init(device)
+    device = device_or_cpu(cfg.device)
+    rank, world = ddp.init(device)
     try:
         return _Run(cfg, rank, world, device).run()
     finally:
@@ -196,7 +198,7 @@ class _Run:
         _check(cfg, self.arch, world)
         self.mult = PAD_MULTIPLE[self.arch]
         self.distortion = build_distortion(cfg.loss, cfg.dpl_backbone).to(device)
-        self.metrics = _val_metrics(cfg.val_metrics)
+        self.metrics = val_metrics(cfg.val_metrics, device)
         self.dataset = CropDataset(cfg.data, cfg.crop, cfg.seed, cfg.saliency, cfg.saliency_alpha)
         self.dataset.check_sizes()
         if self.distortion.spatial is False and cfg.saliency:
@@ -218,7 +220,7 @@ class _Run:
         self.lmbda = ratetarget.Lambda(cfg.lmbda, cfg.target_bpp)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
         self.step, self.history, self.best = 0, [], math.inf
-        self.config = {**asdict(cfg), "arch": self.arch, "N": self.N, "M": self.M,
+        self.config = {**asdict(cfg), "device": str(device), "arch": self.arch, "N": self.N, "M": self.M,
                        "init_source": start.source if blob is None else None, "device_used": str(device)}
         self.notes: list[str] = []
         if blob is not None:

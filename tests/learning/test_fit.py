@@ -176,7 +176,7 @@ def test_fit_on_cuda_equals_cpu(tiny, tmp_path, no_tf32) -> None:
     h = torch.tensor([t.judge for t in triplets], dtype=torch.float32)
     n = len(h) // 2
     args = (m0[:n], m1[:n], h[:n], m0[n:], m1[n:], h[n:])
-    cpu, gpu = fit_weights(*args, max_rounds=3), fit_weights(*args, max_rounds=3, device="cuda")
+    cpu, gpu = fit_weights(*args, max_rounds=3), fit_weights(*args, max_rounds=3, device=torch.device("cuda"))
     assert gpu.weights.device.type == "cpu"
     torch.testing.assert_close(gpu.weights, cpu.weights, rtol=1e-4, atol=1e-4 * float(cpu.weights.max()))
     assert gpu.head_c == pytest.approx(cpu.head_c, rel=1e-4, abs=1e-6)
@@ -208,7 +208,7 @@ def test_fit_dpl_library_equals_cli(tiny, tmp_path, capsys) -> None:
         printed = capsys.readouterr().out
         rep = fit_dpl([str(tiny / "train")], lib_out, val=[tiny / "val"] if with_val else None,
                       backbone="random:0", cache=None, rounds=3, patience=3, batch_size=8, seed=3,
-                      device="cpu", progress=False)
+                      device=torch.device("cpu"), progress=False)
         assert isinstance(rep, FitReport) and rep.out == lib_out and rep.tune is None
         cli, lib = load_weights(cli_out), load_weights(lib_out)
         torch.testing.assert_close(torch.cat(lib["weights"]), torch.cat(cli["weights"]), rtol=0, atol=1e-6)

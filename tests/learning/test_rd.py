@@ -338,15 +338,17 @@ def test_rd_learned_bad_specs_are_clear_errors(images, checkpoints, tmp_path, ps
 
 
 def test_device_for_learned_codecs_and_rd(images, checkpoints, tmp_path, psnr_metric, capsys, monkeypatch):
-    """``ckpt:`` coding stays on the CPU unless --device names another device; ``encode`` and ``rd`` run
-    with ``--device cpu`` and refuse an absent or unknown device before writing anything."""
+    """``ckpt:`` coding runs on the CPU unless a device is given (``auto`` resolved as everywhere else);
+    ``encode`` and ``rd`` run with ``--device cpu`` and refuse an absent or unknown device before writing
+    anything."""
     from learning.codecs import get_codec
-    from learning.codecs.learned import coding_device
+    from learning.device import resolve_device
 
     ckpt = checkpoints / "mse_0.02.pt"
-    assert coding_device("auto").type == "cpu" and coding_device(None).type == "cpu"
+    auto = resolve_device("auto")
+    assert get_codec(f"ckpt:{ckpt}", device=auto).device.type == auto.type
     assert get_codec(f"ckpt:{ckpt}").device.type == "cpu"
-    codec = get_codec(f"ckpt:{ckpt}", device="cpu")
+    codec = get_codec(f"ckpt:{ckpt}", device=torch.device("cpu"))
     assert {p.device.type for p in codec.model.parameters()} == {"cpu"}
     src = images / "kodim03.png"
     bits, png = tmp_path / "x.lrn", tmp_path / "x.png"
@@ -367,7 +369,7 @@ def test_device_for_learned_codecs_and_rd(images, checkpoints, tmp_path, psnr_me
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for device, message in [("cuda", "CUDA is not available"), ("nope", "unknown device")]:
         with pytest.raises(LearningError, match=message):
-            get_codec(f"ckpt:{ckpt}", device=device)
+            get_codec(f"ckpt:{ckpt}", device=resolve_device(device))
         bad = tmp_path / f"rd-{device}"
         assert _rd(images, bad, f"jpeg,ckpt:{ckpt}", psnr_metric, "--device", device) == 2
         err = capsys.readouterr().err.strip()

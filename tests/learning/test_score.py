@@ -108,14 +108,17 @@ def _score(data: Path, weights: Path, out: Path, device: str) -> int:
 
 
 def test_score_device_cpu_and_refusals(small_set, tmp_path: Path, capsys, monkeypatch) -> None:
-    from learning.metrics.registry import get_device
+    from learning.metrics import registry
 
     data, weights, _, want = small_set
     out = tmp_path / "cpu.json"
     assert _score(data, weights, out, "cpu") == 0
     res = {r["metric"]: r["score"] for r in json.loads(out.read_text())["results"]}
     assert res[f"dpl:{weights}"] == pytest.approx(want, abs=1e-6)
-    assert get_device().type == "cpu"  # the command's device is not left behind
+    # the command's device is not left behind: there is no process-wide one, a metric is on the CPU
+    # unless its caller names a device
+    assert not hasattr(registry, "set_device") and not hasattr(registry, "_DEVICE")
+    assert registry.get_metric(f"dpl:{weights}").device.type == "cpu"
     capsys.readouterr()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for device, message in [("cuda", "CUDA is not available"), ("nope", "unknown device")]:
@@ -127,23 +130,29 @@ def test_score_device_cpu_and_refusals(small_set, tmp_path: Path, capsys, monkey
 
 
 def test_metric_registry_device() -> None:
+    """A metric runs on the device its caller gives (None: the CPU); only ``resolve_device`` reads words."""
+    from learning.device import resolve_device
     from learning.errors import LearningError
-    from learning.metrics.registry import get_device, get_metric, set_device, using_device
+    from learning.metrics.registry import get_metric
 
     with pytest.raises(LearningError, match="unknown device"):
-        set_device("nope")
-    assert get_device().type == "cpu"
+        resolve_device("nope")
+    with pytest.raises(TypeError, match="torch.device"):
+        get_metric("lpips-alex:random:0", "cuda")  # a word is not re-read by the library
     x, y = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
     metric = get_metric("lpips-alex:random:0")
-    with using_device("cpu") as device:
-        assert device.type == "cpu" and metric(x, y).device.type == "cpu"
+    assert metric.device.type == "cpu" and get_metric("psnr").device.type == "cpu"
+    on_cpu = get_metric("lpips-alex:random:0", torch.device("cpu"))
+    assert on_cpu.device.type == "cpu" and on_cpu(x, y).device.type == "cpu"
+    torch.testing.assert_close(on_cpu(x, y), metric(x, y))
+    assert metric.to(None).device.type == "cpu"
 
 
 @CUDA
 def test_score_on_cuda_equals_cpu(small_set, tmp_path: Path) -> None:
     """Deep metrics on CUDA give the CPU's distances (to 1e-4 relative, TF32 off) and the same scores."""
     from learning.data.bapps import to_tensor
-    from learning.metrics.registry import get_metric, using_device
+    from learning.metrics.registry import get_metric
 
     data, weights, triplets, want = small_set
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
@@ -153,12 +162,12 @@ def test_score_on_cuda_equals_cpu(small_set, tmp_path: Path) -> None:
         for name in (f"dpl:{weights}", "lpips-alex:random:0"):
             metric = get_metric(name)
             cpu = metric(ref, dist)
-            with using_device("cuda"):
-                gpu = metric(ref, dist)
+            cuda = get_metric(name, torch.device("cuda"))
+            assert cuda.device.type == "cuda" and metric.device.type == "cpu"
+            gpu = cuda(ref, dist)
             assert gpu.device.type == "cpu"
             torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=0)
-            with using_device("cuda"):
-                on_gpu = metric(ref.cuda(), dist.cuda())
+            on_gpu = metric.to(torch.device("cuda"))(ref.cuda(), dist.cuda())
             assert on_gpu.device.type == "cuda"
             torch.testing.assert_close(on_gpu.cpu(), cpu, rtol=1e-4, atol=0)
         files = {d: tmp_path / f"{d}.json" for d in ("cpu", "cuda")}
@@ -184,7 +193,8 @@ def test_score_metrics_library_equals_cli(small_set, tmp_path: Path, capsys) -> 
                  "--json", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out.splitlines()
     seen: list[dict] = []
-    rows = score_metrics(data, names, bootstrap=50, device="cpu", progress=False, on_row=seen.append)
+    rows = score_metrics(data, names, bootstrap=50, device=torch.device("cpu"), progress=False,
+                         on_row=seen.append)
     assert rows == seen and [r["metric"] for r in rows] == names
     assert json.loads(json.dumps(rows)) == json.loads(out.read_text())["results"]
     assert rows[1]["score"] == pytest.approx(want, abs=1e-6)

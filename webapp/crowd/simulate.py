@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import requests
+import torch
 from django.db import connections
 
 from learning.errors import LearningError
@@ -51,6 +52,7 @@ class SimConfig:
     force: bool = False
     agreement_curve: bool = False
     behaviour: Behaviour = field(default_factory=Behaviour)
+    device: torch.device | None = None  # where the observer's deep metrics run (None: the CPU)
 
 
 @dataclass
@@ -116,9 +118,9 @@ def check_experiment(slug: str, force: bool):
     return exp
 
 
-def load_observer(spec: str) -> ObserverDistance:
+def load_observer(spec: str, device: torch.device | None = None) -> ObserverDistance:
     try:
-        return parse_observer(spec)
+        return parse_observer(spec, device)
     except LearningError as exc:
         raise SimulationError(f"observer {spec!r}: {exc}; nothing judged") from None
 
@@ -299,7 +301,7 @@ def simulate(cfg: SimConfig) -> Summary:
     if cfg.participants < 1 or cfg.concurrency < 1:
         raise SimulationError("--participants and --concurrency must be at least 1")
     exp = check_experiment(cfg.slug, cfg.force)
-    observer = load_observer(cfg.observer)
+    observer = load_observer(cfg.observer, cfg.device)
     try:
         Observer(noise=cfg.noise, lapse=cfg.lapse, rt_median_ms=cfg.rt_median_ms)
     except LearningError as exc:
