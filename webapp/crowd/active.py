@@ -1,7 +1,7 @@
 """Active sampling at entry: an arriving participant's normal trials chosen from the current JOD posterior.
 
 The posterior is over codec×settings (the conditions of the dashboard's scale, pooled over references; see
-``webapp.lab.scaling``): a trial compares the settings of its two stimuli. ``learning.scaling.design``
+``lab/jod_scales.py``): a trial compares the settings of its two stimuli. ``learning.scaling.design``
 chooses the setting pairs (expected reduction of the posterior variance, ASAP's spanning-tree batch, the
 slots already handed out but not yet judged counted as pending information); each chosen setting pair is
 served by its least-held trial the participant has not had. ``create_assignment`` calls ``choose_trials``
@@ -13,7 +13,8 @@ query for the judgments stored since the last entry (by id). Every ``REFRESH_S``
 entry in a process) it is rebuilt from one aggregate query instead, which also picks up judgments whose
 transactions committed after a higher id was read, and drops the judgments an erasure deleted (``forget``
 drops it at once in the process that erased them). The fit is warm-started Newton on ≤ a few dozen
-conditions; choosing costs a few milliseconds (bench/README.md, session 8).
+conditions, so choosing costs milliseconds (timed in bench/README.md, "active sampling and JOD scaling"):
+cheap enough to run at every entry, under the experiment's row lock, instead of from a background job.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import numpy as np
 from django.db.models import Count, F, Max, Q
 
 from learning.scaling import design, thurstone
+from webapp.crowd.models import Judgment
+from webapp.experiments.models import Trial
 
 REFRESH_S = 60.0
 _STATES: dict[int, _Posterior] = {}
@@ -54,16 +57,12 @@ class _Posterior:
 
 
 def _judgments(experiment_id: int):
-    from webapp.crowd.models import Judgment
-
     return Judgment.objects.filter(trial__experiment_id=experiment_id, trial__kind="normal",
                                    item__is_practice=False)
 
 
 def _build(experiment_id: int) -> _Posterior:
     """The posterior's counts from scratch: two queries (trials with settings, judgments per trial)."""
-    from webapp.experiments.models import Trial
-
     rows = Trial.objects.filter(experiment_id=experiment_id, kind="normal").values_list(
         "id", "stimulus_a__codec", "stimulus_a__quality", "stimulus_a__target_bpp",
         "stimulus_b__codec", "stimulus_b__quality", "stimulus_b__target_bpp")

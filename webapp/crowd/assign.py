@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from datetime import timedelta
+from typing import TypeVar
 
 from django.db import transaction
 from django.db.models import Case, Count, Exists, F, IntegerField, OuterRef, Q, Value, When
@@ -21,6 +22,8 @@ from webapp.crowd.active import choose_trials
 from webapp.crowd.models import Assignment, AssignmentItem, Participant, TrialSlots
 from webapp.experiments.models import Experiment, Trial
 from webapp.experiments.sampling import sampling_mode
+
+T = TypeVar("T")  # a trial, by id (assignments) or as a Trial (the preview)
 
 
 def _lock(experiment_id: int) -> Experiment:
@@ -72,8 +75,7 @@ def recount_slots(experiment: Experiment) -> dict[int, int]:
 
 def _overdue(experiment_id: int):
     """The experiment's active assignments past their expiry time."""
-    return Assignment.objects.filter(experiment_id=experiment_id, state="active",
-                                     expires_at__lt=timezone.now())
+    return Assignment.objects.filter(Assignment.overdue_q(timezone.now()), experiment_id=experiment_id)
 
 
 def expire(experiment_id: int, assignment_ids: list[int] | None = None) -> int:
@@ -112,9 +114,36 @@ def expire_stale(experiment: Experiment) -> int:
 def locked_for_entry():
     """Experiments, each read with its row lock (inside a transaction) and ``has_overdue``: whether any of
     its active assignments is past its expiry time. What ``create_assignment`` starts from."""
-    overdue = Assignment.objects.filter(experiment=OuterRef("pk"), state="active",
-                                        expires_at__lt=timezone.now())
+    overdue = Assignment.objects.filter(Assignment.overdue_q(timezone.now()), experiment=OuterRef("pk"))
     return Experiment.objects.select_for_update().annotate(has_overdue=Exists(overdue))
+
+
+def plan_sequence(exp: Experiment, chosen: list[T], sentinels: list[T], practice: list[T], rng: random.Random
+                  ) -> list[tuple[T, bool, bool, bool]]:
+    """The items of an assignment in showing order, as ``(trial, is_repeat, is_practice, left_is_a)``: the
+    study's practice trials first, then ``chosen`` in its order with sentinels inserted at random and planned
+    repeats (``exp.sentinel_rate``, ``exp.repeat_rate``) each placed after its first showing. The side of a
+    first showing is drawn, a repeat shows the sides swapped. ``assign`` and the preview both plan with it."""
+    sequence: list[tuple[T, bool, bool]] = [(t, False, False) for t in chosen]  # trial, repeat, practice
+    n_sent = min(round(exp.sentinel_rate * len(chosen)), len(sentinels))
+    for i in range(n_sent):
+        sequence.insert(rng.randint(1, len(sequence)), (sentinels[i % len(sentinels)], False, False))
+    n_rep = min(round(exp.repeat_rate * len(chosen)), len(chosen))
+    for t in rng.sample(chosen, n_rep):
+        first = next(i for i, s in enumerate(sequence) if s[0] == t)
+        sequence.insert(rng.randint(first + 1, len(sequence)), (t, True, False))
+    n_practice = exp.practice_trials if practice else 0
+    sequence = [(practice[i % len(practice)], False, True) for i in range(n_practice)] + sequence
+    first_side: dict[T, bool] = {}
+    out = []
+    for trial, is_repeat, is_practice in sequence:
+        if is_repeat:
+            left_is_a = not first_side[trial]  # a repeat shows the sides swapped
+        else:
+            left_is_a = rng.random() < 0.5
+            first_side.setdefault(trial, left_is_a)
+        out.append((trial, is_repeat, is_practice, left_is_a))
+    return out
 
 
 def create_assignment(experiment_id: int, participant: Participant, locked: Experiment | None = None,
@@ -152,22 +181,9 @@ def create_assignment(experiment_id: int, participant: Participant, locked: Expe
             order = sorted(load, key=lambda t: (load[t], rng.random()))
             chosen = order[: exp.trials_per_assignment]
         rng.shuffle(chosen)
-        sequence: list[tuple[int, bool, bool]] = [
-            (t, False, False) for t in chosen
-        ]  # trial, repeat, practice
         sentinels = [t for t, kind, _ in trials if kind == "sentinel"]
-        n_sent = min(round(exp.sentinel_rate * len(chosen)), len(sentinels))
-        for i in range(n_sent):
-            sequence.insert(rng.randint(1, len(sequence)), (sentinels[i % len(sentinels)], False, False))
-        n_rep = min(round(exp.repeat_rate * len(chosen)), len(chosen))
-        for t in rng.sample(chosen, n_rep):
-            first = next(i for i, s in enumerate(sequence) if s[0] == t)
-            sequence.insert(rng.randint(first + 1, len(sequence)), (t, True, False))
         practice = [t for t, kind, _ in trials if kind == "practice"]
-        practice_seq = [
-            (practice[i % len(practice)], False, True) for i in range(exp.practice_trials if practice else 0)
-        ]
-        sequence = practice_seq + sequence
+        sequence = plan_sequence(exp, chosen, sentinels, practice, rng)
         now = timezone.now()
         assignment = Assignment.objects.create(
             participant=participant,
@@ -176,24 +192,11 @@ def create_assignment(experiment_id: int, participant: Participant, locked: Expe
             expires_at=now + timedelta(minutes=exp.assignment_timeout_minutes),
             **extra,
         )
-        first_side: dict[int, bool] = {}
-        items = []
-        for pos, (trial_id, is_repeat, is_practice) in enumerate(sequence):
-            if is_repeat:
-                left_is_a = not first_side[trial_id]  # a repeat shows the sides swapped
-            else:
-                left_is_a = rng.random() < 0.5
-                first_side.setdefault(trial_id, left_is_a)
-            items.append(
-                AssignmentItem(
-                    assignment=assignment,
-                    position=pos,
-                    trial_id=trial_id,
-                    is_repeat=is_repeat,
-                    is_practice=is_practice,
-                    left_is_a=left_is_a,
-                )
-            )
+        items = [
+            AssignmentItem(assignment=assignment, position=pos, trial_id=trial_id, is_repeat=is_repeat,
+                           is_practice=is_practice, left_is_a=left_is_a)
+            for pos, (trial_id, is_repeat, is_practice, left_is_a) in enumerate(sequence)
+        ]
         AssignmentItem.objects.bulk_create(items)
         TrialSlots.objects.filter(trial_id__in=chosen).update(held=F("held") + 1)
         return assignment

@@ -8,8 +8,9 @@ first, so a judgment being stored for them either commits before and is erased t
 finds them gone; then judgments, items, assignments and the participant are deleted in the order their
 protecting foreign keys need, the worker id of the study's recruiting decisions is blanked, an ``Erasure``
 record is written (nothing personal in it) and the slot counts are recounted from the items left, so the
-trials the participant held are offered again. After the commit the study's cached summary and this
-process's active-sampling posterior are dropped (other processes rebuild theirs within a minute).
+trials the participant held are offered again. After the commit this process's active-sampling posterior
+is dropped (other processes rebuild theirs within a minute) and ``signals.data_erased`` is sent (the lab
+drops the study's cached summary).
 
 ``erase_platform_ids`` replaces the platform ids of participants whose last assignment is older than a
 number of days by random values (``CROWD_ERASE_PLATFORM_IDS_AFTER_DAYS``, run by ``manage.py
@@ -27,8 +28,12 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from webapp.crowd.models import Assignment, AssignmentItem, Erasure, Participant
+from webapp.crowd import active
+from webapp.crowd.assign import recount_slots
+from webapp.crowd.models import Assignment, AssignmentItem, Erasure, Judgment, Participant
+from webapp.crowd.signals import data_erased
 from webapp.experiments.models import Experiment
+from webapp.recruit.models import Decision
 
 ERASED_PREFIX = "erased:"  # platform ids written by erase_platform_ids (no platform issues ids like it)
 RETENTION_SETTING = "CROWD_ERASE_PLATFORM_IDS_AFTER_DAYS"
@@ -44,10 +49,6 @@ def erase_participant(participant_id: int, experiment: Experiment, *, kind: str,
     theirs, and return the ``Erasure`` record written instead (``kind``: Erasure.WITHDRAWAL or ERASURE;
     ``via``: one of Erasure.VIA; ``by``: the researcher, if any). All or nothing, in one transaction.
     Raises NotErasable, changing nothing, when the study has no such participant (also a second call)."""
-    from webapp.crowd.assign import recount_slots
-    from webapp.crowd.models import Judgment
-    from webapp.crowd.simulated import SIMULATED
-
     with transaction.atomic():
         exp = Experiment.objects.select_for_update().get(pk=experiment.pk)
         p = Participant.objects.select_for_update().filter(pk=participant_id, experiment=exp).first()
@@ -63,7 +64,7 @@ def erase_participant(participant_id: int, experiment: Experiment, *, kind: str,
         p.delete()
         record = Erasure.objects.create(
             experiment=exp, kind=kind, via=via, by=by, reason=reason[:2000], judgments=judgments,
-            assignments=len(assignment_ids), simulated=p.platform == SIMULATED)
+            assignments=len(assignment_ids), simulated=p.platform == Participant.SIMULATED)
         recount_slots(exp)
         transaction.on_commit(lambda: forget_cached(exp.pk))
     return record
@@ -72,20 +73,15 @@ def erase_participant(participant_id: int, experiment: Experiment, *, kind: str,
 def _blank_decisions(experiment_id: int, platform: str, worker_ids: list[str]) -> None:
     """Blank the worker id on the study's recruiting decisions (approvals, bonuses) for these workers; the
     submission id stays, as the record that a decision was sent once."""
-    from webapp.recruit.models import Decision
-
     Decision.objects.filter(experiment_id=experiment_id, platform=platform,
                             worker_id__in=worker_ids).update(worker_id="")
 
 
 def forget_cached(experiment_id: int) -> None:
-    """Drop what is cached from the study's judgments: the dashboard's summary (Django's cache, shared by
-    every process) and this process's active-sampling posterior."""
-    from webapp.crowd import active
-    from webapp.lab.summary import forget
-
-    forget(experiment_id)
+    """Drop what is cached from the study's judgments: this process's active-sampling posterior, and (the
+    receivers of ``data_erased``) the dashboard's summary."""
     active.forget(experiment_id)
+    data_erased.send(sender=Participant, experiment_id=experiment_id)
 
 
 def text_problem(value: str) -> str | None:

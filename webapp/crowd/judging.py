@@ -1,12 +1,17 @@
-"""Storing one judgment (``views.judge``): the payload contract, the statement that stores a new judgment
-and the one that reads back what is stored for a replay."""
+"""Storing one judgment (``views.judge``): the payload contract (``validate_judgment`` makes a
+``ValidJudgment``), the statement that stores a new judgment and the one that reads back what is stored for
+a replay."""
 
 from __future__ import annotations
 
 import functools
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from webapp.crowd.models import SHOWN_ON_SQL, Assignment, AssignmentItem, Judgment
+from webapp.experiments.models import Experiment, Trial
 
 SIDES = ("left", "right")
 # What the judging page records while a trial is shown (task.js): times the page lost focus (blur or hidden),
@@ -35,8 +40,20 @@ def validate_events(value: object) -> tuple[dict[str, int] | None, str | None]:
     return out, None
 
 
-def validate_judgment(data: dict) -> tuple[dict | None, str | None]:
-    """(clean values, None) for a valid judgment payload, else (None, a message naming the bad field)."""
+@dataclass(frozen=True)
+class ValidJudgment:
+    """A judgment payload that passed ``validate_judgment``: what ``insert_new`` stores."""
+
+    uuid: uuid.UUID
+    position: int
+    response_ms: int
+    choice: str  # one of SIDES
+    client_time: datetime | None  # in UTC
+    events: dict[str, int] | None  # every EVENTS key with its count, or None when the page sent none
+
+
+def validate_judgment(data: dict) -> tuple[ValidJudgment | None, str | None]:
+    """(the judgment, None) for a valid judgment payload, else (None, a message naming the bad field)."""
     out = {}
     try:
         out["uuid"] = uuid.UUID(str(data["uuid"]))
@@ -67,7 +84,7 @@ def validate_judgment(data: dict) -> tuple[dict | None, str | None]:
     out["events"], problem = validate_events(data.get("events"))
     if problem:
         return None, problem
-    return out, None
+    return ValidJudgment(**out), None
 
 
 def judgment_body(status: str, uid: uuid.UUID, position: int, choice: str, response_ms: int) -> bytes:
@@ -77,9 +94,6 @@ def judgment_body(status: str, uid: uuid.UUID, position: int, choice: str, respo
 
 
 def _tables() -> dict[str, str]:
-    from webapp.crowd.models import Assignment, AssignmentItem, Judgment
-    from webapp.experiments.models import Experiment, Trial
-
     return {"J": Judgment._meta.db_table, "I": AssignmentItem._meta.db_table, "A": Assignment._meta.db_table,
             "E": Experiment._meta.db_table, "T": Trial._meta.db_table}
 
@@ -96,16 +110,15 @@ def _insert_sql() -> str:
     assignment's slot) leaves a replay, a copy racing its original or a second answer for a slot unstored.
     RETURNING gives the stored values the 201 answer is made of."""
     t = _tables()
-    # The chosen stimulus is A exactly when "left was chosen" equals "A was shown on the left".
+    chosen = SHOWN_ON_SQL.format(i="i", t="t", left="%s")  # the stimulus on the side "left was chosen" says
+    left = SHOWN_ON_SQL.format(i="i", t="t", left="TRUE")
     return (
         f"{_insert_into()}"
-        "SELECT a.id, i.id, i.trial_id, "
-        "CASE WHEN i.left_is_a = %s THEN t.stimulus_a_id ELSE t.stimulus_b_id END, %s, "
-        "CASE WHEN i.left_is_a THEN t.stimulus_a_id ELSE t.stimulus_b_id END, %s, %s, %s, %s, %s "
+        f"SELECT a.id, i.id, i.trial_id, {chosen}, %s, {left}, %s, %s, %s, %s, %s "
         f"FROM {t['A']} a JOIN {t['E']} e ON e.id = a.experiment_id "
         f"JOIN {t['I']} i ON i.assignment_id = a.id AND i.position = %s "
         f"JOIN {t['T']} t ON t.id = i.trial_id "
-        "WHERE a.token = %s AND a.state = 'active' AND a.expires_at > %s AND e.status = 'live' "
+        f"WHERE a.token = %s AND {Assignment.OPEN_SQL.format(a='a', e='e')} "
         "ON CONFLICT DO NOTHING RETURNING client_uuid, chosen_side, response_ms"
     )
 
@@ -123,7 +136,7 @@ def _stored_sql() -> str:
     )
 
 
-def insert_new(cursor, connection, token: uuid.UUID, v: dict, now: datetime) -> bytes | None:
+def insert_new(cursor, connection, token: uuid.UUID, v: ValidJudgment, now: datetime) -> bytes | None:
     """Store ``v`` if its assignment (``token``) is open at ``now``, has an item at its position, and
     neither its uuid nor that item is stored yet: the body of the 201 answer, made from the stored row;
     None if nothing was stored.
@@ -133,34 +146,34 @@ def insert_new(cursor, connection, token: uuid.UUID, v: dict, now: datetime) -> 
     adapting values to its backend).
     """
     ops = connection.ops
-    ct = v["client_time"]
+    ct = v.client_time
     cursor.execute(_insert_sql(), [
-        v["choice"] == "left", v["choice"], v["response_ms"], _uuid_value(v["uuid"], connection),
+        v.choice == "left", v.choice, v.response_ms, _uuid_value(v.uuid, connection),
         ops.adapt_datetimefield_value(now), None if ct is None else ops.adapt_datetimefield_value(ct),
-        _events_value(v["events"], connection),
-        v["position"], token_db_value(token, connection), ops.adapt_datetimefield_value(now),
+        _events_value(v.events, connection),
+        v.position, token_db_value(token, connection), ops.adapt_datetimefield_value(now),
     ])
     row = cursor.fetchone()
     if row is None:
         return None
     uid, choice, ms = row
-    return judgment_body("created", uuid.UUID(str(uid)), v["position"], choice, ms)
+    return judgment_body("created", uuid.UUID(str(uid)), v.position, choice, ms)
 
 
 DIFFERENT_USE = b'{"error": "this uuid was already used for a different judgment"}'
 
 
-def stored_answer(cursor, connection, token: uuid.UUID, v: dict) -> tuple[int, bytes] | None:
+def stored_answer(cursor, connection, token: uuid.UUID, v: ValidJudgment) -> tuple[int, bytes] | None:
     """The answer to ``v`` from what is stored: (200, duplicate) for a replay of a stored judgment, (409, ...)
     for its uuid used for another judgment, (200, already_judged) when its slot holds another answer; None
     if nothing is stored under either. The caller has checked that the assignment is open."""
-    cursor.execute(_stored_sql(), [_uuid_value(v["uuid"], connection), v["position"],
+    cursor.execute(_stored_sql(), [_uuid_value(v.uuid, connection), v.position,
                                    token_db_value(token, connection)])
     rows = cursor.fetchall()
-    by_uuid = [r for r in rows if uuid.UUID(str(r[0])) == v["uuid"]]
+    by_uuid = [r for r in rows if uuid.UUID(str(r[0])) == v.uuid]
     if by_uuid:
         _, tok, position, choice = by_uuid[0][:4]
-        if uuid.UUID(str(tok)) != token or position != v["position"] or choice != v["choice"]:
+        if uuid.UUID(str(tok)) != token or position != v.position or choice != v.choice:
             return 409, DIFFERENT_USE
         status, row = "duplicate", by_uuid[0]
     elif rows:
@@ -173,19 +186,13 @@ def stored_answer(cursor, connection, token: uuid.UUID, v: dict) -> tuple[int, b
 
 def token_db_value(value: uuid.UUID, connection):
     """An assignment token as ``connection``'s backend stores it."""
-    from webapp.crowd.models import Assignment
-
     return Assignment._meta.get_field("token").get_db_prep_value(value, connection)
 
 
 def _events_value(value: dict | None, connection):
     """The events as ``connection``'s backend stores the JSON column; None stays SQL NULL."""
-    from webapp.crowd.models import Judgment
-
     return None if value is None else Judgment._meta.get_field("events").get_db_prep_value(value, connection)
 
 
 def _uuid_value(value: uuid.UUID, connection):
-    from webapp.crowd.models import Judgment
-
     return Judgment._meta.get_field("client_uuid").get_db_prep_value(value, connection)

@@ -6,9 +6,11 @@ researcher's erasure (``erasure.py``) deletes that participant's rows and leaves
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 from webapp.experiments.models import Experiment, Trial
 from webapp.stimuli.models import Stimulus
@@ -62,10 +64,63 @@ class Assignment(models.Model):
     def __str__(self) -> str:
         return f"assignment {self.pk} ({self.state})"
 
+    # Whether an assignment takes judgments, decided here only: it is active, not past ``expires_at``, and
+    # its study is live. The same rule in three forms: ``closed_reason`` (Python, for a row already read),
+    # ``open_q`` (a filter for an UPDATE that must not touch a closed one) and ``OPEN_SQL`` (the judging
+    # INSERT's WHERE). An active assignment past ``expires_at`` is overdue (``overdue_q``) until ``expire``
+    # marks it expired.
+    OPEN_SQL = "{a}.state = 'active' AND {a}.expires_at >= %s AND {e}.status = 'live'"
+
+    @staticmethod
+    def overdue_q(now: datetime) -> Q:
+        """Active assignments past their expiry time at ``now``."""
+        return Q(state="active", expires_at__lt=now)
+
+    @staticmethod
+    def open_q(now: datetime) -> Q:
+        """Assignments that take judgments at ``now``."""
+        return Q(state="active", expires_at__gte=now, experiment__status="live")
+
+    @staticmethod
+    def is_overdue(state: str, expires_at: datetime, now: datetime) -> bool:
+        """Whether an assignment in ``state`` that expires at ``expires_at`` is overdue at ``now``."""
+        return state == "active" and expires_at < now
+
+    @staticmethod
+    def closed_reason(state: str, expires_at: datetime, study_status: str, now: datetime) -> str | None:
+        """Why an assignment (its state, expiry time and study's status) takes no judgments at ``now``;
+        None when it does. An overdue one counts as expired."""
+        if study_status != "live":
+            return f"the study is {study_status}"
+        if Assignment.is_overdue(state, expires_at, now):
+            state = "expired"
+        if state != "active":
+            return f"this assignment is {state}"
+        return None
+
+
+# Which stimulus of a trial is on which side, decided here only: the item's ``left_is_a``. ``shown_ids``
+# and ``shown_sides`` (Python) and ``SHOWN_ON_SQL`` (the judging INSERT) state the same rule.
+SHOWN_ON_SQL = "CASE WHEN {i}.left_is_a = {left} THEN {t}.stimulus_a_id ELSE {t}.stimulus_b_id END"
+
+
+def _in_order(a, b, left_is_a: bool) -> tuple:
+    return (a, b) if left_is_a else (b, a)
+
+
+def shown_ids(trial: Trial, left_is_a: bool) -> tuple[int, int]:
+    """(left, right): the stimulus ids of ``trial`` as an item with ``left_is_a`` shows them (no query)."""
+    return _in_order(trial.stimulus_a_id, trial.stimulus_b_id, left_is_a)
+
 
 def shown_sides(trial: Trial, left_is_a: bool) -> tuple[Stimulus, Stimulus]:
-    """(left, right): the stimuli of ``trial`` as an item with ``left_is_a`` shows them (the one place)."""
-    return (trial.stimulus_a, trial.stimulus_b) if left_is_a else (trial.stimulus_b, trial.stimulus_a)
+    """(left, right): the stimuli of ``trial`` as an item with ``left_is_a`` shows them."""
+    return _in_order(trial.stimulus_a, trial.stimulus_b, left_is_a)
+
+
+def correct_side(trial: Trial, left_is_a: bool) -> str:
+    """``left`` or ``right``: the side where an item with ``left_is_a`` shows ``trial.expected``."""
+    return "left" if shown_ids(trial, left_is_a)[0] == trial.expected_id else "right"
 
 
 class AssignmentItem(models.Model):

@@ -24,7 +24,8 @@ from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_http_methods
 
 from webapp.crowd import platforms, views
-from webapp.crowd.models import Assignment
+from webapp.crowd.assign import plan_sequence
+from webapp.crowd.models import Assignment, correct_side
 from webapp.experiments.access import experiment_for
 from webapp.experiments.models import Experiment, Trial
 from webapp.experiments.spec import study_viewing
@@ -45,7 +46,8 @@ class PlanItem:
 def plan(exp: Experiment, seed: int) -> list[PlanItem]:
     """The items a participant of ``exp`` could get, drawn with ``seed`` (the same seed, the same items, as
     long as the study's trials are unchanged): practice first, then ``trials_per_assignment`` normal trials
-    with sentinels and repeats (sides swapped) at the study's rates, as ``assign.create_assignment`` does."""
+    with sentinels and repeats (sides swapped) at the study's rates, planned as an assignment is
+    (``assign.plan_sequence``)."""
     trials = list(Trial.objects.filter(experiment=exp).order_by("id")
                   .select_related("stimulus_a", "stimulus_b", "reference"))
     by_kind: dict[str, list[Trial]] = {"normal": [], "sentinel": [], "practice": []}
@@ -53,26 +55,9 @@ def plan(exp: Experiment, seed: int) -> list[PlanItem]:
         by_kind.setdefault(t.kind, []).append(t)
     rng = random.Random(seed)
     chosen = rng.sample(by_kind["normal"], min(exp.trials_per_assignment, len(by_kind["normal"])))
-    sequence: list[tuple[Trial, bool, bool]] = [(t, False, False) for t in chosen]  # trial, repeat, practice
-    sentinels = by_kind["sentinel"]
-    for i in range(min(round(exp.sentinel_rate * len(chosen)), len(sentinels))):
-        sequence.insert(rng.randint(1, len(sequence)), (sentinels[i % len(sentinels)], False, False))
-    for t in rng.sample(chosen, min(round(exp.repeat_rate * len(chosen)), len(chosen))):
-        first = next(i for i, s in enumerate(sequence) if s[0].pk == t.pk)
-        sequence.insert(rng.randint(first + 1, len(sequence)), (t, True, False))
-    practice = by_kind["practice"]
-    n_practice = exp.practice_trials if practice else 0
-    sequence = [(practice[i % len(practice)], False, True) for i in range(n_practice)] + sequence
-    first_side: dict[int, bool] = {}
-    out = []
-    for pos, (trial, is_repeat, is_practice) in enumerate(sequence):
-        if is_repeat:
-            left_is_a = not first_side[trial.pk]
-        else:
-            left_is_a = rng.random() < 0.5
-            first_side.setdefault(trial.pk, left_is_a)
-        out.append(PlanItem(pos, trial, left_is_a, is_practice))
-    return out
+    sequence = plan_sequence(exp, chosen, by_kind["sentinel"], by_kind["practice"], rng)
+    return [PlanItem(pos, trial, left_is_a, is_practice)
+            for pos, (trial, _, is_practice, left_is_a) in enumerate(sequence)]
 
 
 def _study(request: HttpRequest, slug: str) -> Experiment:
@@ -122,8 +107,7 @@ def _item_json(exp: Experiment, seed: int, item: PlanItem) -> dict:
            "right": base + "right", "ref": base + "ref" if exp.mode == "triplet" else None,
            "practice": item.is_practice, "answered": None}
     if item.is_practice and trial.expected_id:
-        left_id = trial.stimulus_a_id if item.left_is_a else trial.stimulus_b_id
-        out["correct"] = "left" if left_id == trial.expected_id else "right"
+        out["correct"] = correct_side(trial, item.left_is_a)
     return out
 
 

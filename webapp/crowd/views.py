@@ -44,8 +44,8 @@ from django.views.i18n import JavaScriptCatalog
 from webapp.crowd import platforms, viewing
 from webapp.crowd.assign import create_assignment, expire, locked_for_entry
 from webapp.crowd.erasure import NotErasable, erase_participant
-from webapp.crowd.judging import insert_new, stored_answer, token_db_value, validate_judgment
-from webapp.crowd.models import Assignment, AssignmentItem, Erasure, Participant, shown_sides
+from webapp.crowd.judging import ValidJudgment, insert_new, stored_answer, token_db_value, validate_judgment
+from webapp.crowd.models import Assignment, AssignmentItem, Erasure, Participant, correct_side, shown_sides
 from webapp.crowd.origin import foreign_origin
 from webapp.crowd.platforms import BadEntry, Identity, Platform
 from webapp.crowd.ratelimit import over_limit
@@ -139,7 +139,7 @@ def _existing(exp: Experiment, ident: Identity, pid: int | None = None) -> Assig
     qs = platforms.for_experiment(exp).resumable(mine, ident)
     qs = qs.exclude(state="expired").order_by("-created")
     for a in qs[:1]:
-        if a.state == "active" and a.expires_at < timezone.now():
+        if Assignment.is_overdue(a.state, a.expires_at, timezone.now()):
             expire(a.experiment_id, [a.pk])
             return None
         return a
@@ -315,15 +315,13 @@ def _assignment(token: uuid.UUID) -> Assignment:
 def _closed_reason_for(
     pk: int, experiment_id: int, state: str, expires_at: datetime, study_status: str
 ) -> str | None:
-    """Why the assignment ``pk`` cannot take judgments now (None = it can); marks it expired if overdue."""
-    if study_status != "live":
-        return f"the study is {study_status}"
-    if state == "active" and expires_at < timezone.now():
+    """Why the assignment ``pk`` cannot take judgments now (None = it can: ``Assignment.closed_reason``);
+    marks it expired if overdue."""
+    now = timezone.now()
+    reason = Assignment.closed_reason(state, expires_at, study_status, now)
+    if study_status == "live" and Assignment.is_overdue(state, expires_at, now):
         expire(experiment_id, [pk])
-        state = "expired"
-    if state != "active":
-        return f"this assignment is {state}"
-    return None
+    return reason
 
 
 def _closed_reason(a: Assignment) -> str | None:
@@ -406,8 +404,7 @@ def _item_json(a: Assignment, item: AssignmentItem, prefix: str) -> dict:
         "answered": item.answered,
     }
     if item.is_practice and item.trial.expected_id:  # feedback only for practice, never for sentinels
-        left_id = item.trial.stimulus_a_id if item.left_is_a else item.trial.stimulus_b_id
-        out["correct"] = "left" if left_id == item.trial.expected_id else "right"
+        out["correct"] = correct_side(item.trial, item.left_is_a)
     return out
 
 
@@ -515,7 +512,7 @@ def _json(body: bytes, status: int) -> HttpResponse:
     return HttpResponse(body, status=status, content_type="application/json")
 
 
-def _replay(token: uuid.UUID, v: dict) -> HttpResponse | None:
+def _replay(token: uuid.UUID, v: ValidJudgment) -> HttpResponse | None:
     """Answer a replayed uuid or an already-judged position from what is stored (None if neither)."""
     with connection.cursor() as cur:
         answer = stored_answer(cur, connection, token, v)
@@ -559,7 +556,7 @@ def judge(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
                 created = None
             if created:
                 return _json(created, 201)
-            cur.execute(_judge_lookup_sql(), [v["position"], token_db_value(token, connection)])
+            cur.execute(_judge_lookup_sql(), [v.position, token_db_value(token, connection)])
             row = cur.fetchone()
     if row is None:  # an unknown token is 404 before any complaint about the request
         _assignment(token)
@@ -578,7 +575,7 @@ def judge(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
     if replay:
         return replay
     if item_id is None:
-        return JsonResponse({"error": f"no item at position {v['position']}"}, status=400)
+        return JsonResponse({"error": f"no item at position {v.position}"}, status=400)
     # Open, the item exists and nothing is stored under this uuid or position: the assignment or study
     # changed between the two statements (it was reopened, say). Try the insert once more.
     with connection.cursor() as cur:
@@ -623,8 +620,7 @@ def device(request: HttpRequest, token: uuid.UUID) -> JsonResponse:
     if err or msg:
         _assignment(token)  # an unknown token is 404 before any complaint about the request
         return err or JsonResponse({"error": msg}, status=400)
-    open_now = Assignment.objects.filter(token=token, state="active", expires_at__gte=timezone.now(),
-                                         experiment__status="live")
+    open_now = Assignment.objects.filter(Assignment.open_q(timezone.now()), token=token)
     if open_now.update(device=facts):
         return JsonResponse({"status": "ok"})
     reason = _closed_reason(_assignment(token))  # it is closed, or the study is not live

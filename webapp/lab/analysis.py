@@ -15,15 +15,16 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count, F, Max, Min, Q
 from django.db.models.functions import TruncHour, TruncMinute
 
 from learning import twoafc
+from webapp.crowd.models import Assignment, Judgment, Participant
+from webapp.experiments.models import Trial
+from webapp.stimuli.models import Stimulus
 
 
 def _judgments(experiment, exclude: set[int] | None = None, normal_only: bool = True):
-    from webapp.crowd.models import Judgment
-
     qs = Judgment.objects.filter(trial__experiment=experiment).exclude(item__is_practice=True)
     qs = qs.filter(trial__kind="normal") if normal_only else qs.exclude(trial__kind="practice")
     if exclude:
@@ -43,11 +44,7 @@ def trial_counts(experiment, exclude: set[int] | None = None,
                  choices: dict[tuple[int, int], int] | None = None) -> dict[int, tuple[int, int]]:
     """``{trial pk: (n judgments, n choosing stimulus_b = p1)}`` over normal trials with ≥1 judgment; from
     ``choices`` (``choice_counts``) when given, else by one aggregate query."""
-    from django.db.models import F
-
     if choices is not None:
-        from webapp.experiments.models import Trial
-
         b_of = dict(Trial.objects.filter(id__in={t for t, _ in choices}).values_list("id", "stimulus_b_id"))
         out: dict[int, tuple[int, int]] = {}
         for (tid, chosen), n in sorted(choices.items()):
@@ -66,9 +63,6 @@ def trial_counts(experiment, exclude: set[int] | None = None,
 def progress(experiment, counts: dict[int, tuple[int, int]] | None = None) -> dict:
     """Collected judgments against the target (each trial capped at its target), plus participant counts;
     ``counts``: ``trial_counts(experiment)`` if already at hand."""
-    from webapp.crowd.models import Assignment, Participant
-    from webapp.experiments.models import Trial
-
     counts = trial_counts(experiment) if counts is None else counts
     target = collected = trials = 0
     for tid, tgt in Trial.objects.filter(experiment=experiment, kind="normal").values_list(
@@ -94,8 +88,6 @@ def progress(experiment, counts: dict[int, tuple[int, int]] | None = None) -> di
 def coverage(experiment, exclude: set[int] | None = None,
              counts: dict[int, tuple[int, int]] | None = None) -> list[dict]:
     """Per normal trial: judgments collected and the target (``counts``: ``trial_counts`` if at hand)."""
-    from webapp.experiments.models import Trial
-
     counts = trial_counts(experiment, exclude) if counts is None else counts
     return [
         {"trial": tid, "n": counts.get(tid, (0, 0))[0], "target": tgt or experiment.judgments_per_trial}
@@ -130,11 +122,7 @@ def setting_label(codec: str, quality, target_bpp) -> str:
 
 def _stimulus_table(experiment) -> dict[int, dict]:
     """Facts of every stimulus used by the experiment's normal trials, keyed by stimulus pk."""
-    from webapp.stimuli.models import Stimulus
-
     ids = set()
-    from webapp.experiments.models import Trial
-
     for a, b in Trial.objects.filter(experiment=experiment, kind="normal").values_list(
         "stimulus_a_id", "stimulus_b_id"
     ):
@@ -150,8 +138,6 @@ def win_rates(experiment, exclude: set[int] | None = None,
 
     From the judgments counted per trial and choice (``choices``: ``choice_counts`` if at hand; ``stim``:
     ``_stimulus_table``), so its cost does not grow with the number of judgments."""
-    from webapp.experiments.models import Trial
-
     stim = _stimulus_table(experiment) if stim is None else stim
     choices = choice_counts(experiment, exclude) if choices is None else choices
     pair = {t: (a, b) for t, a, b in Trial.objects.filter(id__in={t for t, _ in choices})
@@ -233,8 +219,6 @@ def metric_agreement(experiment, exclude: set[int] | None = None,
     Also returns the human ceiling (pairwise agreement) on the same trials for comparison. ``counts``
     (``trial_counts``), ``stim`` (``_stimulus_table``) and ``ag`` (``agreement``): if already at hand.
     """
-    from webapp.experiments.models import Trial
-
     counts = trial_counts(experiment, exclude) if counts is None else counts
     stim = _stimulus_table(experiment) if stim is None else stim
     rows: dict[str, list[tuple[float, float, float]]] = {"psnr": [], "ssim": []}  # (d0, d1, h)

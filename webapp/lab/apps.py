@@ -8,3 +8,6 @@ class LabConfig(AppConfig):
     name = "webapp.lab"
     label = "lab"
     verbose_name = "Researcher lab"
+
+    def ready(self) -> None:
+        from webapp.lab import receivers  # noqa: F401  (connects them; it imports models)

@@ -42,10 +42,16 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count
+from PIL import Image
+from tqdm import tqdm
 
 from learning.data.bapps import write_triplet
-from webapp.lab import analysis
+from webapp.crowd.models import Erasure, Judgment
+from webapp.crowd.simulated import simulated_ids
+from webapp.experiments.models import Trial
+from webapp.lab import analysis, jod_scales
 from webapp.lab.qc import compute_qc, qc_rules
+from webapp.stimuli.models import Stimulus
 
 FORMAT_VERSION = 1
 # What the judging page recorded while the trial was shown (``Judgment.events``, ``crowd.judging.EVENTS``):
@@ -135,8 +141,6 @@ def _png_bytes(f) -> bytes:
     data = _read_field(f)
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return data
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.open(io.BytesIO(data)).convert("RGB").save(buf, format="PNG")
     return buf.getvalue()
@@ -225,13 +229,6 @@ def export_experiment(experiment, out: str | os.PathLike, exclude_flagged: bool 
 
 def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_size: int,
             include_simulated: bool = False, on_progress: Progress | None = None) -> dict:
-    from tqdm import tqdm
-
-    from webapp.crowd.models import Erasure, Judgment
-    from webapp.crowd.simulated import simulated_ids
-    from webapp.experiments.models import Trial
-    from webapp.stimuli.models import Stimulus
-
     w = _Writer(out)
     slug = experiment.slug
     with snapshot():
@@ -348,7 +345,7 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
         csv_f.close()
         jsonl_f.close()
 
-        # 3. JOD scales with their intervals (webapp.lab.scaling), over the same judgments as the fractions.
+        # 3. JOD scales with their intervals (jod_scales), over the same judgments as the fractions.
         scale_summary = _write_scale(w, experiment, excluded)
 
         # 4. The manifest.
@@ -412,17 +409,15 @@ SCALE_FIELDS = ["level", "reference_sha256", "condition", "label", "bpp", "jod",
 def _write_scale(w: _Writer, experiment, excluded: set[int]) -> dict:
     """``scale.csv`` (one row per setting and per stimulus) and ``scale.json`` (the same, with the method and
     any message saying why a scale is missing); returns the manifest's summary of them."""
-    from webapp.lab import scaling
-
-    rows = scaling.judgment_rows(experiment, excluded)
-    setting = scaling.per_setting(experiment, n_boot=scaling.EXPORT_BOOT, rows=rows)
-    stimulus = scaling.per_stimulus(experiment, n_boot=scaling.EXPORT_BOOT, rows=rows)
+    rows = jod_scales.judgment_rows(experiment, excluded)
+    setting = jod_scales.per_setting(experiment, n_boot=jod_scales.EXPORT_BOOT, rows=rows)
+    stimulus = jod_scales.per_stimulus(experiment, n_boot=jod_scales.EXPORT_BOOT, rows=rows)
     method = {"model": "Thurstone Case V, MAP with hierarchical N(0, τ²) prior, τ estimated (≤ 10)",
               "unit": "JOD (1 JOD = 75 % preference)",
               "gauge": "mean 0 per scale (settings: over all; stimuli: per reference)",
               "interval": "95 % equal-tailed posterior interval, importance sampling",
-              "n_boot": scaling.EXPORT_BOOT,
-              "judgments": scaling.TRIPLET_RULE, "mode": experiment.mode}
+              "n_boot": jod_scales.EXPORT_BOOT,
+              "judgments": jod_scales.TRIPLET_RULE, "mode": experiment.mode}
     f = w.open_text("scale.csv")
     cw = csv.writer(f)
     cw.writerow(SCALE_FIELDS)

@@ -4,7 +4,9 @@ page shows, computed once: ``summary.get_summary``), rendered to PNG or SVG byte
 from __future__ import annotations
 
 import io
+import textwrap
 from collections import defaultdict
+from datetime import timedelta
 
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
@@ -38,8 +40,6 @@ def timeline(summary: Summary) -> Figure:
         cum.append(total)
     ax.plot(t, cum, "o-", drawstyle="steps-post", ms=3)
     if len(t) == 1:
-        from datetime import timedelta
-
         ax.set_xlim(t[0] - timedelta(minutes=5), t[0] + timedelta(minutes=5))
     ax.set_ylim(0, total * 1.05)
     ax.set_ylabel("judgments (cumulative)")
@@ -125,8 +125,6 @@ def scale(summary: Summary) -> Figure:
     fig, ax = _subplots(1, 1, figsize=(6, 4))
     res = summary.scale
     if res["error"]:
-        import textwrap
-
         return _empty(fig, ax, "no scale: " + textwrap.fill(res["error"], 60))
     by: dict[str, list] = defaultdict(list)
     for r in res["rows"]:

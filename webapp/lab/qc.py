@@ -1,19 +1,25 @@
 """Quality control per participant, computed from the judgments (never stored, never deleting).
 
-Rules (defaults below; an experiment overrides any of them with ``experiment.spec["qc"][KEY]``):
+The rules are ``RULES``, one ``Rule`` subclass each (defaults below; an experiment overrides any threshold
+with ``experiment.spec["qc"][KEY]``):
 
-- ``min_sentinel_accuracy``: flag when the share of sentinel trials answered with the known answer
-  (``trial.expected``) is below this, once the participant answered at least ``min_sentinels`` of them.
-- ``min_repeat_consistency``: flag when the share of planned repeats (the same trial shown again with the
-  sides swapped) on which the participant chose the *same stimulus* as the first time is below this, once
-  at least ``min_repeats`` repeat pairs exist.
-- ``max_fast_share``: flag when the share of responses faster than ``experiment.min_response_ms`` is
-  above this.
+- ``SentinelAccuracy`` (``min_sentinel_accuracy``): flag when the share of sentinel trials answered with the
+  known answer (``trial.expected``) is below this, once the participant answered at least ``min_sentinels``.
+- ``RepeatConsistency`` (``min_repeat_consistency``): flag when the share of planned repeats (the same trial
+  shown again with the sides swapped) on which the participant chose the *same stimulus* as the first time
+  is below this, once at least ``min_repeats`` repeat pairs exist.
+- ``FastResponses`` (``max_fast_share``): flag when the share of responses faster than
+  ``experiment.min_response_ms`` is above this.
 - Viewing, from what the judging page recorded while each trial was shown (``judgment.events``; judgments
-  without it do not count): ``max_focus_lost_share``: flag when the share of trials during which the page
-  lost focus (another window or tab) is above this; ``max_fullscreen_exits``, ``max_too_small`` and
-  ``max_ratio_changes``: flag when the participant left the study's fullscreen, made the window smaller
-  than its ``min_viewport``, or zoomed to a pixel ratio it does not allow more often than this, in all.
+  without it do not count): ``FocusLost`` (``max_focus_lost_share``): flag when the share of trials during
+  which the page lost focus (another window or tab) is above this; ``FullscreenExits``, ``TooSmall`` and
+  ``RatioChanges`` (``max_fullscreen_exits``, ``max_too_small``, ``max_ratio_changes``): flag when the
+  participant left the study's fullscreen, made the window smaller than its ``min_viewport``, or zoomed to a
+  pixel ratio it does not allow more often than this, in all.
+
+Adding a rule is one ``Rule`` subclass appended to ``RULES``: its thresholds, the counts it needs (SQL over
+the judgment rows, or a Django aggregate over the judgments' events) and its test with its reason text. A
+count that the QC table and the API should show is also a ``ParticipantQC`` field of the same name.
 
 Practice trials (``trial.kind == "practice"`` or ``item.is_practice``) are left out of everything.
 The counting is done by the database, one row per participant: memory and Python time grow with the number of
@@ -22,20 +28,133 @@ participants, not with the number of judgments.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
-QC_DEFAULTS: dict[str, float] = {
-    "min_sentinel_accuracy": 0.75,
-    "min_sentinels": 1,
-    "min_repeat_consistency": 0.5,
-    "min_repeats": 2,
-    "max_fast_share": 0.25,
-    "max_focus_lost_share": 0.25,
-    "max_fullscreen_exits": 2,
-    "max_too_small": 2,
-    "max_ratio_changes": 2,
-}
+from django.db import connection
+from django.db.models import Count, Func, IntegerField, Q, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce
+
+from webapp.crowd.models import Assignment, AssignmentItem, Judgment, Participant
+from webapp.experiments.models import Trial
+
+
+def _times(n: int) -> str:
+    return "1 time" if n == 1 else f"{n} times"
+
+
+def _event_total(key: str) -> Func:
+    """The sum of one ``judgment.events`` count over a participant's judgments (0 when none)."""
+    return Coalesce(Sum(Cast(KT(f"events__{key}"), IntegerField())), 0)
+
+
+class Rule(ABC):
+    """One QC rule. ``thresholds``: its settings and their defaults (``spec["qc"]`` overrides them);
+    ``sql``: ParticipantQC field -> SQL aggregate over the participant's judgment rows (columns of ``r`` in
+    ``_QC_SQL``; ``%(name)s`` is a threshold or ``sentinel``); ``events``: field -> Django aggregate over the
+    judgments that carry ``events``. ``reason`` is the test: why ``qc`` is flagged, or None."""
+
+    thresholds: ClassVar[dict[str, float]] = {}
+    sql: ClassVar[dict[str, str]] = {}
+    events: ClassVar[dict[str, Func]] = {}
+
+    @abstractmethod
+    def reason(self, qc: ParticipantQC, t: Mapping[str, float]) -> str | None:
+        """Why ``qc`` is flagged under the thresholds ``t`` (``qc_rules``), or None."""
+
+
+class SentinelAccuracy(Rule):
+    thresholds = {"min_sentinel_accuracy": 0.75, "min_sentinels": 1}
+    sql = {
+        "sentinels": "SUM(CASE WHEN kind = %(sentinel)s AND expected_id IS NOT NULL THEN 1 ELSE 0 END)",
+        "sentinel_correct": "SUM(CASE WHEN kind = %(sentinel)s AND expected_id IS NOT NULL "
+                            "AND chosen_id = expected_id THEN 1 ELSE 0 END)",
+    }
+
+    def reason(self, qc: ParticipantQC, t: Mapping[str, float]) -> str | None:
+        if qc.sentinels >= t["min_sentinels"] and qc.sentinel_accuracy < t["min_sentinel_accuracy"]:
+            return f"sentinel accuracy {qc.sentinel_accuracy:.2f} < {t['min_sentinel_accuracy']:.2f}"
+        return None
+
+
+class RepeatConsistency(Rule):
+    """A planned repeat (``item.is_repeat``) counts when the participant judged the same trial before as a
+    non-repeat; it is consistent when it chose the stimulus chosen at the first such judgment (lowest id)."""
+
+    thresholds = {"min_repeat_consistency": 0.5, "min_repeats": 2}
+    sql = {
+        "repeats": "SUM(CASE WHEN is_repeat AND NOT first_is_repeat THEN 1 ELSE 0 END)",
+        "repeat_consistent": "SUM(CASE WHEN is_repeat AND NOT first_is_repeat AND chosen_id = first_chosen "
+                             "THEN 1 ELSE 0 END)",
+    }
+
+    def reason(self, qc: ParticipantQC, t: Mapping[str, float]) -> str | None:
+        if qc.repeats >= t["min_repeats"] and qc.repeat_consistency < t["min_repeat_consistency"]:
+            return f"repeat consistency {qc.repeat_consistency:.2f} < {t['min_repeat_consistency']:.2f}"
+        return None
+
+
+class FastResponses(Rule):
+    """Faster than the study's ``min_response_ms`` (the floor ``qc_rules`` adds; not a ``spec["qc"]`` key)."""
+
+    thresholds = {"max_fast_share": 0.25}
+    sql = {"fast": "SUM(CASE WHEN response_ms < %(min_response_ms)s THEN 1 ELSE 0 END)"}
+
+    def reason(self, qc: ParticipantQC, t: Mapping[str, float]) -> str | None:
+        if qc.judgments and qc.fast_share > t["max_fast_share"]:
+            return (f"{qc.fast_share:.0%} of responses faster than {t['min_response_ms']:.0f} ms"
+                    f" (max {t['max_fast_share']:.0%})")
+        return None
+
+
+class FocusLost(Rule):
+    thresholds = {"max_focus_lost_share": 0.25}
+    events = {"focus_lost": Count("id", filter=Q(events__focus_lost__gt=0))}
+
+    def reason(self, qc: ParticipantQC, t: Mapping[str, float]) -> str | None:
+        if qc.with_events and qc.focus_lost_share > t["max_focus_lost_share"]:
+            return f"lost focus on {qc.focus_lost_share:.0%} of trials (max {t['max_focus_lost_share']:.0%})"
+        return None
+
+
+class FullscreenExits(Rule):
+    thresholds = {"max_fullscreen_exits": 2}
+    events = {"fullscreen_exits": _event_total("fullscreen_exits")}
+
+    def reason(self, qc: ParticipantQC, t: Mapping[str, float]) -> str | None:
+        if qc.fullscreen_exits > t["max_fullscreen_exits"]:
+            return f"left fullscreen {_times(qc.fullscreen_exits)} (max {t['max_fullscreen_exits']:.0f})"
+        return None
+
+
+class TooSmall(Rule):
+    thresholds = {"max_too_small": 2}
+    events = {"too_small": _event_total("too_small")}
+
+    def reason(self, qc: ParticipantQC, t: Mapping[str, float]) -> str | None:
+        if qc.too_small > t["max_too_small"]:
+            return f"window below the minimum size {_times(qc.too_small)} (max {t['max_too_small']:.0f})"
+        return None
+
+
+class RatioChanges(Rule):
+    thresholds = {"max_ratio_changes": 2}
+    events = {"ratio_changes": _event_total("ratio_changed")}
+
+    def reason(self, qc: ParticipantQC, t: Mapping[str, float]) -> str | None:
+        if qc.ratio_changes > t["max_ratio_changes"]:
+            return (f"zoomed to a pixel ratio not allowed {_times(qc.ratio_changes)} "
+                    f"(max {t['max_ratio_changes']:.0f})")
+        return None
+
+
+# In the order their reasons are listed.
+RULES: tuple[Rule, ...] = (SentinelAccuracy(), RepeatConsistency(), FastResponses(), FocusLost(),
+                           FullscreenExits(), TooSmall(), RatioChanges())
+QC_DEFAULTS: dict[str, float] = {k: v for rule in RULES for k, v in rule.thresholds.items()}
 
 
 def qc_rules(experiment) -> dict[str, float]:
@@ -103,6 +222,8 @@ class ParticipantQC:
         return d
 
 
+# One row per judgment (``r``), then per participant: the judgments, the median response time and each
+# rule's ``sql`` counts (``{counts}``).
 _QC_SQL = """
 WITH j AS (
     SELECT a.participant_id AS pid, j.id, j.trial_id, t.kind, t.expected_id, j.chosen_id, i.is_repeat,
@@ -123,93 +244,47 @@ WITH j AS (
 )
 SELECT pid,
        COUNT(*),
-       SUM(CASE WHEN response_ms < %(fast)s THEN 1 ELSE 0 END),
-       SUM(CASE WHEN kind = %(sentinel)s AND expected_id IS NOT NULL THEN 1 ELSE 0 END),
-       SUM(CASE WHEN kind = %(sentinel)s AND expected_id IS NOT NULL AND chosen_id = expected_id
-                THEN 1 ELSE 0 END),
-       SUM(CASE WHEN is_repeat AND NOT first_is_repeat THEN 1 ELSE 0 END),
-       SUM(CASE WHEN is_repeat AND NOT first_is_repeat AND chosen_id = first_chosen THEN 1 ELSE 0 END),
-       AVG(CASE WHEN 2 * rank_ms >= n AND 2 * rank_ms <= n + 2 THEN response_ms END)
+       AVG(CASE WHEN 2 * rank_ms >= n AND 2 * rank_ms <= n + 2 THEN response_ms END){counts}
 FROM r
 GROUP BY pid
 ORDER BY pid
 """
 
 
-def _participant_rows(experiment, rules: dict[str, float]) -> list[tuple]:
-    """``(participant, judgments, fast, sentinels, sentinel_correct, repeats, repeat_consistent, median ms)``
-    per participant with judgments, aggregated by the database (one query; window functions, so
-    PostgreSQL or SQLite ≥ 3.25).
-
-    A planned repeat (``item.is_repeat``) counts when the participant judged the same trial before as a
-    non-repeat; it is consistent when it chose the stimulus chosen at the first such judgment (lowest id).
-    The median is the mean of the one or two middle response times, as ``statistics.median``."""
-    from django.db import connection
-
-    from webapp.crowd.models import Assignment, AssignmentItem, Judgment
-    from webapp.experiments.models import Trial
-
+def _participant_rows(experiment, rules: dict[str, float]) -> tuple[list[str], list[tuple]]:
+    """(the rules' ``sql`` count names, ``(participant, judgments, median ms, *those counts)`` per
+    participant with judgments), aggregated by the database (one query; window functions, so PostgreSQL or
+    SQLite ≥ 3.25). The median is the mean of the one or two middle response times, as
+    ``statistics.median``."""
+    counts = {name: expr for rule in RULES for name, expr in rule.sql.items()}
     qn = connection.ops.quote_name
     sql = _QC_SQL.format(judgment=qn(Judgment._meta.db_table), trial=qn(Trial._meta.db_table),
-                         item=qn(AssignmentItem._meta.db_table), assignment=qn(Assignment._meta.db_table))
-    params = {"exp": experiment.pk, "practice": "practice", "sentinel": "sentinel",
-              "fast": rules["min_response_ms"]}
+                         item=qn(AssignmentItem._meta.db_table), assignment=qn(Assignment._meta.db_table),
+                         counts="".join(f",\n       {expr}" for expr in counts.values()))
+    params = {**rules, "exp": experiment.pk, "practice": "practice", "sentinel": "sentinel"}
     with connection.cursor() as cur:
         cur.execute(sql, params)
-        return cur.fetchall()
+        return list(counts), cur.fetchall()
 
 
-def _event_rows(experiment) -> list[tuple]:
-    """``(participant, judgments with events, trials with focus lost, fullscreen exits, times too small, pixel
-    ratio changes)`` per participant, practice left out, counted by the database from the JSON column."""
-    from django.db.models import Count, IntegerField, Q, Sum
-    from django.db.models.fields.json import KT
-    from django.db.models.functions import Cast, Coalesce
-
-    from webapp.crowd.models import Judgment
-
-    def total(key: str):
-        return Coalesce(Sum(Cast(KT(f"events__{key}"), IntegerField())), 0)
-
-    return list(
-        Judgment.objects.filter(trial__experiment=experiment, events__isnull=False)
-        .exclude(trial__kind="practice").exclude(item__is_practice=True)
-        .order_by().values("assignment__participant_id")
-        .annotate(n=Count("id"), lost=Count("id", filter=Q(events__focus_lost__gt=0)),
-                  exits=total("fullscreen_exits"), small=total("too_small"), ratio=total("ratio_changed"))
-        .values_list("assignment__participant_id", "n", "lost", "exits", "small", "ratio"))
-
-
-def _times(n: int) -> str:
-    return "1 time" if n == 1 else f"{n} times"
+def _event_rows(experiment) -> tuple[list[str], list[tuple]]:
+    """(the rules' ``events`` count names, ``(participant, judgments with events, *those counts)`` per
+    participant), practice left out, counted by the database from the JSON column."""
+    counts = {name: agg for rule in RULES for name, agg in rule.events.items()}
+    rows = (Judgment.objects.filter(trial__experiment=experiment, events__isnull=False)
+            .exclude(trial__kind="practice").exclude(item__is_practice=True)
+            .order_by().values("assignment__participant_id")
+            .annotate(n=Count("id"), **counts)
+            .values_list("assignment__participant_id", "n", *counts))
+    return list(counts), list(rows)
 
 
 def _finish(qc: ParticipantQC, rules: dict[str, float]) -> None:
-    if qc.sentinels >= rules["min_sentinels"] and qc.sentinel_accuracy < rules["min_sentinel_accuracy"]:
-        qc.reasons.append(
-            f"sentinel accuracy {qc.sentinel_accuracy:.2f} < {rules['min_sentinel_accuracy']:.2f}"
-        )
-    if qc.repeats >= rules["min_repeats"] and qc.repeat_consistency < rules["min_repeat_consistency"]:
-        qc.reasons.append(
-            f"repeat consistency {qc.repeat_consistency:.2f} < {rules['min_repeat_consistency']:.2f}"
-        )
-    if qc.judgments and qc.fast_share > rules["max_fast_share"]:
-        qc.reasons.append(
-            f"{qc.fast_share:.0%} of responses faster than {rules['min_response_ms']:.0f} ms"
-            f" (max {rules['max_fast_share']:.0%})"
-        )
-    if qc.with_events and qc.focus_lost_share > rules["max_focus_lost_share"]:
-        qc.reasons.append(f"lost focus on {qc.focus_lost_share:.0%} of trials "
-                          f"(max {rules['max_focus_lost_share']:.0%})")
-    if qc.fullscreen_exits > rules["max_fullscreen_exits"]:
-        qc.reasons.append(f"left fullscreen {_times(qc.fullscreen_exits)} "
-                          f"(max {rules['max_fullscreen_exits']:.0f})")
-    if qc.too_small > rules["max_too_small"]:
-        qc.reasons.append(f"window below the minimum size {_times(qc.too_small)} "
-                          f"(max {rules['max_too_small']:.0f})")
-    if qc.ratio_changes > rules["max_ratio_changes"]:
-        qc.reasons.append(f"zoomed to a pixel ratio not allowed {_times(qc.ratio_changes)} "
-                          f"(max {rules['max_ratio_changes']:.0f})")
+    """Append the reason of every rule that flags ``qc`` (in ``RULES`` order)."""
+    for rule in RULES:
+        reason = rule.reason(qc, rules)
+        if reason is not None:
+            qc.reasons.append(reason)
 
 
 def compute_qc(experiment) -> dict[int, ParticipantQC]:
@@ -217,8 +292,6 @@ def compute_qc(experiment) -> dict[int, ParticipantQC]:
 
     Counted by the database per participant (``_participant_rows``, ``_event_rows``): three queries whatever
     the number of judgments, and memory that grows with the number of participants only."""
-    from webapp.crowd.models import Participant
-
     rules = qc_rules(experiment)
     result: dict[int, ParticipantQC] = {
         pid: ParticipantQC(pid, platform or "", platform_id or "")
@@ -227,17 +300,20 @@ def compute_qc(experiment) -> dict[int, ParticipantQC]:
         .values_list("pk", "platform", "platform_id")
     }
     judged = set()
-    for pid, n, fast, sentinels, correct, repeats, consistent, median in _participant_rows(experiment, rules):
+    names, rows = _participant_rows(experiment, rules)
+    for pid, n, median, *counts in rows:
         judged.add(pid)
         qc = result.setdefault(pid, ParticipantQC(pid, "", ""))
-        qc.judgments, qc.fast = int(n), int(fast)
-        qc.sentinels, qc.sentinel_correct = int(sentinels), int(correct)
-        qc.repeats, qc.repeat_consistent = int(repeats), int(consistent)
+        qc.judgments = int(n)
         qc.median_response_ms = float(median) if median is not None else None
-    for pid, n, lost, exits, small, ratio in _event_rows(experiment):
+        for name, value in zip(names, counts, strict=True):
+            setattr(qc, name, int(value))
+    names, rows = _event_rows(experiment)
+    for pid, n, *counts in rows:
         qc = result.setdefault(pid, ParticipantQC(pid, "", ""))
-        qc.with_events, qc.focus_lost = int(n), int(lost)
-        qc.fullscreen_exits, qc.too_small, qc.ratio_changes = int(exits), int(small), int(ratio)
+        qc.with_events = int(n)
+        for name, value in zip(names, counts, strict=True):
+            setattr(qc, name, int(value))
     for pid in judged:  # participants without judgments are listed, never flagged
         _finish(result[pid], rules)
     return result

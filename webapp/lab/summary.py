@@ -28,9 +28,18 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
+from django.db.models import Count, Max
 from django.utils import timezone
 from django_tasks import task
+
+from webapp.crowd.models import Erasure, Judgment, Participant
+from webapp.experiments.models import Experiment
+from webapp.lab import analysis, jod_scales
+from webapp.lab.export import snapshot
+from webapp.lab.qc import compute_qc, qc_rules
 
 INLINE_MAX = 20_000  # judgments up to which a stale summary is recomputed within the request
 VERSION = 2  # part of the cache key: bump when Summary changes shape
@@ -59,7 +68,7 @@ class Stamp:
 @dataclass
 class Summary:
     """The dashboard's judgment-derived figures of one study, as of ``stamp`` (computed at ``computed_at``,
-    in ``seconds``). ``qc``: ``ParticipantQC`` in participant order; ``scale``: ``scaling.per_setting``'s
+    in ``seconds``). ``qc``: ``ParticipantQC`` in participant order; ``scale``: ``jod_scales.per_setting``'s
     dict (its ``Scale`` kept for the study plan)."""
 
     stamp: Stamp
@@ -83,11 +92,6 @@ class Summary:
 
 def stamp(experiment) -> Stamp:
     """The current ``Stamp`` of ``experiment`` (three small aggregate queries)."""
-    from django.db.models import Count, Max
-
-    from webapp.crowd.models import Erasure, Judgment, Participant
-    from webapp.lab.qc import qc_rules
-
     j = Judgment.objects.filter(trial__experiment=experiment).aggregate(n=Count("id"), last=Max("id"))
     p = Participant.objects.filter(experiment=experiment).aggregate(n=Count("id"), last=Max("id"))
     erased = Erasure.objects.filter(experiment=experiment).count()
@@ -98,10 +102,6 @@ def stamp(experiment) -> Stamp:
 
 def compute(experiment) -> Summary:
     """All the figures, from one consistent snapshot of the database."""
-    from webapp.lab import analysis, scaling
-    from webapp.lab.export import snapshot
-    from webapp.lab.qc import compute_qc, qc_rules
-
     t0 = time.perf_counter()
     with snapshot():
         st = stamp(experiment)
@@ -117,7 +117,7 @@ def compute(experiment) -> Summary:
             qc=list(compute_qc(experiment).values()),
             rules=qc_rules(experiment),
             win_rates=analysis.win_rates(experiment, choices=choices, stim=stim),
-            scale=scaling.per_setting(experiment),
+            scale=jod_scales.per_setting(experiment),
             agreement=ag,
             metrics=analysis.metric_agreement(experiment, counts=counts, stim=stim, ag=ag),
             coverage=analysis.coverage(experiment, counts=counts),
@@ -137,10 +137,6 @@ def _queued_key(experiment_id: int) -> str:
 
 def shared_cache() -> bool:
     """Whether the cache is seen by other processes (the task worker): not LocMem, not the dummy."""
-    from django.core.cache import caches
-    from django.core.cache.backends.dummy import DummyCache
-    from django.core.cache.backends.locmem import LocMemCache
-
     return not isinstance(caches["default"], LocMemCache | DummyCache)
 
 
@@ -192,8 +188,6 @@ def refreshing(experiment) -> bool:
 def refresh_summary(experiment_id: int) -> dict:
     """Recompute and store the summary of experiment ``experiment_id`` (run by the task worker); returns the
     judgments it counted and the seconds it took."""
-    from webapp.experiments.models import Experiment
-
     try:
         exp = Experiment.objects.get(pk=experiment_id)
         summary = compute(exp)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 
 from django.contrib import messages
+from django.contrib.auth import get_user_model, logout
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -54,8 +55,6 @@ class LoginView(auth_views.LoginView):
 
 
 def logout_view(request):
-    from django.contrib.auth import logout
-
     if request.method == "POST":
         logout(request)
     return redirect("lab:login")
@@ -170,6 +169,7 @@ def _reference(request, slug: str, index: int):
 @require_GET
 def reference(request, slug: str, index: int):
     """Thumbnail of the experiment's ``index``-th reference (by id)."""
+    # here, not at the top: it imports torch, which the web workers load only for this page
     from webapp.stimuli.saliency import thumbnail
 
     resp = HttpResponse(thumbnail(_reference(request, slug, index)), content_type="image/png")
@@ -181,6 +181,7 @@ def reference(request, slug: str, index: int):
 @require_GET
 def saliency(request, slug: str, index: int):
     """Overlay thumbnail of the experiment's ``index``-th reference (by id) and its saliency map."""
+    # here, not at the top: it imports torch, which the web workers load only for this page
     from webapp.stimuli.saliency import overlay_thumbnail
 
     ref = _reference(request, slug, index)
@@ -302,8 +303,6 @@ def set_member(request, slug: str):
     """POST ``username`` and ``role=viewer|editor|owner`` (owner): give that user the role on the study, or
     change theirs; a refusal (unknown user or role, the owner of record, the last owner) is shown on the
     study page and changes nothing."""
-    from django.contrib.auth import get_user_model
-
     exp = experiment_for(request.user, slug, "owner")
     username = request.POST.get("username", "").strip().replace("\x00", "")[:150]
     user = get_user_model().objects.filter(username=username).first() if username else None
@@ -324,8 +323,6 @@ def set_member(request, slug: str):
 def remove_member(request, slug: str):
     """POST ``username`` (owner): take that user's role on the study away (not the owner of record's, nor
     the last owner's)."""
-    from django.contrib.auth import get_user_model
-
     exp = experiment_for(request.user, slug, "owner")
     username = request.POST.get("username", "").strip().replace("\x00", "")[:150]
     user = get_user_model().objects.filter(username=username).first() if username else None

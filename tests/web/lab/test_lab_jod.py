@@ -12,7 +12,7 @@ from django.core.management.base import CommandError
 from learning.scaling import scale_pairs
 from webapp.experiments.sampling import sampling_mode
 from webapp.experiments.spec import SpecError, validate
-from webapp.lab import scaling
+from webapp.lab import jod_scales
 from webapp.lab.export import export_experiment
 
 LABEL = {"jpeg10": "jpeg q=10", "jpeg50": "jpeg q=50", "webp30": "webp q=30"}
@@ -39,7 +39,7 @@ def _many(world, participants: int = 12, seed: int = 0) -> list[tuple]:
 @pytest.mark.django_db
 def test_per_setting_scale_equals_learning_fit_on_the_same_rows(world):
     rows = _many(world)
-    res = scaling.per_setting(world.exp, n_boot=200)
+    res = jod_scales.per_setting(world.exp, n_boot=200)
     assert res["error"] is None
     ref = scale_pairs(rows, n_boot=200, seed=0)
     got = {r["label"]: r for r in res["rows"]}
@@ -49,7 +49,7 @@ def test_per_setting_scale_equals_learning_fit_on_the_same_rows(world):
     assert got["webp q=30"]["jod"] > got["jpeg q=50"]["jod"] > got["jpeg q=10"]["jod"]
     assert got["jpeg q=10"]["mean_bpp"] == pytest.approx(0.4)
     # per stimulus: each reference on its own, mean 0 within the reference
-    st = scaling.per_stimulus(world.exp, n_boot=100)
+    st = jod_scales.per_stimulus(world.exp, n_boot=100)
     assert st["errors"] == [] and len(st["rows"]) == 6
     for sha in {r["reference_sha256"] for r in st["rows"]}:
         assert sum(r["jod"] for r in st["rows"] if r["reference_sha256"] == sha) == pytest.approx(0, abs=1e-9)
@@ -57,14 +57,14 @@ def test_per_setting_scale_equals_learning_fit_on_the_same_rows(world):
 
 @pytest.mark.django_db
 def test_no_scale_without_enough_data_says_why(world):
-    assert "no judgments" in scaling.per_setting(world.exp)["error"]
+    assert "no judgments" in jod_scales.per_setting(world.exp)["error"]
     p = world.participant("solo")
     world.judge(p, world.normal[0], "a")  # jpeg10 vs jpeg50 only: webp30 is not connected
     q = world.participant("duo")
     world.judge(q, world.normal[3], "b")
-    err = scaling.per_setting(world.exp)["error"]
+    err = jod_scales.per_setting(world.exp)["error"]
     assert "not connected" in err and "webp q=30" in err
-    st = scaling.per_stimulus(world.exp, n_boot=50)
+    st = jod_scales.per_stimulus(world.exp, n_boot=50)
     assert len(st["errors"]) == 2 and all("not connected" in e for e in st["errors"])
 
 
@@ -104,7 +104,7 @@ def test_export_writes_scale_files_listed_in_manifest(world, tmp_path):
     for r in rows:
         assert float(r["ci_low"]) <= float(r["jod"]) <= float(r["ci_high"])
     doc = json.loads((tmp_path / "out" / "scale.json").read_text())
-    assert doc["method"]["n_boot"] == scaling.EXPORT_BOOT and doc["per_setting_error"] is None
+    assert doc["method"]["n_boot"] == jod_scales.EXPORT_BOOT and doc["per_setting_error"] is None
 
 
 @pytest.mark.django_db

@@ -18,7 +18,7 @@ from django.template import Context, Template
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from webapp.lab import analysis, plots, scaling, summary
+from webapp.lab import analysis, jod_scales, plots, summary
 from webapp.lab.qc import ParticipantQC, _finish, compute_qc, qc_rules
 
 pytestmark = pytest.mark.django_db
@@ -138,7 +138,7 @@ def previous_win_rates(experiment, exclude=None) -> list[dict]:
 
 def previous_per_setting(experiment, exclude=None) -> dict:
     """``per_setting`` as it was: the comparisons built from one row per participant, trial and choice."""
-    return scaling.per_setting(experiment, exclude, rows=scaling.judgment_rows(experiment, exclude))
+    return jod_scales.per_setting(experiment, exclude, rows=jod_scales.judgment_rows(experiment, exclude))
 
 
 _CELLS = (  # the template's QC table cells after the platform column, as they were
@@ -193,7 +193,7 @@ def test_scale_from_pooled_counts_equals_the_per_participant_rows(world):
     exp = world.exp
     excluded = {pid for pid, p in compute_qc(exp).items() if p.flagged}
     for exclude in (None, excluded):
-        new, old = scaling.per_setting(exp, exclude), previous_per_setting(exp, exclude)
+        new, old = jod_scales.per_setting(exp, exclude), previous_per_setting(exp, exclude)
         assert new["error"] is None and new["rows"] == old["rows"]  # exactly: same wins, same draws
         assert new["scale"].participants == old["scale"].participants
         assert new["scale"].judgments == old["scale"].judgments
@@ -201,9 +201,9 @@ def test_scale_from_pooled_counts_equals_the_per_participant_rows(world):
 
 def test_scale_errors_equal_the_per_participant_rows(world):
     exp = world.exp
-    assert scaling.per_setting(exp)["error"] == previous_per_setting(exp)["error"]  # no judgments
+    assert jod_scales.per_setting(exp)["error"] == previous_per_setting(exp)["error"]  # no judgments
     seeded(world, 1, seed=3)
-    one = scaling.per_setting(exp)["error"]
+    one = jod_scales.per_setting(exp)["error"]
     assert one == previous_per_setting(exp)["error"] and "1 participant" in one
 
 

@@ -21,8 +21,13 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from webapp.crowd.erasure import NotErasable, erase_participant
+from webapp.crowd.models import Erasure, Judgment, Participant
 from webapp.experiments.access import experiment_for, experiments_for
 from webapp.lab.api import serializers as s
+from webapp.lab.export import opaque_id
+from webapp.lab.jobs import start_export, zip_response
+from webapp.lab.models import ExportJob
 from webapp.lab.params import BIGINT_MAX, parse_bounded_int, parse_flag
 from webapp.lab.qc import compute_qc, qc_rules
 
@@ -35,9 +40,6 @@ def _erasure_json(record) -> dict:
 def _erase(request, exp, participant_id: int, body: dict):
     """Erase participant ``participant_id`` of ``exp`` for the API's caller (``body``: the request's checked
     JSON object, with the reason); 200 with the erasure record, 404 when the study has no such participant."""
-    from webapp.crowd.erasure import NotErasable, erase_participant
-    from webapp.crowd.models import Erasure
-
     reason = body.get("reason", "")
     if not isinstance(reason, str) or len(reason) > 2000:
         raise ValidationError({"reason": "expected text of at most 2000 characters"})
@@ -141,8 +143,6 @@ class JudgmentList(LabAPIMixin, generics.ListAPIView):
     pagination_class = JudgmentCursor
 
     def get_queryset(self):
-        from webapp.crowd.models import Judgment
-
         exp = experiment_for(self.request.user, self.kwargs["slug"], "viewer")
         return (
             Judgment.objects.filter(trial__experiment=exp)
@@ -193,9 +193,6 @@ class ExportJobs(LabAPIMixin, APIView):
                                                 description="with job: the zip itself")],
                    responses={200: OpenApiTypes.OBJECT, (200, "application/zip"): OpenApiTypes.BINARY})
     def get(self, request, slug):
-        from webapp.lab.jobs import zip_response
-        from webapp.lab.models import ExportJob
-
         exp = experiment_for(request.user, slug, "viewer")
         flags = self._flags(request)
         jobs = exp.export_jobs.select_related("experiment").filter(
@@ -215,8 +212,6 @@ class ExportJobs(LabAPIMixin, APIView):
 
     @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
     def post(self, request, slug):
-        from webapp.lab.jobs import start_export
-
         exp = experiment_for(request.user, slug, "editor")
         flags = self._flags(request)
         try:
@@ -257,9 +252,6 @@ class ParticipantErasure(LabAPIMixin, APIView):
 
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
     def delete(self, request, slug, participant):
-        from webapp.crowd.models import Participant
-        from webapp.lab.export import opaque_id
-
         exp = experiment_for(request.user, slug, "owner")
         body = _body(request)
         if set(body) - {"reason"}:
@@ -279,8 +271,6 @@ class ParticipantErasureByPlatformId(LabAPIMixin, APIView):
 
     @extend_schema(request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
     def post(self, request, slug):
-        from webapp.crowd.models import Participant
-
         exp = experiment_for(request.user, slug, "owner")
         body = _body(request)
         if set(body) - {"platform_id", "platform", "reason"}:

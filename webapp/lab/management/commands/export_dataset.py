@@ -3,6 +3,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from webapp.experiments.models import Experiment
 from webapp.lab.export import ExportError, export_experiment
 
 
@@ -22,8 +23,6 @@ class Command(BaseCommand):
         parser.add_argument("--force", action="store_true", help="write into a non-empty directory")
 
     def handle(self, *args, **opts):
-        from webapp.experiments.models import Experiment
-
         try:
             exp = Experiment.objects.get(slug=opts["experiment"])
         except Experiment.DoesNotExist:

@@ -3,6 +3,10 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from learning.scaling.plan import plan
+from webapp.crowd.simulated import simulated_ids
+from webapp.experiments.models import Experiment
+from webapp.lab import jod_scales
+from webapp.lab.qc import compute_qc
 
 
 class Command(BaseCommand):
@@ -19,11 +23,6 @@ class Command(BaseCommand):
         parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
 
     def handle(self, *args, **opts):
-        from webapp.crowd.simulated import simulated_ids
-        from webapp.experiments.models import Experiment
-        from webapp.lab import scaling
-        from webapp.lab.qc import compute_qc
-
         if not opts["ci_width"] > 0:
             raise CommandError("--ci-width must be a positive number of JOD")
         try:
@@ -35,7 +34,7 @@ class Command(BaseCommand):
             exclude |= {pid for pid, p in compute_qc(exp).items() if p.flagged}
         if opts["real_only"]:
             exclude |= simulated_ids(exp)
-        res = scaling.per_setting(exp, exclude, n_boot=opts["n_boot"])
+        res = jod_scales.per_setting(exp, exclude, n_boot=opts["n_boot"])
         if res["scale"] is None:
             raise CommandError(f"no scale to plan from: {res['error']}")
         p = plan(res["scale"], opts["ci_width"])

@@ -18,13 +18,16 @@ share no zero); each reference's scale has mean 0.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 from django.db.models import Count
 
 from learning.scaling import ScalingError, comparisons, fit_comparisons
 from learning.scaling.plan import plan
+from webapp.experiments.models import Trial
 from webapp.lab.analysis import _judgments, _stimulus_table, setting_label
+from webapp.stimuli.models import Stimulus
 
 DASHBOARD_BOOT = 500
 EXPORT_BOOT = 1000
@@ -71,8 +74,6 @@ def _pooled_comparisons(experiment, exclude: set[int] | None, stim: dict[int, di
     Only for the posterior interval (``fit_comparisons(interval="posterior")``), which reads the pooled wins
     and the number of participants; a bootstrap over participants needs ``judgment_rows``. Two aggregate
     queries."""
-    from dataclasses import replace
-
     fields = ("trial__stimulus_a_id", "trial__stimulus_b_id", "chosen_id")
     qs = _judgments(experiment, exclude)
     counted = qs.values(*fields).annotate(n=Count("id")).order_by(*fields).values_list(*fields, "n")
@@ -88,8 +89,6 @@ def _sort_key(k: tuple) -> tuple:
 
 def _relabel(comp):
     """Conditions as readable labels (``jpeg q=30``) for the error messages and tables."""
-    from dataclasses import replace
-
     return replace(comp, conditions=[setting_label(*k) for k in comp.conditions])
 
 
@@ -120,9 +119,6 @@ def per_setting(experiment, exclude: set[int] | None = None, n_boot: int = DASHB
 def per_stimulus(experiment, exclude: set[int] | None = None, n_boot: int = EXPORT_BOOT, seed: int = 0,
                  rows: list | None = None) -> dict:
     """``{"rows": [...], "errors": [...]}``: JOD per stimulus, each reference scaled on its own."""
-    from webapp.experiments.models import Trial
-    from webapp.stimuli.models import Stimulus
-
     stim = _stimulus_table(experiment)
     ref_of = dict(Stimulus.objects.filter(id__in=stim).values_list("id", "reference__sha256"))
     rows = judgment_rows(experiment, exclude) if rows is None else rows

@@ -1,0 +1,8 @@
+"""Signals about participants' data, for apps that keep something derived from it without this app knowing
+them (the researcher side's cached summary of a study)."""
+
+from django.dispatch import Signal
+
+# Sent (sender=Participant, experiment_id=...) after the commit of a transaction that erased data of the
+# study's participants (their judgments, or their platform ids): whatever is cached from it is stale.
+data_erased = Signal()
