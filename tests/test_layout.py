@@ -354,8 +354,10 @@ SYS_PATH_EDIT = re.compile(r"sys\.path\s*(\.\s*(insert|append|extend)\b|\[[^\]]*
 def test_bench_never_edits_sys_path():
     bad = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}"
            for p in sorted((ROOT / "bench").rglob("*.py"))
-           for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if SYS_PATH_EDIT.search(line)]
-    assert not bad, "bench scripts run as modules (python -m bench.X), with no sys.path edits:\n" + "\n".join(bad)
+           for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+           if SYS_PATH_EDIT.search(line)]
+    assert not bad, ("bench scripts import the installed tree as it is, with no sys.path edits:\n"
+                     + "\n".join(bad))
 
 
 BENCH_FILE = re.compile(r"(^|[/\\])bench[/\\][\w/\\]*\.py\b")
@@ -393,7 +395,8 @@ def bench_paths_in(path: Path) -> list[str]:
 def test_no_test_loads_a_bench_script_by_path():
     bad = [hit for p in sorted((ROOT / "tests").rglob("*.py")) if p != Path(__file__).resolve()
            for hit in bench_paths_in(p)]
-    assert not bad, "tests import what they test (product code lives in learning/ and webapp/):\n" + "\n".join(bad)
+    assert not bad, ("tests import what they test (product code lives in learning/ and webapp/):\n"
+                     + "\n".join(bad))
 
 
 def main(argv: list[str] | None = None) -> int:
