@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ast
 import re
+import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -397,6 +398,19 @@ def test_no_test_loads_a_bench_script_by_path():
            for hit in bench_paths_in(p)]
     assert not bad, ("tests import what they test (product code lives in learning/ and webapp/):\n"
                      + "\n".join(bad))
+
+
+HEAVY = ("torch", "torchvision", "compressai")
+
+
+def test_a_web_worker_starts_without_torch():
+    """What a web worker imports (``webapp.wsgi``: Django and every view) loads no torch: the reason why
+    ``learning/__init__.py`` imports its entry points on first use, and ``learning.data.bapps`` torch in
+    ``to_tensor``. A worker that needs torch for a request (an import, a saliency map) loads it then."""
+    code = f"import sys, webapp.wsgi; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "[]", f"a web worker loads {r.stdout.strip()} at start-up"
 
 
 def main(argv: list[str] | None = None) -> int:
