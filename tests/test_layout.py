@@ -12,7 +12,7 @@ Rules: ``learning`` imports neither Django nor ``webapp``; the webapp apps impor
 (``LAYERS``); no cycle between modules; every import inside a function says why on its line or the line
 above; bench/ never edits ``sys.path`` and no test loads a bench script by file path.
 
-``python tests/test_layout.py [--root DIR] [--dot]`` prints the package-level graph (Mermaid, or DOT) and
+``python tests/test_layout.py [--root DIR] [--form mermaid|dot|list]`` prints the package-level graph and
 the cycles, for drawing the structure before and after a change.
 """
 
@@ -52,6 +52,7 @@ class Import:
     target: str  # the module imported: the deepest one of the tree it reaches, else the name as written
     path: Path
     line: int
+    end_line: int
     in_function: bool
     type_checking: bool
 
@@ -119,7 +120,8 @@ def imports_of(module: str, path: Path, modules: dict[str, Path]) -> list[Import
             targets = [_deepest(f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source, modules)
                        for a in node.names]
         for target in dict.fromkeys(targets):
-            out.append(Import(module, target, path, node.lineno, in_function, type_checking))
+            out.append(Import(module, target, path, node.lineno, node.end_lineno or node.lineno, in_function,
+                              type_checking))
     return out
 
 
@@ -249,13 +251,19 @@ def package_graph(imports: list[Import]) -> dict[tuple[str, str], bool]:
     return out
 
 
-def render(graph: dict[tuple[str, str], bool], dot: bool = False) -> str:
-    """Mermaid (default) or DOT text; a dashed edge is one made only of function-level or TYPE_CHECKING
-    imports."""
+def render(graph: dict[tuple[str, str], bool], form: str = "mermaid") -> str:
+    """``mermaid``, ``dot`` or ``list`` (one line per package) text; a dashed edge (``list``: a name in
+    parentheses) is one made only of function-level or TYPE_CHECKING imports."""
     def node(name: str) -> str:
         return name.replace(".", "_")
 
     edges = sorted(graph.items())
+    if form == "list":
+        out: dict[str, list[str]] = defaultdict(list)
+        for (a, b), top in edges:
+            out[a].append(b if top else f"({b})")
+        return "\n".join(f"{a} → {', '.join(bs)}" for a, bs in sorted(out.items()))
+    dot = form == "dot"
     if dot:
         body = [f'  "{a}" -> "{b}"{"" if top else " [style=dashed]"};' for (a, b), top in edges]
         return "digraph imports {\n  rankdir=LR;\n" + "\n".join(body) + "\n}"
@@ -330,10 +338,19 @@ def test_no_import_cycle_between_packages(imports):
     assert not cycles, "package cycles:\n" + "\n".join(cycles)
 
 
-def _has_reason(lines: list[str], line: int) -> bool:
-    here = lines[line - 1]
-    above = lines[line - 2].strip() if line > 1 else ""
-    return "#" in here or above.startswith("#")
+LINT_MARK = re.compile(r"noqa(:\s*[A-Z]+[0-9]+(\s*,\s*[A-Z]+[0-9]+)*)?|type:\s*ignore(\[[^\]]*\])?")
+
+
+def _reason(comment: str) -> bool:
+    """Whether a comment says something beyond linter marks (``# noqa: F401`` alone is no reason)."""
+    return bool(re.search(r"[A-Za-z]", LINT_MARK.sub("", comment)))
+
+
+def _has_reason(lines: list[str], first: int, last: int) -> bool:
+    """A comment with a reason on the import's lines (``first``..``last``, 1-based) or the line above."""
+    own = [line.partition("#")[2] for line in lines[first - 1:last] if "#" in line]
+    above = lines[first - 2].strip() if first > 1 else ""
+    return any(_reason(c) for c in own) or (above.startswith("#") and _reason(above[1:]))
 
 
 def test_every_function_level_import_says_why(imports):
@@ -342,7 +359,7 @@ def test_every_function_level_import_says_why(imports):
     for imp in imports:
         if imp.in_function:
             lines = sources.setdefault(imp.path, imp.path.read_text(encoding="utf-8").splitlines())
-            if not _has_reason(lines, imp.line):
+            if not _has_reason(lines, imp.line, imp.end_line):
                 bad.append(f"{imp.path.relative_to(ROOT)}:{imp.line}: {lines[imp.line - 1].strip()}")
     bad = sorted(set(bad))
     assert not bad, (f"{len(bad)} imports inside functions without a comment giving the reason (move them "
@@ -416,10 +433,10 @@ def test_a_web_worker_starts_without_torch():
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Print the package-level import graph and the cycles.")
     parser.add_argument("--root", type=Path, default=ROOT, help="the repository to read (default: this one)")
-    parser.add_argument("--dot", action="store_true", help="DOT instead of Mermaid")
+    parser.add_argument("--form", choices=("mermaid", "dot", "list"), default="mermaid")
     args = parser.parse_args(argv)
     found = import_graph(args.root.resolve())
-    print(render(package_graph(found), dot=args.dot))
+    print(render(package_graph(found), args.form))
     for what, key in (("modules", str), ("packages", package_of)):
         cycles = describe_cycles(found, key)
         print(f"\n{len(cycles)} import cycles between {what} (function-level imports count)")
