@@ -2,16 +2,20 @@
 
 Library entry points (the CLI only parses arguments for them): ``fit_dpl`` (``learning.fitting``),
 ``score_metrics`` (``learning.scoring``), ``train_codec`` (``learning.training``), ``run_rd``
-(``learning.rd``).
+(``learning.rd``), and the ``DPL`` module (``learning.dpl``). ``learning.NAME`` imports its module on first
+use: the site imports only torch-free parts of this package (``scaling``, ``twoafc``, ``data.bapps``,
+``codecs.spec``), and these entry points import torch, which would cost every web worker about 250 MB
+and a second of start-up (asserted by ``tests/test_layout.py``).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __all__ = ["DPL", "fit_dpl", "run_rd", "score_metrics", "train_codec"]
 
-_LAZY = {
+_ENTRY_POINTS = {
     "DPL": "learning.dpl",
     "fit_dpl": "learning.fitting",
     "run_rd": "learning.rd",
@@ -21,9 +25,6 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy so that light users (codecs, CLI help) do not pay torch's import time.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _ENTRY_POINTS:
+        return getattr(importlib.import_module(_ENTRY_POINTS[name]), name)
     raise AttributeError(name)

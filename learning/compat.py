@@ -12,14 +12,14 @@ import importlib
 import sys
 from types import ModuleType
 
+import torch
+
 _torchvision: ModuleType | None = None
 _shim_lib = None  # keep the Library object alive: its registrations die with it
 
 
 def _register_missing_ops() -> None:
     global _shim_lib
-    import torch
-
     _shim_lib = torch.library.Library("torchvision", "DEF")
     _shim_lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     _shim_lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")

@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
 from webapp.serve import command
 
 REQUIRED = ("SECRET_KEY", "ALLOWED_HOSTS", "SITE_URL", "CSRF_TRUSTED_ORIGINS", "DATABASE_URL", "REDIS_URL",
@@ -67,10 +70,7 @@ def problems(env: Mapping[str, str]) -> list[str]:
 def main() -> int:
     found = problems(os.environ)
     if not found:  # the settings' own parsing (numbers, switches, paths) names what it cannot read
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
-        from django.conf import settings
-        from django.core.exceptions import ImproperlyConfigured
-
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")  # read at the first access
         try:
             settings.DEBUG  # noqa: B018  (reads, so parses, the settings)
         except ImproperlyConfigured as exc:

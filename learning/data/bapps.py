@@ -254,9 +254,9 @@ def load_triplet(t: Triplet, patch: int | None = None,
 
 
 def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """Stack uint8 H×W×3 arrays into an N×3×H×W float tensor in [0, 1]."""
     import torch  # here, so that the site's export (write_triplet) does not load torch
 
-    """Stack uint8 H×W×3 arrays into an N×3×H×W float tensor in [0, 1]."""
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
 

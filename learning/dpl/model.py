@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learning.dpl.backbones import CHANNELS, Backbone, check_net
+from learning.dpl import weightfile
+from learning.dpl.backbones import CHANNELS, Backbone, check_net, parse_backbone_spec
 from learning.errors import LearningError
 
 # LPIPS ScalingLayer constants (input in [-1, 1])
@@ -92,9 +93,6 @@ class DPL(nn.Module):
         file). A backbone the metadata cannot name (a local file) without an override, or one whose sha256
         differs from the recorded one, is a LearningError whose message ends with ``how_to_override``;
         an override skips the sha256 check unless ``strict``."""
-        from learning.dpl import weightfile
-        from learning.dpl.backbones import parse_backbone_spec
-
         data = weightfile.load_weights(path)
         meta = dict(data.get("metadata") or {})
         if "backbone_state" in data:
@@ -114,8 +112,6 @@ class DPL(nn.Module):
 
     # ----- weights -----
     def _read_weight_file(self, weights: str | Path) -> dict:
-        from learning.dpl import weightfile
-
         data = weightfile.load_weights(weights)
         if data["net"] != self.net:
             raise LearningError(f"weight file {weights} is for net {data['net']!r}, not {self.net!r}")
@@ -139,8 +135,6 @@ class DPL(nn.Module):
         self._apply_weight_source(weights, data)
 
     def _apply_weight_source(self, weights: str | Path, data: dict | None) -> None:
-        from learning.dpl import weightfile
-
         if data is None:
             per_layer = weightfile.lpips_shipped_weights(self.net)
             self.weights_source = "lpips"

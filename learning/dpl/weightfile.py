@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import importlib.metadata
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -138,8 +139,6 @@ def from_lpips_state_dict(sd: dict[str, torch.Tensor], net: str) -> list[torch.T
 def lpips_shipped_weights(net: str) -> list[torch.Tensor]:
     """The v0.1 lin weights shipped inside the ``lpips`` PyPI package (read without importing it)."""
     check_net(net)
-    import importlib.util
-
     spec = importlib.util.find_spec("lpips")
     if spec is None or spec.origin is None:
         raise LearningError("weights='lpips' needs the lpips package (pip install lpips)")

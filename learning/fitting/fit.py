@@ -23,6 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# scipy's L-BFGS rather than torch.optim.LBFGS: constructing any torch optimizer imports torch._dynamo,
+# seconds of start-up for a fit that itself takes a fraction of a second
+from scipy.optimize import minimize
+
 from learning import twoafc
 from learning.device import device_or_cpu
 
@@ -63,10 +67,6 @@ def fit_weights(m0: torch.Tensor, m1: torch.Tensor, h: torch.Tensor, v0: torch.T
     returned weights are on the CPU. ``init``: the starting
     weights (default all ones), rescaled to the judgments' spread; ``prior`` ≥ 0: the strength of the
     pull towards them (0: none, early stopping only)."""
-    # scipy's L-BFGS rather than torch.optim.LBFGS: constructing any torch optimizer imports torch._dynamo,
-    # seconds of start-up for a fit that itself takes a fraction of a second
-    from scipy.optimize import minimize
-
     dev = device_or_cpu(device)
     if dev.type == "mps":  # float64 matrix products are not supported on MPS
         dev = torch.device("cpu")

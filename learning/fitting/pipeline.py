@@ -15,12 +15,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+
+from learning import twoafc
+from learning.data.bapps import load_2afc
+from learning.device import device_or_cpu
+from learning.dpl import weightfile
+from learning.dpl.backbones import parse_backbone_spec
+from learning.dpl.model import DPL
+from learning.dpl.weightfile import file_sha256, save_weights
 from learning.errors import LearningError
-
-if TYPE_CHECKING:
-    import torch
+from learning.fitting import cache as fcache
+from learning.fitting.fit import fit_weights, holdout, split_weights
+from learning.fitting.tune import tune
 
 __all__ = ["FitReport", "TuneSummary", "fit_dpl", "dataset_manifests"]
 
@@ -66,10 +75,6 @@ class FitReport:
 
 def _start_weights(start: str | Path, net: str) -> torch.Tensor | None:
     """The flat starting weights for ``start`` (None: uniform); LearningError for an unusable one."""
-    import torch
-
-    from learning.dpl import weightfile
-
     if str(start) == "uniform":
         return None
     if str(start) == "lpips":
@@ -84,8 +89,6 @@ def _start_weights(start: str | Path, net: str) -> torch.Tensor | None:
 
 def dataset_manifests(dirs: Sequence[str | Path]) -> dict[str, str]:
     """sha256 of manifest.json files found in the data folders or up to two levels above them."""
-    from learning.dpl.weightfile import file_sha256
-
     out = {}
     for d in dirs:
         p = Path(d).resolve()
@@ -152,17 +155,6 @@ def fit_dpl(
     Deterministic for a given seed and device. Raises LearningError for bad arguments or data, before
     the backbone runs; writes nothing then. Returns a :class:`FitReport`.
     """
-    import torch
-
-    from learning import twoafc
-    from learning.data.bapps import load_2afc
-    from learning.device import device_or_cpu
-    from learning.dpl.backbones import parse_backbone_spec
-    from learning.dpl.model import DPL
-    from learning.dpl.weightfile import save_weights
-    from learning.fitting import cache as fcache
-    from learning.fitting.fit import fit_weights, holdout, split_weights
-
     t_start = time.perf_counter()
     dev = device_or_cpu(device)
     if isinstance(data, (str, Path)):
@@ -239,8 +231,6 @@ def fit_dpl(
     head_c = res.head_c
     summary = None
     if tune_epochs:
-        from learning.fitting.tune import tune
-
         tr = tune(model, res.head_c, train, val_triplets, epochs=tune_epochs, lr=tune_lr, patch=patch_size,
                   seed=seed, batch_size=batch_size, progress=progress, log=say)
         head_c = tr.head_c

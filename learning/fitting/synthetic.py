@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-from learning.data.bapps import to_tensor
+from learning.data.bapps import to_tensor, write_triplet
 from learning.dpl.model import DPL
 
 
@@ -127,8 +127,6 @@ def write_bapps(root: Path, triplets: list[tuple[np.ndarray, ...]], h: np.ndarra
     """Write one set: ``root/{ref,p0,p1}/NNNNNN.png``, ``judge/NNNNNN.npy`` (and ``judge_n/``), with the
     writer of the site's export (``learning.data.bapps.write_triplet``); an image shown in several triplets
     is written to each (same bytes, encoded once)."""
-    from learning.data.bapps import write_triplet
-
     root = Path(root)
     encoded: dict[int, tuple[np.ndarray, bytes]] = {}
 

@@ -5,20 +5,7 @@
 ``write_report`` for ``--from-csv``; the site and benches call the same functions.
 """
 
-from __future__ import annotations
-
-from typing import Any
+from learning.rd.evaluate import resolve_curves, run_rd
+from learning.rd.report import read_csv, write_report
 
 __all__ = ["read_csv", "resolve_curves", "run_rd", "write_report"]
-
-_LAZY = {"resolve_curves": "learning.rd.evaluate", "run_rd": "learning.rd.evaluate",
-         "read_csv": "learning.rd.report", "write_report": "learning.rd.report"}
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy: the codecs and torch load only when used.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(name)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from scipy.fft import dctn, idctn
 
 from learning.codecs.jpeg_tables import STD_CHROMA, STD_LUMA, qtables_for  # noqa: F401 (re-exported)
 from learning.errors import LearningError
@@ -85,8 +86,6 @@ def composite(image: Image.Image, saliency: np.ndarray, levels: tuple[int, ...] 
 def dct_prune(image: Image.Image, saliency: np.ndarray, keeps: tuple[int, ...] = DEFAULT_KEEPS
               ) -> tuple[Image.Image, np.ndarray]:
     """Luma 8×8 DCT low-pass per block by saliency level (see module doc); returns (image, level map)."""
-    from scipy.fft import dctn, idctn
-
     w, h = image.size
     if saliency.shape != (h, w):
         raise LearningError(f"saliency map {saliency.shape[::-1]} does not match image {image.size}")

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from learning.compat import models
 from learning.errors import LearningError
-from learning.saliency import check_rgb, normalise, resize_map
+from learning.saliency.maps import check_rgb, normalise, resize_map
 
 ARCHS = ("resnet18", "resnet50", "squeezenet1_1")
 _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -83,8 +84,6 @@ class MsroiSaliency:
 
 
 def _build(arch: str, weights: str | None, random_seed: int | None) -> torch.nn.Module:
-    from learning.compat import models
-
     tv = models()
     if random_seed is not None:
         torch.manual_seed(random_seed)

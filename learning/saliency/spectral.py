@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter, uniform_filter
 
-from learning.saliency import check_rgb, normalise, resize_map
+from learning.saliency.maps import check_rgb, normalise, resize_map
 
 WORK_WIDTH = 64
 

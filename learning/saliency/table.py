@@ -1,4 +1,4 @@
-"""The DCC 2018 Kodak table, three ways, scored as the reference scored it (``scoring.py``).
+"""The DCC 2018 Kodak table, three ways, scored as the reference scored it (``reference_metrics.py``).
 
 Per image, against the standard JPEG (Pillow q50, the reference's ``original.save(quality=50)``):
 
@@ -8,7 +8,7 @@ Per image, against the standard JPEG (Pillow q50, the reference's ``original.sav
 (c) our methods (``ours-block-composite``, ``ours-dct-prune``) at the standard file's size ± 1 %.
 
 Every file is scored by ``ReferenceScorer``: the six VQMT metrics read as published (the reference's
-swapped call) and correctly, and PSNR-S over the salient regions of ``scoring.REGIONS``.
+swapped call) and correctly, and PSNR-S over the salient regions of ``reference_metrics.REGIONS``.
 
 The log's threshold: its composites are 0.93–1.97 % larger than standard and ``combine_images.py`` takes
 an integer ``-threshold_pct``; 1 would exclude most of its rows, so the log was made with 2.
@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 from PIL import Image
 
 from learning.saliency.jpeg import saliency_jpeg
 from learning.saliency.reference import reference_jpeg, saliency_u8
 from learning.saliency.reference_log import METRICS, LogRow
-from learning.saliency.scoring import PSNR_S_REGION, REGIONS, ReferenceScorer
+from learning.saliency.reference_metrics import PSNR_S_REGION, REGIONS, ReferenceScorer
 
 LOG_THRESHOLD_PCT = 2.0
 OURS = ("ours-block-composite", "ours-dct-prune")
@@ -209,18 +211,15 @@ def write_csv(entries: list[Entry], log: dict[str, LogRow], path: Path) -> None:
 
 def plot(entries: list[Entry], log: dict[str, LogRow], path_png: Path) -> None:
     """Per image ΔPSNR (published) and ΔPSNR-S against the standard JPEG, every method; PNG and SVG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     std = _by(entries, "standard")
     stems = sorted(std)
     series = [(f"(a) {e.method}", _by(entries, "a")) for e in list(_by(entries, "a").values())[:1]]
     series += [(f"(b) {e.method}", _by(entries, "b")) for e in list(_by(entries, "b").values())[:1]]
     ours = sorted({e.method for e in entries if e.way == "c"})
     series += [(f"(c) {m}", _by(entries, "c", m)) for m in ours]
-    fig, axes = plt.subplots(2, 1, figsize=(14, 7), sharex=True)
+    # a Figure of its own, not pyplot: the site imports this module (``overlay``) and keeps no pyplot state
+    fig = Figure(figsize=(14, 7))
+    axes = fig.subplots(2, 1, sharex=True)
     x = np.arange(len(stems))
     width = 0.8 / (len(series) + 1)
     for j, key in enumerate(("published:PSNR", "PSNR-S")):
@@ -239,13 +238,10 @@ def plot(entries: list[Entry], log: dict[str, LogRow], path_png: Path) -> None:
     fig.tight_layout()
     fig.savefig(path_png, dpi=90)
     fig.savefig(path_png.with_suffix(".svg"))
-    plt.close(fig)
 
 
 def overlay(image: Image.Image, saliency: np.ndarray, alpha: float = 0.5) -> Image.Image:
     """The image blended with a colour-mapped saliency map (matplotlib 'jet')."""
-    from matplotlib import colormaps
-
     heat = (colormaps["jet"](saliency)[..., :3] * 255).astype(np.float64)
     base = np.asarray(image, dtype=np.float64)
     return Image.fromarray(np.clip((1 - alpha) * base + alpha * heat, 0, 255).astype(np.uint8))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import log_ndtr
+
+from learning.scaling import thurstone
 
 
 def participant_weights(n_participants: int, n_boot: int, seed: int | None = 0) -> np.ndarray:
@@ -28,10 +31,6 @@ def refit(comp, q: np.ndarray, weights: np.ndarray, prior_sd: float | None = Non
     one matrix product (resamples × participants @ participants × compared pairs), the Hessians are solved
     as one batch (``solve_spd``). ``chunk`` resamples at a time bound the memory (chunk × pairs).
     """
-    from scipy.special import log_ndtr
-
-    from learning.scaling import thurstone
-
     prior_sd = thurstone.PRIOR_SD if prior_sd is None else prior_sd
     n, sig, inv_var = comp.n, thurstone.SIGMA, 1.0 / prior_sd**2
     lo, hi = np.minimum(comp.winner, comp.loser), np.maximum(comp.winner, comp.loser)

@@ -13,10 +13,12 @@ d ~ N(μ_d, v_d), i.e. Σ' = Σ − I Σaaᵀ Σ / (1 + I v_d). Three gains:
 * ``eig``: the joint information gain I(y; q) = H(E[p]) − E[H(p)], p = Φ(d/σ) (BALD, Houlsby et al.
   2011), D-optimal; it favours near-ties whose difference is uncertain.
 
-On the bench (bench/README.md, session 8) ``variance`` with spanning-tree batches did best; ``eig`` was
-worse than balanced sampling with the estimated posterior, though close to ``variance`` when told the
-true scale. No design can need fewer than about 70 % of balanced sampling's judgments on a 6 JOD scale
-(the A-optimal allocation at the true scale); on 12 JOD that bound is about 45 %.
+Why ``variance`` with spanning-tree batches is the site's design (``CRITERION``, ``STRATEGY``): on simulated
+crowds (``bench/active_sampling.py``; bench/README.md, "active sampling and JOD scaling") it needed the
+fewest judgments for a settled scale; ``eig`` was worse than balanced sampling with the estimated
+posterior, though close to ``variance`` when told the true scale. No design can need fewer than about
+70 % of balanced sampling's judgments on a 6 JOD scale (the A-optimal allocation at the true scale); on
+12 JOD that bound is about 45 %.
 
 Batches: ``greedy`` takes the best pair, adds its information to the posterior as if it were already
 answered, and repeats; ``mst`` is ASAP's batch: minimum spanning trees of the pair graph weighted by

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from learning.__main__ import main
-from learning.data.bapps import load_2afc, load_triplet
+from learning.data.bapps import load_2afc, load_triplet, write_triplet
 
 
 def _write_set(root: Path, n: int = 3, size: int = 20, judge_n: bool = False) -> Path:
@@ -119,18 +120,12 @@ def test_bad_arguments(tmp_path: Path, capsys) -> None:
 
 def test_write_triplet_round_trips_through_load_2afc(tmp_path):
     """The writer the site's export uses produces what the reader loads (judge fraction and judges)."""
-    import io as _io
-
-    from PIL import Image as _Image
-
-    from learning.data.bapps import load_2afc, write_triplet
-
     def write(rel: str, data: bytes) -> None:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(data)
 
-    buf = _io.BytesIO()
-    _Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, format="PNG")
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, format="PNG")
     png = buf.getvalue()
     for k, (h, n) in enumerate([(0.25, 4), (1.0, 3)]):
         write_triplet(write, "train/exp", f"{k:06d}", png, png, png, h, n)

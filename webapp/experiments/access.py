@@ -9,15 +9,12 @@ with no role never learns that a study exists (404); a lower role than needed ge
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import CharField, Exists, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import Case, CharField, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.http import Http404
 
-if TYPE_CHECKING:
-    from webapp.experiments.models import Experiment, Membership
+from webapp.experiments.models import Experiment, Membership
 
 ROLES = ("viewer", "editor", "owner")  # lowest first
 RANK = {role: i for i, role in enumerate(ROLES)}
@@ -39,8 +36,6 @@ class RoleTooLow(PermissionDenied):
 def experiments_for(user, need: str = "viewer") -> QuerySet[Experiment]:
     """Experiments on which ``user`` holds at least role ``need`` (none for anonymous users), newest first,
     each annotated with ``user_role``: the user's role on it."""
-    from webapp.experiments.models import Experiment, Membership
-
     if need not in RANK:
         raise ValueError(f"need must be one of {', '.join(ROLES)}")
     qs = Experiment.objects.all().order_by("-created", "slug")
@@ -54,16 +49,12 @@ def experiments_for(user, need: str = "viewer") -> QuerySet[Experiment]:
 
 
 def _role_expression(user, member: QuerySet[Membership]):
-    from django.db.models import Case, When
-
     return Case(When(owner=user, then=Value("owner")), default=Subquery(member.values("role")[:1]),
                 output_field=CharField())
 
 
 def role_of(user, exp: Experiment) -> str | None:
     """``user``'s role on ``exp``: ``viewer``, ``editor``, ``owner``, or None."""
-    from webapp.experiments.models import Membership
-
     if not user.is_authenticated:
         return None
     if user.is_superuser or (exp.owner_id is not None and exp.owner_id == user.pk):
@@ -75,8 +66,6 @@ def experiment_for(user, slug: str, need: str = "viewer") -> Experiment:
     """The experiment ``slug`` with ``user_role`` set, if ``user`` holds at least role ``need`` on it.
     Http404 when the user holds no role on it (never reveals that it exists), ``RoleTooLow`` (403) when
     the role is lower than ``need``."""
-    from webapp.experiments.models import Experiment
-
     try:
         exp = experiments_for(user).get(slug=slug)
     except Experiment.DoesNotExist:
@@ -95,6 +84,8 @@ def require(exp: Experiment, need: str) -> None:
 def status_need(exp: Experiment, status: str) -> str:
     """The role that may set ``exp`` to ``status``: setting live a study recruited on a paid platform
     (MTurk, Prolific: it publishes and pays there) is the owner's, any other change the editor's."""
+    # crowd sits above this app and holds the platform adapters (which say whether a platform is paid):
+    # an upward import, kept in the function until the caller passes what the platform is
     from webapp.crowd import platforms
 
     if status == "live" and platforms.for_experiment(exp).driven_from_lab:
@@ -128,8 +119,6 @@ def _owners_left(exp: Experiment, without_user_id: int) -> int:
 def _lock(exp: Experiment) -> Experiment:
     """``exp`` re-read with its row locked: concurrent membership changes of one study run one after the
     other, so two owners removing each other cannot both pass the last-owner check."""
-    from webapp.experiments.models import Experiment
-
     return Experiment.objects.select_for_update().get(pk=exp.pk)
 
 
@@ -137,8 +126,6 @@ def set_role(exp: Experiment, user, role: str, by=None) -> Membership:
     """Give ``user`` role ``role`` on ``exp`` (add or change), recorded as added by ``by``. MembershipError
     for an unknown role, for the owner of record (``exp.owner``: change it in the admin), or when it would
     demote the study's last owner."""
-    from webapp.experiments.models import Membership
-
     if role not in RANK:
         raise MembershipError(f"role must be one of {', '.join(ROLES)}")
     with transaction.atomic():
@@ -166,8 +153,6 @@ def _not_the_owner_of_record(exp: Experiment, user) -> None:
 def remove_member(exp: Experiment, user) -> bool:
     """Take ``user``'s membership of ``exp`` away; False when they had none. MembershipError for the owner
     of record or the study's last owner."""
-    from webapp.experiments.models import Membership
-
     with transaction.atomic():
         exp = _lock(exp)
         _not_the_owner_of_record(exp, user)
@@ -209,8 +194,6 @@ class OwnedByResearcherAdmin:
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         """A row is added or moved only into a study the user owns."""
-        from webapp.experiments.models import Experiment
-
         if db_field.related_model is Experiment and not request.user.is_superuser:
             kwargs["queryset"] = experiments_for(request.user, "owner")
         return super().formfield_for_foreignkey(db_field, request, **kwargs)

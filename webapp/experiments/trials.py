@@ -9,6 +9,7 @@ from django.db import transaction
 
 from learning.codecs.spec import parse_codec_spec
 from webapp.experiments.models import Experiment, Trial
+from webapp.stimuli.ingest import setting_key
 from webapp.stimuli.models import Stimulus
 
 
@@ -20,8 +21,6 @@ def build_trials(exp: Experiment) -> dict[str, int]:
     one practice trial built the same way.
     """
     rng = random.Random(exp.seed)
-    from webapp.stimuli.ingest import setting_key
-
     wanted = {(s.codec, setting_key(s)) for spec in exp.codec_settings for s in parse_codec_spec(spec)}
     counts = {"normal": 0, "sentinel": 0, "practice": 0}
     with transaction.atomic():

@@ -39,6 +39,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from webapp.experiments.models import Experiment
+from webapp.lab.analysis import progress
 from webapp.recruit.models import Decision, PlatformStudy
 from webapp.recruit.review import Proposal, Submission, propose
 
@@ -141,8 +142,6 @@ def planned_assignments(exp: Experiment) -> int:
     minus those collected, each trial capped at its own target, as ``lab.analysis.progress`` counts them)
     divided by the trials of one assignment, rounded up; at least 1. Assignments still open on earlier HITs
     are not subtracted (MTurk is not asked here)."""
-    from webapp.lab.analysis import progress
-
     p = progress(exp)
     remaining = max(p["target_judgments"] - p["collected_judgments"], 0)
     return max(1, math.ceil(remaining / max(exp.trials_per_assignment, 1)))

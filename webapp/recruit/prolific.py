@@ -46,6 +46,7 @@ from django.utils import timezone
 from urllib3.exceptions import NewConnectionError
 
 from webapp.experiments.models import Experiment
+from webapp.lab.analysis import progress
 from webapp.recruit.models import Decision, PlatformStudy
 from webapp.recruit.review import Proposal, Submission, propose
 
@@ -260,8 +261,6 @@ def external_study_url(url: str) -> str:
 
 def places_from_plan(exp: Experiment) -> int:
     """Places still needed: ceil(remaining judgments / trials per assignment), at least 1."""
-    from webapp.lab.analysis import progress
-
     p = progress(exp)
     remaining = max(0, p["target_judgments"] - p["collected_judgments"])
     return max(1, math.ceil(remaining / max(1, exp.trials_per_assignment)))

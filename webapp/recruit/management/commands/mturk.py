@@ -10,6 +10,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from webapp.experiments.models import Experiment
+from webapp.lab.analysis import progress
 from webapp.recruit import mturk as service
 from webapp.recruit.models import PlatformStudy
 
@@ -73,8 +75,6 @@ class Command(BaseCommand):
                        help="a further bonus to an assignment already paid one")
 
     def handle(self, *args, **o):
-        from webapp.experiments.models import Experiment
-
         try:
             exp = Experiment.objects.get(slug=o["slug"])
         except Experiment.DoesNotExist:
@@ -109,8 +109,6 @@ class Command(BaseCommand):
     # --- actions ----------------------------------------------------------------------------------------
 
     def _create_hit(self, exp, mturk, live: bool, o: dict) -> None:
-        from webapp.lab.analysis import progress
-
         pending = service.pending_hit(exp, mturk)
         if pending is not None:
             req = pending.details.get("request", {})

@@ -19,7 +19,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from webapp.experiments.models import Experiment
 from webapp.recruit import prolific as p
+from webapp.recruit.models import Decision
 
 
 class Command(BaseCommand):
@@ -73,8 +75,6 @@ class Command(BaseCommand):
         b.add_argument("--reason", required=True, help="why (kept here with the payment)")
 
     def handle(self, *args, **opts):
-        from webapp.experiments.models import Experiment
-
         try:
             exp = Experiment.objects.get(slug=opts["slug"])
         except Experiment.DoesNotExist:
@@ -121,8 +121,6 @@ class Command(BaseCommand):
         self._sync(exp, client, "paused")
 
     def do_list(self, exp, client, opts) -> None:
-        from webapp.recruit.models import Decision
-
         subs = p.submissions(exp, client)
         decided: dict[str, list[str]] = {}
         for sid, action, state in Decision.objects.filter(
