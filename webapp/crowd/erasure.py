@@ -31,9 +31,8 @@ from django.utils import timezone
 from webapp.crowd import active
 from webapp.crowd.assign import recount_slots
 from webapp.crowd.models import Assignment, AssignmentItem, Erasure, Judgment, Participant
-from webapp.crowd.signals import data_erased
+from webapp.crowd.signals import data_erased, worker_ids_erased
 from webapp.experiments.models import Experiment
-from webapp.recruit.models import Decision
 
 ERASED_PREFIX = "erased:"  # platform ids written by erase_platform_ids (no platform issues ids like it)
 RETENTION_SETTING = "CROWD_ERASE_PLATFORM_IDS_AFTER_DAYS"
@@ -71,10 +70,10 @@ def erase_participant(participant_id: int, experiment: Experiment, *, kind: str,
 
 
 def _blank_decisions(experiment_id: int, platform: str, worker_ids: list[str]) -> None:
-    """Blank the worker id on the study's recruiting decisions (approvals, bonuses) for these workers; the
-    submission id stays, as the record that a decision was sent once."""
-    Decision.objects.filter(experiment_id=experiment_id, platform=platform,
-                            worker_id__in=worker_ids).update(worker_id="")
+    """Have the apps that record these workers' ids (the recruiting decisions) blank them, in this
+    transaction (``worker_ids_erased``'s receivers run synchronously)."""
+    worker_ids_erased.send(sender=Participant, experiment_id=experiment_id, platform=platform,
+                           worker_ids=worker_ids)
 
 
 def forget_cached(experiment_id: int) -> None:

@@ -81,16 +81,11 @@ def require(exp: Experiment, need: str) -> None:
         raise RoleTooLow(exp.user_role, need)
 
 
-def status_need(exp: Experiment, status: str) -> str:
-    """The role that may set ``exp`` to ``status``: setting live a study recruited on a paid platform
-    (MTurk, Prolific: it publishes and pays there) is the owner's, any other change the editor's."""
-    # crowd sits above this app and holds the platform adapters (which say whether a platform is paid):
-    # an upward import, kept in the function until the caller passes what the platform is
-    from webapp.crowd import platforms
-
-    if status == "live" and platforms.for_experiment(exp).driven_from_lab:
-        return "owner"
-    return "editor"
+def status_need(status: str, paid: bool) -> str:
+    """The role that may set a study to ``status``: setting live a study recruited on a paid platform
+    (``paid``: MTurk, Prolific, where it publishes and pays; the caller asks the platform adapter) is the
+    owner's, any other change the editor's."""
+    return "owner" if status == "live" and paid else "editor"
 
 
 # --- members -----------------------------------------------------------------------------------------------

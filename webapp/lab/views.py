@@ -135,7 +135,8 @@ def experiment_detail(request, slug: str):
         "role": exp.user_role,
         "may_edit": at_least(exp.user_role, "editor"),
         "may_own": at_least(exp.user_role, "owner"),
-        "may_set_live": at_least(exp.user_role, access.status_need(exp, "live")),
+        "may_set_live": at_least(exp.user_role,
+                                 access.status_need("live", platforms.for_experiment(exp).driven_from_lab)),
         "members": access.members(exp),
         "roles": access.ROLES,
     }
@@ -200,7 +201,7 @@ def set_status(request, slug: str):
     status = request.POST.get("status", "")
     if status not in STATUSES:
         return HttpResponseBadRequest(f"status must be one of {', '.join(STATUSES)}")
-    access.require(exp, access.status_need(exp, status))
+    access.require(exp, access.status_need(status, platforms.for_experiment(exp).driven_from_lab))
     if status != exp.status:
         answers = status_changing.send_robust(Experiment, experiment=exp, status=status)
         vetoes = [str(r) for _, r in answers if isinstance(r, Exception)]

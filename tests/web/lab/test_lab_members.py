@@ -11,6 +11,7 @@ from django.core.management.base import CommandError
 from django.test import Client
 from django.urls import reverse
 
+from webapp.crowd import platforms
 from webapp.experiments import access
 from webapp.experiments.models import Membership
 
@@ -138,9 +139,12 @@ def test_experiments_for_needs_and_roles(world, users):
         access.experiment_for(users["bob"], "nope")
     with pytest.raises(ValueError):
         access.experiments_for(bob, "admin")
-    assert access.status_need(exp, "live") == "editor"  # an open link: nothing is paid
+    paid = platforms.for_experiment(exp).driven_from_lab
+    assert not paid and access.status_need("live", paid) == "editor"  # an open link: nothing is paid
     exp.platform = "mturk"
-    assert access.status_need(exp, "live") == "owner" and access.status_need(exp, "paused") == "editor"
+    paid = platforms.for_experiment(exp).driven_from_lab
+    assert paid and access.status_need("live", paid) == "owner"
+    assert access.status_need("paused", paid) == "editor"
 
 
 def test_admin_follows_roles(world, users):
