@@ -15,7 +15,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from learning.codecs.base import describe_codecs
+    from learning.codecs import describe_codecs
 
     rows = describe_codecs()
     if args.json:

@@ -58,7 +58,7 @@ def read_image(path: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from learning.codecs.base import get_codec
+    from learning.codecs import get_codec
     from learning.codecs.learned import coding_device
     from learning.codecs.ratecontrol import encode_at_bpp
     from learning.device import resolve_device

@@ -18,8 +18,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from learning.codecs.base import Codec, get_codec
+from learning.codecs.base import Codec
 from learning.codecs.ratecontrol import encode_at_bpp
+from learning.codecs.registry import get_codecs, is_checkpoint
 from learning.errors import LearningError
 
 
@@ -66,11 +67,9 @@ def resolve_curves(entries: list[str], device: str | torch.device | None = None)
     labels: set[str] = set()
     for entry in entries:
         entry = entry.strip()
-        if entry.startswith("ckpt:"):
-            from learning.codecs.learned import expand_checkpoints
-
-            paths = expand_checkpoints(entry)
-            codecs = [get_codec(f"ckpt:{p}", device=device) for p in paths]
+        codecs = get_codecs(entry, device)
+        if is_checkpoint(entry):
+            paths = [c.path for c in codecs]
             kinds = {c.curve_label() for c in codecs}
             if len(kinds) > 1:
                 detail = ", ".join(f"{p}: {c.curve_label()}" for p, c in zip(paths, codecs, strict=True))
@@ -87,7 +86,7 @@ def resolve_curves(entries: list[str], device: str | torch.device | None = None)
         else:
             if entry in labels:
                 raise LearningError(f"codec {entry!r} is listed twice in --codecs")
-            curves.append(Curve(entry, [get_codec(entry)]))
+            curves.append(Curve(entry, codecs))
             label = entry
         labels.add(label)
     return curves
