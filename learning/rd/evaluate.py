@@ -22,6 +22,7 @@ from learning.codecs.base import Codec
 from learning.codecs.ratecontrol import encode_at_bpp
 from learning.codecs.registry import get_codecs, is_checkpoint
 from learning.errors import LearningError
+from learning.metrics import get_metric
 
 
 @dataclass
@@ -101,8 +102,6 @@ def run_rd(
     device: str | torch.device | None = None,
 ) -> list[Row]:
     """Rows for every (image, curve, bpp target) and every (image, checkpoint) of the learned curves."""
-    from learning.metrics import get_metric
-
     metric_fns = {m: get_metric(m) for m in metrics}
     if all(isinstance(c, Curve) for c in codecs):
         curve_list: list[Curve] = list(codecs)  # type: ignore[arg-type]

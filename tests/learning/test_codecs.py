@@ -187,3 +187,20 @@ def test_encode_cli_device(tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "o.jpg", "o.jpg.png"]
+
+
+def test_classical_codecs_do_not_import_torch():
+    """The web app imports the registry in every process: a classical codec must not load torch."""
+    code = "\n".join([
+        "import sys",
+        "from PIL import Image",
+        "from learning.codecs import get_codec",
+        "from learning.codecs.spec import parse_codec_spec",
+        "parse_codec_spec('jpeg:50')",
+        "jpeg = get_codec('jpeg')",
+        "image = jpeg.decode(jpeg.encode(Image.new('RGB', (16, 16)), 50).data)",
+        "get_codec('avif').encode(image, 50)",
+        "print('torch' in sys.modules)",
+    ])
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
