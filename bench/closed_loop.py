@@ -301,10 +301,10 @@ def calibrate_dpl_lambda(base: Path, data: Path, dpl: Path, mse_lmbda: float, cf
     (the rate controller does the rest): λ_dpl = λ_mse · D_mse / D_dpl on a few training crops."""
     import torch
 
-    from learning.training import init as initial
+    from learning.architectures import build_model
+    from learning.training import initial_weights as initial
     from learning.training.data import CropDataset
     from learning.training.losses import build_distortion
-    from learning.training.models import build_model
 
     start = initial.load_init(str(base), None, None, None)
     model = build_model(start.arch, start.N, start.M)

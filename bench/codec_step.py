@@ -84,7 +84,7 @@ def theirs(train_py: Path, args, batches: list[torch.Tensor]):
     spec.loader.exec_module(mod)
     from compressai.losses import RateDistortionLoss
 
-    from learning.training.models import build_model
+    from learning.architectures import build_model
 
     torch.manual_seed(0)
     model = build_model(args.arch, args.N, args.M)

@@ -34,7 +34,7 @@ ALEX = data_dir() / "backbones/alexnet-imagenet-features.pth"
 
 
 def finished(path: Path, steps: int) -> bool:
-    from learning.training import checkpoint
+    from learning import checkpoint
 
     if not path.is_file():
         return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from learning.codecs.base import describe_codecs
+from learning.codecs import describe_codecs
 
 
 def add_parser(subparsers) -> None:

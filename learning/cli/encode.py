@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from learning.codecs.base import get_codec
+from learning.codecs import get_codec
 from learning.codecs.ratecontrol import encode_at_bpp
 from learning.device import add_device_argument, resolve_device
 from learning.errors import LearningError

@@ -9,10 +9,10 @@ import os
 
 import torch
 
+from learning.architectures import ARCHS
 from learning.device import add_device_argument, resolve_device
 from learning.training import train_codec
 from learning.training.loop import TrainConfig
-from learning.training.models import ARCHS
 from learning.training.schedule import SCHEDULES
 
 
@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
                                                                   "with --target-bpp, the starting λ")
     p.add_argument("--target-bpp", type=float, metavar="BPP",
                    help="steer λ during training so the training rate meets BPP (compare losses at equal "
-                        "rate; learning/training/ratetarget.py)")
+                        "rate; learning/training/steered_lambda.py)")
     p.add_argument("--saliency", help="directory of saliency maps (PNG, same stem as the images)")
     p.add_argument("--saliency-alpha", type=float, default=3.0, help="weight = 1 + α·saliency, mean 1")
     p.add_argument("--dpl-backbone", help="override the DPL backbone: PATH or random:SEED")

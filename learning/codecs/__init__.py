@@ -1,5 +1,11 @@
-"""Codec registry: ``get_codec(name).encode(image, quality)``; see ``base`` for the interface."""
+"""Codecs behind one interface: ``get_codec(name).encode(image, quality)``.
 
-from learning.codecs.base import Codec, Encoded, bits_per_pixel, get_codec, register, registered_names
+``base`` holds the interface, ``registry`` the names (and ``ckpt:`` learned codecs), ``spec`` the
+command-line settings, ``ratecontrol`` the encoding at a target bpp; one module per codec family.
+"""
 
-__all__ = ["Codec", "Encoded", "bits_per_pixel", "get_codec", "register", "registered_names"]
+from learning.codecs.base import Codec, Encoded, bits_per_pixel
+from learning.codecs.registry import describe_codecs, get_codec, get_codecs, register, registered_names
+
+__all__ = ["Codec", "Encoded", "bits_per_pixel", "describe_codecs", "get_codec", "get_codecs", "register",
+           "registered_names"]

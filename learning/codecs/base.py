@@ -1,22 +1,18 @@
-"""The codec interface and the one codec registry.
+"""The codec interface.
 
-Every codec family lives in its own module in this package and registers itself here. Images cross
-this interface as ``PIL.Image.Image`` in RGB mode; bitstreams as ``bytes``. Bits per pixel are always
-counted from the real bytes: ``8 * len(data) / (width * height)``.
+Every codec family lives in its own module in this package; ``registry`` lists them. Images cross this
+interface as ``PIL.Image.Image`` in RGB mode; bitstreams as ``bytes``. Bits per pixel are always counted
+from the real bytes: ``8 * len(data) / (width * height)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from learning.errors import LearningError
-
-if TYPE_CHECKING:
-    import torch
 
 
 def bits_per_pixel(data: bytes, size: tuple[int, int]) -> float:
@@ -39,8 +35,9 @@ class Encoded:
 class Codec:
     """A codec family behind one interface.
 
-    Subclasses set ``name``, ``quality_range`` (lowest, highest; higher = more bits), ``extension``
-    and implement ``encode_quality``, ``decode`` and ``version``.
+    Subclasses set ``name`` (the one name users type, and the registry's key), ``quality_range``
+    (lowest, highest; higher = more bits), ``extension`` and implement ``encode_quality``, ``decode`` and
+    ``version``; ``requirement`` says what to install where ``available()`` is False.
     """
 
     name: str = ""
@@ -48,6 +45,7 @@ class Codec:
     integer_quality: bool = True
     extension: str = "bin"
     description: str = ""
+    requirement: str = ""
 
     def available(self) -> bool:
         """True when the library behind this codec is importable and works here."""
@@ -72,69 +70,11 @@ class Codec:
         return Encoded(self.name, q, data, bits_per_pixel(data, image.size))
 
 
-_REGISTRY: dict[str, Callable[[], Codec]] = {}
-
-
-def register(name: str) -> Callable[[Callable[[], Codec]], Callable[[], Codec]]:
-    """Class decorator / factory registration: ``@register("jpeg")``."""
-
-    def wrap(factory: Callable[[], Codec]) -> Callable[[], Codec]:
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def registered_names() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def get_codec(name: str, require_available: bool = True,
-              device: torch.device | None = None) -> Codec:
-    """Return the codec registered under ``name``; a clear error when unknown or unavailable.
-
-    ``ckpt:PATH`` names a learned codec checkpoint made by ``train-codec``; ``device`` (None: the CPU) is
-    where its transforms run. Classical codecs ignore it.
-    """
-    _load_builtin()
-    if name.startswith("ckpt:"):
-        from learning.codecs.learned import LearnedCodec
-
-        return LearnedCodec.from_checkpoint(name[len("ckpt:"):], device)
-    if name not in _REGISTRY:
-        raise LearningError(f"unknown codec {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    codec = _REGISTRY[name]()
-    if require_available and not codec.available():
-        raise LearningError(f"codec {name!r} is not available on this machine")
-    return codec
-
-
-def _load_builtin() -> None:
-    # Import the codec modules so they register; a missing optional library only makes that codec
-    # report itself unavailable, it never breaks the registry.
-    import importlib
-
-    for module in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(f"learning.codecs.{module}")
-        except ImportError:  # the module guards its own library; this is the last line of defence
-            continue
-
-
-_BUILTIN_MODULES = ("pillow_codecs", "jpeg2000", "avif", "heic", "jxl", "learned")
-
-
-def describe_codecs() -> list[dict]:
-    """Name, availability, library version and quality range of every registered codec."""
-    rows = []
-    for name in registered_names():
-        codec = _REGISTRY[name]()
-        ok = codec.available()
-        try:
-            version = codec.version() if ok else "-"
-        except Exception as exc:  # a broken install is reported, not raised
-            ok, version = False, f"broken: {exc}"
-        rows.append({"name": name, "available": ok, "version": version,
-                     "quality_range": codec.quality_range, "description": codec.description})
-    return rows
+def decode_with_pillow(data: bytes, name: str) -> Image.Image:
+    """Decode a bitstream of a format Pillow reads; a corrupt one is a LearningError naming codec ``name``."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return im.convert("RGB")
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        raise LearningError(f"{name}: corrupt or unreadable bitstream ({exc})") from exc

@@ -3,41 +3,40 @@
 from __future__ import annotations
 
 import io
+from types import ModuleType
 
 from PIL import Image
 
-from learning.codecs.base import Codec, register
+from learning.codecs.optional import OptionalLibraryCodec
 from learning.errors import LearningError
 
-try:
-    import pillow_heif
-except ImportError:  # optional library: the codec reports itself unavailable
-    pillow_heif = None
 
+class HEIC(OptionalLibraryCodec):
+    """pillow-heif's own API (not its Pillow plugin): ``from_pillow``/``open_heif``."""
 
-@register("heic")
-class HEIC(Codec):
     name = "heic"
     quality_range = (0, 100)
     extension = "heic"
     description = "HEIC/HEVC intra (pillow-heif, libheif + x265), 4:2:0"
+    library = "pillow_heif"
+    requirement = "pillow-heif with libheif's x265 encoder"
 
-    def available(self) -> bool:
-        if pillow_heif is None:
-            return False
-        return "x265" in str(pillow_heif.libheif_info().get("encoders", {}))
+    def works(self, module: ModuleType) -> bool:
+        return "x265" in str(module.libheif_info().get("encoders", {}))
 
     def version(self) -> str:
+        pillow_heif = self.require()
         info = pillow_heif.libheif_info()
         return f"pillow-heif {pillow_heif.__version__}, libheif {info.get('libheif')}, {info.get('HEIF')}"
 
     def encode_quality(self, image: Image.Image, quality: float) -> bytes:
-        heif = pillow_heif.from_pillow(image)
+        heif = self.require().from_pillow(image)
         buf = io.BytesIO()
         heif.save(buf, quality=int(quality), chroma=420)
         return buf.getvalue()
 
     def decode(self, data: bytes) -> Image.Image:
+        pillow_heif = self.require()
         try:
             heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
             return heif.to_pillow().convert("RGB")

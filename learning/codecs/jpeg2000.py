@@ -12,15 +12,13 @@ import io
 import PIL
 from PIL import Image, features
 
-from learning.codecs.base import Codec, register
-from learning.codecs.pillow_codecs import _decode_with_pillow
+from learning.codecs.base import Codec, decode_with_pillow
 
 
 def quality_to_ratio(quality: float) -> float:
     return 2.0 * 10.0 ** ((100.0 - float(quality)) / 40.0)
 
 
-@register("jpeg2000")
 class JPEG2000(Codec):
     name = "jpeg2000"
     quality_range = (1.0, 100.0)
@@ -48,4 +46,4 @@ class JPEG2000(Codec):
         return buf.getvalue()
 
     def decode(self, data: bytes) -> Image.Image:
-        return _decode_with_pillow(data, self.name)
+        return decode_with_pillow(data, self.name)

@@ -1,9 +1,10 @@
 """Learned codecs: CompressAI models trained by ``train-codec``, used through real entropy coding.
 
-``get_codec("ckpt:PATH")`` loads a checkpoint; encoding runs ``model.compress`` (rANS) and serialises
-the byte strings and latent shape into one bitstream, so bpp counts every byte a decoder needs besides
-the model itself. A checkpoint has no quality knob: it is one rate point; several checkpoints (one per λ)
-make a curve, written ``ckpt:A.pt+B.pt+C.pt`` or ``ckpt:DIR/*.pt`` (see :func:`expand_checkpoints`).
+``get_codec("ckpt:PATH")`` loads a checkpoint (the registry resolves ``ckpt:``); encoding runs
+``model.compress`` (rANS) and serialises the byte strings and latent shape into one bitstream, so bpp
+counts every byte a decoder needs besides the model itself. A checkpoint has no quality knob: it is one
+rate point; several checkpoints (one per λ) make a curve, written ``ckpt:A.pt+B.pt+C.pt`` or
+``ckpt:DIR/*.pt`` (see :func:`learning.codecs.registry.expand_checkpoints`).
 Bitstream layout:
 
     b"LRN1" | width u16 | height u16 | latent h u16 | latent w u16 | n groups u8 |
@@ -20,8 +21,8 @@ Encode and decode on the same device (the CPU by default).
 
 from __future__ import annotations
 
-import glob
 import struct
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -29,46 +30,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from learning.codecs.base import Codec, register
+from learning import checkpoint
+from learning.architectures import PAD_MULTIPLE, build_model, compressai_available
+from learning.codecs.base import Codec
 from learning.device import device_or_cpu
 from learning.errors import LearningError
 
 MAGIC = b"LRN1"
-_GLOB_CHARS = set("*?[")
-
-
-def expand_checkpoints(spec: str) -> list[str]:
-    """``ckpt:P1+P2+...`` → checkpoint paths, in the order given; each Pi is a path or a glob pattern
-    (its matches sorted by name). A spec that names an existing file is taken whole (a '+' in a file
-    name still works). Errors: no paths, a pattern that matches nothing, a missing file, a checkpoint
-    listed twice. Only existence is checked here; loading validates the format.
-    """
-    body = spec[len("ckpt:"):] if spec.startswith("ckpt:") else spec
-    if not body.strip():
-        raise LearningError("ckpt: needs a checkpoint path: ckpt:PATH, ckpt:A.pt+B.pt or ckpt:DIR/*.pt")
-    if Path(body).is_file():
-        return [body]
-    paths: list[str] = []
-    for part in body.split("+"):
-        part = part.strip()
-        if not part:
-            raise LearningError(f"ckpt:{body}: empty path between '+' signs")
-        if _GLOB_CHARS & set(part):
-            matches = sorted(m for m in glob.glob(part) if Path(m).is_file())
-            if not matches:
-                raise LearningError(f"ckpt:{body}: pattern {part!r} matches no checkpoint file")
-            paths += matches
-        elif not Path(part).is_file():
-            raise LearningError(f"checkpoint {part!r} does not exist")
-        else:
-            paths.append(part)
-    seen: set[Path] = set()
-    for p in paths:
-        key = Path(p).resolve()
-        if key in seen:
-            raise LearningError(f"ckpt:{body}: checkpoint {p!r} is listed twice")
-        seen.add(key)
-    return paths
 
 
 def pack(strings: list[list[bytes]], shape: tuple[int, int], size: tuple[int, int]) -> bytes:
@@ -146,7 +114,6 @@ def decompress_bytes(model: torch.nn.Module, data: bytes) -> torch.Tensor:
     return out["x_hat"][..., :h, :w].clamp(0, 1).cpu()
 
 
-@register("learned")
 class LearnedCodec(Codec):
     """A trained CompressAI model; quality-less (one rate point per checkpoint). Its transforms run on
     ``device`` (see the module docstring: decode on the device you encoded on)."""
@@ -155,36 +122,28 @@ class LearnedCodec(Codec):
     quality_range = (0, 0)
     extension = "lrn"
     description = "learned codec (CompressAI, our checkpoints): use ckpt:PATH"
+    requirement = "compressai (and the torchvision it imports)"
 
-    def __init__(
-        self, model: torch.nn.Module | None = None, arch: str = "", path: str = "", config: dict | None = None
-    ):
+    def __init__(self, model: torch.nn.Module | None = None, arch: str = "", path: str = "",
+                 config: dict | None = None, name: str = ""):
         self.model, self.arch, self.path = model, arch, path
         self.config = dict(config or {})  # the training config stored in the checkpoint (loss, λ, ...)
         self.device = _device_of(model) if model is not None else torch.device("cpu")
-        if path:
-            self.name = f"ckpt:{path}"
+        self.name = name or self.name
 
     @classmethod
-    def from_checkpoint(cls, path: str, device: torch.device | None = None) -> LearnedCodec:
-        """Load a train-codec checkpoint; its transforms run on ``device`` (None: the CPU)."""
-        from learning.training.checkpoint import load
-        from learning.training.models import build_model
-
+    def from_checkpoint(cls, path: str, device: torch.device | None = None, name: str = "") -> LearnedCodec:
+        """Load a train-codec checkpoint as the codec called ``name`` (the registry's ``ckpt:PATH``); its
+        transforms run on ``device`` (None: the CPU)."""
         device = device_or_cpu(device)
         if not Path(path).is_file():
-            if "+" in path or _GLOB_CHARS & set(path):
-                raise LearningError(
-                    f"ckpt:{path} names several checkpoints (a curve, for `rd` and stimulus specs); "
-                    "this needs exactly one checkpoint file"
-                )
             raise LearningError(f"checkpoint {path!r} does not exist")
-        blob = load(path)
+        blob = checkpoint.load(path)
         model = build_model(blob["arch"], blob["N"], blob["M"])
         model.load_state_dict(blob["model"])
         model.update(force=True)
         model.eval()
-        return cls(model.to(device), blob["arch"], path, blob.get("config"))
+        return cls(model.to(device), blob["arch"], path, blob.get("config"), name)
 
     def to(self, device: torch.device | None) -> LearnedCodec:
         """Move the transforms to ``device`` (None: the CPU); returns self."""
@@ -202,18 +161,9 @@ class LearnedCodec(Codec):
         return f"learned:{self.arch or '?'}/{loss}{sal}"
 
     def available(self) -> bool:
-        try:
-            from learning import compat
-
-            compat.ensure_torchvision()  # compressai imports torchvision
-            import compressai  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        return compressai_available()
 
     def version(self) -> str:
-        from importlib import metadata
-
         return f"CompressAI {metadata.version('compressai')}" + (f", {self.arch}" if self.arch else "")
 
     def _require_model(self) -> torch.nn.Module:
@@ -222,8 +172,6 @@ class LearnedCodec(Codec):
         return self.model
 
     def encode_quality(self, image: Image.Image, quality: float) -> bytes:
-        from learning.training.models import PAD_MULTIPLE
-
         model = self._require_model()
         return compress_tensor(model, to_tensor(image), PAD_MULTIPLE.get(self.arch, 64))
 

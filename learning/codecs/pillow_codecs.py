@@ -7,21 +7,10 @@ import io
 import PIL
 from PIL import Image
 
-from learning.codecs.base import Codec, register
+from learning.codecs.base import Codec, decode_with_pillow
 from learning.codecs.jpeg_tables import qtables_for
-from learning.errors import LearningError
 
 
-def _decode_with_pillow(data: bytes, name: str) -> Image.Image:
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return im.convert("RGB")
-    except Exception as exc:  # Pillow raises many types for corrupt data
-        raise LearningError(f"{name}: corrupt or unreadable bitstream ({exc})") from exc
-
-
-@register("jpeg")
 class JPEG(Codec):
     """Quality is continuous: a fractional quality scales the Annex-K tables by libjpeg's own formula
     (``qtables_for``), so integer qualities give exactly Pillow's ``quality=`` files and rate control can
@@ -46,17 +35,15 @@ class JPEG(Codec):
         return buf.getvalue()
 
     def decode(self, data: bytes) -> Image.Image:
-        return _decode_with_pillow(data, self.name)
+        return decode_with_pillow(data, self.name)
 
 
-@register("jpeg444")
 class JPEG444(JPEG):
     name = "jpeg444"
     description = "JPEG (Pillow/libjpeg-turbo), 4:4:4, continuous quality"
     subsampling = 0
 
 
-@register("webp")
 class WebP(Codec):
     name = "webp"
     quality_range = (0, 100)
@@ -73,4 +60,4 @@ class WebP(Codec):
         return buf.getvalue()
 
     def decode(self, data: bytes) -> Image.Image:
-        return _decode_with_pillow(data, self.name)
+        return decode_with_pillow(data, self.name)

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from learning.codecs.base import Encoded, get_codec
+from learning.codecs.base import Encoded
+from learning.codecs.ratecontrol import encode_at_bpp
+from learning.codecs.registry import get_codec, get_codecs, is_checkpoint
 from learning.errors import LearningError
 
 
@@ -30,13 +32,8 @@ def parse_codec_spec(spec: str) -> list[Setting]:
     ``ckpt:A.pt+B.pt`` / ``ckpt:DIR/*.pt`` give one setting per checkpoint (each its own rate point).
     """
     spec = spec.strip()
-    if spec.startswith("ckpt:"):  # learned-codec checkpoints: one rate point each, no quality setting
-        from learning.codecs.learned import expand_checkpoints
-
-        names = [f"ckpt:{p}" for p in expand_checkpoints(spec)]
-        for name in names:
-            get_codec(name)  # validates the checkpoint format
-        return [Setting(name, "quality", 0) for name in names]
+    if is_checkpoint(spec):  # learned-codec checkpoints: one rate point each, no quality setting
+        return [Setting(codec.name, "quality", 0) for codec in get_codecs(spec)]  # loading validates each
     if "@" in spec:
         name, _, values, kind = *spec.partition("@"), "bpp"
     elif ":" in spec:
@@ -60,6 +57,4 @@ def encode_setting(image: Image.Image, setting: Setting) -> Encoded:
     codec = get_codec(setting.codec)
     if setting.kind == "quality":
         return codec.encode(image, setting.value)
-    from learning.codecs.ratecontrol import encode_at_bpp
-
     return encode_at_bpp(codec, image, setting.value).encoded

@@ -18,9 +18,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from learning.codecs.base import Codec, get_codec
+from learning.codecs.base import Codec
 from learning.codecs.ratecontrol import encode_at_bpp
+from learning.codecs.registry import get_codecs, is_checkpoint
 from learning.errors import LearningError
+from learning.metrics import get_metric
 
 
 @dataclass
@@ -66,11 +68,9 @@ def resolve_curves(entries: list[str], device: torch.device | None = None) -> li
     labels: set[str] = set()
     for entry in entries:
         entry = entry.strip()
-        if entry.startswith("ckpt:"):
-            from learning.codecs.learned import expand_checkpoints
-
-            paths = expand_checkpoints(entry)
-            codecs = [get_codec(f"ckpt:{p}", device=device) for p in paths]
+        codecs = get_codecs(entry, device)
+        if is_checkpoint(entry):
+            paths = [c.path for c in codecs]
             kinds = {c.curve_label() for c in codecs}
             if len(kinds) > 1:
                 detail = ", ".join(f"{p}: {c.curve_label()}" for p, c in zip(paths, codecs, strict=True))
@@ -87,7 +87,7 @@ def resolve_curves(entries: list[str], device: torch.device | None = None) -> li
         else:
             if entry in labels:
                 raise LearningError(f"codec {entry!r} is listed twice in --codecs")
-            curves.append(Curve(entry, [get_codec(entry)]))
+            curves.append(Curve(entry, codecs))
             label = entry
         labels.add(label)
     return curves
@@ -103,8 +103,6 @@ def run_rd(
 ) -> list[Row]:
     """Rows for every (image, curve, bpp target) and every (image, checkpoint) of the learned curves;
     checkpoints named by ``codecs`` and deep metrics run on ``device`` (None: the CPU)."""
-    from learning.metrics import get_metric
-
     metric_fns = {m: get_metric(m, device) for m in metrics}
     if all(isinstance(c, Curve) for c in codecs):
         curve_list: list[Curve] = list(codecs)  # type: ignore[arg-type]

@@ -1,11 +1,21 @@
 """Learned-codec training with CompressAI: rate + λ·distortion (MSE, MS-SSIM or a DPL), DDP-ready.
 
-:func:`train_codec` is the public entry point (what ``python -m learning train-codec`` runs).
+:func:`train_codec` is the public entry point (what ``python -m learning train-codec`` runs). The
+architectures and the checkpoint file live below this package (``learning.architectures``,
+``learning.checkpoint``), shared with the ``ckpt:`` codec.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from learning import compat
+
+# The modules of this package import compressai at their top, and compressai imports torchvision, which
+# needs the CPU shim first: a package's __init__ runs before any of its modules.
+compat.ensure_torchvision()
+
+from learning.training.loop import TrainConfig, train  # noqa: E402  (after the shim, see above)
 
 __all__ = ["train_codec"]
 
@@ -21,6 +31,4 @@ def train_codec(**kwargs: Any) -> dict[str, Any]:
     checkpoint at ``out``, ``OUT.best.pt`` and ``OUT.log.json``. Bad arguments or data raise LearningError
     before training starts. Process-wide settings (torch threads) are left to the caller.
     """
-    from learning.training.loop import TrainConfig, train
-
     return train(TrainConfig(**kwargs))

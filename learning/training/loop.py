@@ -29,15 +29,15 @@ import torch
 from pytorch_msssim import ms_ssim
 from tqdm import tqdm
 
+from learning import checkpoint
+from learning.architectures import PAD_MULTIPLE, build_model
 from learning.codecs.learned import compress_tensor, decompress_bytes
 from learning.device import autocast, check_amp, device_or_cpu
 from learning.errors import LearningError
 from learning.metrics import Metric, get_metric
-from learning.training import checkpoint, ddp, noise, ratetarget, schedule
-from learning.training import init as initial
+from learning.training import ddp, initial_weights, noise, schedule, steered_lambda
 from learning.training.data import CropDataset, StepBatches, center_crop, list_images, load_rgb
 from learning.training.losses import build_distortion
-from learning.training.models import PAD_MULTIPLE, build_model
 
 
 @dataclass
@@ -104,7 +104,7 @@ def _check(cfg: TrainConfig, arch: str, world: int) -> None:
         raise LearningError(f"--crop must be a positive multiple of {mult} for {arch}")
     if not (math.isfinite(cfg.lmbda) and cfg.lmbda > 0):
         raise LearningError("--lmbda must be positive")
-    ratetarget.check(cfg.target_bpp)
+    steered_lambda.check(cfg.target_bpp)
     if min(cfg.val_every, cfg.log_every) <= 0 or cfg.save_every < 0 or cfg.workers < 0:
         raise LearningError("--val-every and --log-every must be positive, --save-every and --workers >= 0")
     if cfg.resume and not Path(cfg.out).is_file():
@@ -191,9 +191,9 @@ class _Run:
         self.amp = check_amp(cfg.amp, device)
         blob = checkpoint.load(cfg.out) if cfg.resume and Path(cfg.out).is_file() else None
         if blob is not None:
-            start = initial.load_init(cfg.out, cfg.arch, cfg.N, cfg.M)
+            start = initial_weights.load_init(cfg.out, cfg.arch, cfg.N, cfg.M)
         else:
-            start = initial.load_init(cfg.init, cfg.arch, cfg.N, cfg.M)
+            start = initial_weights.load_init(cfg.init, cfg.arch, cfg.N, cfg.M)
         self.arch, self.N, self.M = start.arch, start.N, start.M
         _check(cfg, self.arch, world)
         self.mult = PAD_MULTIPLE[self.arch]
@@ -210,14 +210,14 @@ class _Run:
             raise LearningError(f"{n_images} training images are fewer than one batch of {cfg.batch}")
         self.total = cfg.steps if cfg.steps is not None else math.ceil(cfg.epochs * n_images / cfg.batch)
         model = build_model(self.arch, self.N, self.M)
-        initial.apply(model, start)
+        initial_weights.apply(model, start)
         self.model = model.to(device)
         self.main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
         aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
         self.optimizer = torch.optim.Adam(self.main_params, lr=cfg.lr)
         self.aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
         self.lr = schedule.build(cfg.lr_schedule, self.optimizer, cfg.lr, self.total)
-        self.lmbda = ratetarget.Lambda(cfg.lmbda, cfg.target_bpp)
+        self.lmbda = steered_lambda.Lambda(cfg.lmbda, cfg.target_bpp)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
         self.step, self.history, self.best = 0, [], math.inf
         self.config = {**asdict(cfg), "device": str(device), "arch": self.arch, "N": self.N, "M": self.M,

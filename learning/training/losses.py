@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from pytorch_msssim import ms_ssim
 
+from learning.dpl import DPL
 from learning.errors import LearningError
 
 
@@ -46,8 +48,6 @@ class MSSSIM(Distortion):
     spatial = False
 
     def forward(self, x_hat, x, weights=None):
-        from pytorch_msssim import ms_ssim
-
         if min(x.shape[-2:]) <= 160:
             raise LearningError("ms-ssim distortion needs crops larger than 160 px (use --crop 256)")
         return 1.0 - ms_ssim(x_hat, x, data_range=1.0, size_average=True)
@@ -78,10 +78,6 @@ def load_dpl(path: str, backbone: str | None = None) -> torch.nn.Module:
     a local torchvision state-dict PATH or ``random:SEED``) overrides the recorded backbone."""
     if not Path(path).is_file():
         raise LearningError(f"DPL weight file {path!r} does not exist")
-    try:
-        from learning.dpl import DPL
-    except ImportError as exc:
-        raise LearningError(f"the DPL module is not available ({exc})") from exc
     return DPL.from_file(path, backbone, how_to_override="pass the backbone with --dpl-backbone PATH")
 
 

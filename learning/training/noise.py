@@ -14,6 +14,7 @@ from __future__ import annotations
 import types
 
 import torch
+from compressai.entropy_models import EntropyBottleneck, EntropyModel
 
 
 class NoiseSource:
@@ -38,8 +39,6 @@ class NoiseSource:
 
 def install(model: torch.nn.Module, source: NoiseSource) -> None:
     """Replace the "noise" mode of every entropy model in ``model`` by draws from ``source``."""
-    from compressai.entropy_models import EntropyBottleneck, EntropyModel
-
     for module in model.modules():
         if not isinstance(module, EntropyModel):
             continue
@@ -65,8 +64,6 @@ def install(model: torch.nn.Module, source: NoiseSource) -> None:
 def keep_entropy_models_fp32(model: torch.nn.Module) -> None:
     """Under mixed precision, run every entropy model of ``model`` in fp32 (autocast off, inputs cast
     up): likelihoods of a few bits are where half precision loses the rate."""
-    from compressai.entropy_models import EntropyModel
-
     for module in model.modules():
         if not isinstance(module, EntropyModel):
             continue

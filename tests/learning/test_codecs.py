@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from learning.codecs import base
-from learning.codecs.base import Codec, bits_per_pixel, describe_codecs, get_codec, register, registered_names
+from learning.codecs import registry
+from learning.codecs.base import Codec, bits_per_pixel
+from learning.codecs.registry import describe_codecs, get_codec, register, registered_names
 from learning.codecs.spec import parse_codec_spec
 from learning.data.shared import KODAK_DIR
 from learning.errors import LearningError
@@ -60,7 +61,7 @@ def test_corrupt_bitstream_is_a_clear_error(name):
 
 
 def test_unavailable_codec_reported_registry_intact():
-    @register("test-missing")
+    @register  # the registry's key is the class's name
     class Missing(Codec):
         name = "test-missing"
 
@@ -75,15 +76,17 @@ def test_unavailable_codec_reported_registry_intact():
             get_codec("test-missing")
         assert get_codec("jpeg").encode(small_image(), 50).bpp > 0
     finally:
-        base._REGISTRY.pop("test-missing")
+        registry._REGISTRY.pop("test-missing")
 
 
 def test_missing_library_module_makes_codec_unavailable(monkeypatch):
-    import learning.codecs.heic as heic
-
-    monkeypatch.setattr(heic, "pillow_heif", None)
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # what `import pillow_heif` sees where it is absent
     assert {r["name"]: r for r in describe_codecs()}["heic"]["available"] is False
     assert "jpeg" in registered_names()
+    with pytest.raises(LearningError, match="not available on this machine: it needs pillow-heif"):
+        get_codec("heic")
+    with pytest.raises(LearningError, match="it needs pillow-heif"):
+        get_codec("heic", require_available=False).encode(small_image(), 50)
 
 
 def test_unknown_codec_and_specs():
@@ -184,3 +187,20 @@ def test_encode_cli_device(tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "o.jpg", "o.jpg.png"]
+
+
+def test_classical_codecs_do_not_import_torch():
+    """The web app imports the registry in every process: a classical codec must not load torch."""
+    code = "\n".join([
+        "import sys",
+        "from PIL import Image",
+        "from learning.codecs import get_codec",
+        "from learning.codecs.spec import parse_codec_spec",
+        "parse_codec_spec('jpeg:50')",
+        "jpeg = get_codec('jpeg')",
+        "image = jpeg.decode(jpeg.encode(Image.new('RGB', (16, 16)), 50).data)",
+        "get_codec('avif').encode(image, 50)",
+        "print('torch' in sys.modules)",
+    ])
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
+from learning import checkpoint
 from learning.__main__ import main
 from learning.errors import LearningError
-from learning.training import checkpoint
 from learning.training.loop import log_path
-from learning.training.ratetarget import GAIN, SPAN, Lambda
+from learning.training.steered_lambda import GAIN, SPAN, Lambda
 from tests.learning.test_train_codec import common, data  # noqa: F401  (the fixture)
 
 torch.set_num_threads(2)

@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
+from learning import checkpoint
 from learning.__main__ import main
 from learning.codecs import get_codec
 from learning.data.shared import KODAK_DIR
 from learning.errors import LearningError
-from learning.training import checkpoint
 from learning.training.data import CropDataset, saliency_weights
 
 KODAK = KODAK_DIR
@@ -360,7 +360,7 @@ def test_ddp_two_processes_match_one(data, tmp_path):
     a, b = _state(one), _state(two)
     init = None
     torch.manual_seed(0)
-    from learning.training.models import build_model
+    from learning.architectures import build_model
 
     init = build_model("bmshj2018-factorized", 32, 32).state_dict()
     moved = sum(

@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
+from learning import checkpoint
 from learning.__main__ import main
+from learning.architectures import build_model
 from learning.data.shared import KODAK_DIR
 from learning.device import resolve_device
 from learning.errors import LearningError
-from learning.training import checkpoint
-from learning.training.init import load_zoo, zoo_file
-from learning.training.models import build_model
+from learning.training.initial_weights import load_zoo, zoo_file
 
 torch.set_num_threads(2)
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")

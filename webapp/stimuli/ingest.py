@@ -14,7 +14,7 @@ import torch
 from django.conf import settings
 from PIL import Image, ImageOps
 
-from learning.codecs.base import get_codec
+from learning.codecs import get_codec
 from learning.codecs.spec import Setting, encode_setting
 from learning.metrics import get_metric
 from webapp.stimuli.models import ReferenceImage, Stimulus, reference_path, stimulus_path

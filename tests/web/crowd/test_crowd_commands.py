@@ -166,7 +166,7 @@ def test_create_experiment_yaml_owner_and_replace(db, tmp_path, django_user_mode
 def test_make_stimuli_exact_bytes_metrics_and_idempotent(live_experiment):
     import hashlib
 
-    from learning.codecs.base import get_codec
+    from learning.codecs import get_codec
     from webapp.experiments.models import Trial
     from webapp.stimuli.models import Stimulus
 

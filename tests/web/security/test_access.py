@@ -106,7 +106,7 @@ def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
 def test_no_response_or_url_reveals_codec_quality_or_stimulus(client, experiment_factory):
     """Every participant-facing response, header and URL, and the image files themselves, carry no codec
     name, setting, quality, codec version, stimulus id, reference hash or storage path."""
-    from learning.codecs.base import registered_names
+    from learning.codecs import registered_names
     from webapp.stimuli.models import Stimulus
 
     # jxl: its decoder attaches an ICC profile that used to ride along in the served PNG

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from compressai.zoo.image import cfgs, model_urls
+from compressai.zoo.pretrained import load_pretrained
 
+from learning import checkpoint
+from learning.architectures import ARCHS, DEFAULT_M, DEFAULT_N, get_architecture
 from learning.errors import LearningError
-from learning.training import checkpoint
-from learning.training.models import ARCHS
 
 ZOO_METRICS = ("mse", "ms-ssim")
 
@@ -33,8 +35,6 @@ class Init:
 
 def parse_zoo(spec: str) -> tuple[str, int, str]:
     """``zoo:ARCH:QUALITY[:METRIC]`` → (arch, quality, metric), checked against CompressAI's zoo."""
-    from compressai.zoo.image import cfgs
-
     parts = spec.split(":")
     if len(parts) not in (3, 4) or parts[0] != "zoo":
         raise LearningError(f"--init {spec!r}: write zoo:ARCH:QUALITY[:mse|ms-ssim]")
@@ -50,8 +50,6 @@ def parse_zoo(spec: str) -> tuple[str, int, str]:
 
 def zoo_file(arch: str, quality: int, metric: str) -> tuple[str, Path]:
     """(download URL, path in torch.hub's cache) of a pretrained CompressAI model."""
-    from compressai.zoo.image import model_urls
-
     try:
         url = model_urls[arch][metric][quality]
     except KeyError:
@@ -62,9 +60,6 @@ def zoo_file(arch: str, quality: int, metric: str) -> tuple[str, Path]:
 
 def load_zoo(spec: str) -> Init:
     """The pretrained state dict of a zoo spec (downloaded into the cache when missing)."""
-    from compressai.zoo.image import cfgs
-    from compressai.zoo.pretrained import load_pretrained
-
     arch, quality, metric = parse_zoo(spec)
     url, path = zoo_file(arch, quality, metric)
     if not path.is_file():
@@ -82,7 +77,8 @@ def load_zoo(spec: str) -> Init:
         raise LearningError(f"--init {spec}: cannot read {path} ({type(exc).__name__})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    N, M = cfgs[arch][quality] if arch != "cheng2020-anchor" else (cfgs[arch][quality][0],) * 2
+    sizes = cfgs[arch][quality]  # (N, M), or (N,) where the latent has N channels
+    N, M = get_architecture(arch).sizes(sizes[0], sizes[-1])
     return Init(arch, N, M, load_pretrained(state), f"zoo:{arch}:{quality}:{metric} ({path.name})")
 
 
@@ -91,7 +87,7 @@ def load_init(spec: str | None, arch: str | None, N: int | None, M: int | None) 
     if not spec:
         if arch is None:
             raise LearningError("give --arch (or --init zoo:ARCH:QUALITY / --init CHECKPOINT)")
-        return Init(arch, N or 128, M or 192, None, "random")
+        return Init(arch, N or DEFAULT_N, M or DEFAULT_M, None, "random")
     if spec.startswith("zoo:"):
         init = load_zoo(spec)
     else:

@@ -1,4 +1,7 @@
-"""Checkpoints that resume exactly: model, both optimizers, RNG states, step/epoch/position, log.
+"""train-codec checkpoints, resumed exactly: model, both optimizers, RNG states, step/epoch/position, log.
+
+``learning.training`` writes and resumes them, ``learning.codecs`` (``ckpt:PATH``) codes with them; this
+module imports neither.
 
 A checkpoint holds plain data only (dicts, lists, tuples, str/int/float/bool/None and tensors), so
 :func:`load` reads it with ``torch.load(weights_only=True)``: a file that would need anything else to
