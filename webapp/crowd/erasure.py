@@ -46,7 +46,6 @@ def erase_participant(participant_id: int, experiment: Experiment, *, kind: str,
     Raises NotErasable, changing nothing, when the study has no such participant (also a second call)."""
     from webapp.crowd.assign import recount_slots
     from webapp.crowd.models import Judgment
-    from webapp.crowd.simulated import SIMULATED
 
     with transaction.atomic():
         exp = Experiment.objects.select_for_update().get(pk=experiment.pk)
@@ -63,7 +62,7 @@ def erase_participant(participant_id: int, experiment: Experiment, *, kind: str,
         p.delete()
         record = Erasure.objects.create(
             experiment=exp, kind=kind, via=via, by=by, reason=reason[:2000], judgments=judgments,
-            assignments=len(assignment_ids), simulated=p.platform == SIMULATED)
+            assignments=len(assignment_ids), simulated=p.platform == Participant.SIMULATED)
         recount_slots(exp)
         transaction.on_commit(lambda: forget_cached(exp.pk))
     return record

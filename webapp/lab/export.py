@@ -228,8 +228,8 @@ def _export(experiment, out: Path, exclude_flagged: bool, progress: bool, chunk_
     from tqdm import tqdm
 
     from webapp.crowd.models import Erasure, Judgment
-    from webapp.crowd.simulated import simulated_ids
     from webapp.experiments.models import Trial
+    from webapp.lab.simulated_participants import simulated_ids
     from webapp.stimuli.models import Stimulus
 
     w = _Writer(out)

@@ -19,10 +19,10 @@ class Command(BaseCommand):
         parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
 
     def handle(self, *args, **opts):
-        from webapp.crowd.simulated import simulated_ids
         from webapp.experiments.models import Experiment
         from webapp.lab import scaling
         from webapp.lab.qc import compute_qc
+        from webapp.lab.simulated_participants import simulated_ids
 
         if not opts["ci_width"] > 0:
             raise CommandError("--ci-width must be a positive number of JOD")
