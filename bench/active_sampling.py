@@ -30,10 +30,8 @@ import numpy as np
 from scipy.special import ndtr
 from scipy.stats import spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from learning.scaling import comparisons, design, fit_comparisons, thurstone  # noqa: E402
-from learning.scaling.design import next_batch  # noqa: E402
+from learning.scaling import comparisons, design, fit_comparisons, thurstone
+from learning.scaling.design import next_batch
 
 
 def scale_wins(rows: list[tuple], n: int) -> np.ndarray:

@@ -34,18 +34,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from learning import twoafc
+from learning.cli.fit import keep_freed_memory
+from learning.compat import ensure_torchvision
+from learning.data.shared import KODAK_DIR
+from learning.fitting.synthetic import make_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from learning import twoafc  # noqa: E402
-from learning.cli.fit import keep_freed_memory  # noqa: E402
-from learning.compat import ensure_torchvision  # noqa: E402
-from learning.data.shared import KODAK_DIR  # noqa: E402
-from learning.fitting.synthetic import make_dataset  # noqa: E402
-
 KODAK = KODAK_DIR
 
 

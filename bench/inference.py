@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from learning import DPL  # noqa: E402
-from learning.compat import ensure_torchvision  # noqa: E402
+from learning import DPL
+from learning.compat import ensure_torchvision
 
 
 def rate(fn, x, y, seconds: float) -> float:
