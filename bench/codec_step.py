@@ -9,7 +9,7 @@ the DataLoader pipeline against pre-loaded tensors, each ratio measured in one r
 3. pipeline: ``train-codec``'s whole loop (DataLoader with worker processes decoding and cropping PNGs)
    against the same steps fed from tensors already in memory; target ≥ 0.9×.
 
-    .venv/bin/python bench/codec_step.py [--arch bmshj2018-hyperprior --N 128 --M 192 --batch 8 --crop 128]
+    .venv/bin/python -m bench.codec_step [--arch bmshj2018-hyperprior --N 128 --M 192 --batch 8 --crop 128]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the researcher dashboard costs on a large study: the study page, its 6 plots and the study list.
 
-    python bench/dashboard_cost.py                      # 100,000 judgments
-    python bench/dashboard_cost.py --judgments 10000 --profile
+    python -m bench.dashboard_cost                      # 100,000 judgments
+    python -m bench.dashboard_cost --judgments 10000 --profile
 
 Builds a study on a scratch PostgreSQL database (``--db``, created on DATABASE_URL's server or
 ``--admin-url``'s, dropped at the end unless ``--keep``): the demo experiment (``manage.py load_demo``: 4

@@ -1,7 +1,7 @@
 """What one arrival costs the server: consent -> first trial ready, in server CPU and statements.
 
-    python bench/entry_cost.py                 # 300 entries into the demo study on a scratch PostgreSQL
-    python bench/entry_cost.py --served        # the same through the production server (granian), over HTTP
+    python -m bench.entry_cost                 # 300 entries into the demo study on a scratch PostgreSQL
+    python -m bench.entry_cost --served        # the same through the production server (granian), over HTTP
 
 Each entry is what a participant's browser sends once the consent page is shown: the consent POST (a new
 participant, an assignment taken under the study's row lock) and the judging page it redirects to (which

@@ -12,7 +12,7 @@ Two figures, each measured in a fresh subprocess (``ru_maxrss``):
   (N×1152 float32 ×2 for AlexNet): real DPL channel distances of K codec-distorted Kodak patches (random
   AlexNet), tiled to N rows with small multiplicative jitter; judges from a synthetic observer.
 
-Usage: python bench/fit_memory.py [--n 50000] [--k 2000] [--command-triplets 50000] [--distortions 10]
+Usage: python -m bench.fit_memory [--n 50000] [--k 2000] [--command-triplets 50000] [--distortions 10]
        [--pairs-per-ref 10] [--stage fit|command]
 """
 

@@ -17,7 +17,7 @@ a fresh reference and two fresh distortions per triplet (no image repeats).
 * floor: one backbone pass over every unique image (each reference once, not once per pair), in memory,
   batched; and, for contrast, over all 3 images of every triplet.
 
-Usage: python bench/fit_speed.py [--triplets 5000] [--distortions 10] [--pairs-per-ref 10] [--threads 2]
+Usage: python -m bench.fit_speed [--triplets 5000] [--distortions 10] [--pairs-per-ref 10] [--threads 2]
        [--max-epochs 10]
 """
 

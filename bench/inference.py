@@ -1,7 +1,7 @@
 """DPL forward speed against ``lpips.LPIPS`` (same random backbone, same lin weights, same inputs).
 
 Prints pairs/s for each and the ratio, at 64×64 and 256×256, both under ``torch.inference_mode``.
-Usage: python bench/inference.py [--net alex] [--threads 2] [--batch 32] [--seconds 1] [--rounds 7]
+Usage: python -m bench.inference [--net alex] [--threads 2] [--batch 32] [--seconds 1] [--rounds 7]
 """
 
 from __future__ import annotations

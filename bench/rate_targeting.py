@@ -1,6 +1,6 @@
 """Benchmark: rate targeting per codec on Kodak — encodes per target, achieved error, misses.
 
-Run: .venv/bin/python bench/rate_targeting.py [--images 24 | --names kodim05,kodim13,kodim23]
+Run: .venv/bin/python -m bench.rate_targeting [--images 24 | --names kodim05,kodim13,kodim23]
      [--targets 0.1,0.15,...,2] [--tolerance 0.01] [--codecs jpeg,jpeg444,webp,heic]
 Baseline in the same run: a plain bisection on the quality parameter (same tolerance, same budget),
 so the printed ratio is "encodes with our search / encodes with bisection". A target below the codec's
