@@ -60,10 +60,10 @@ test: venv-dev browser backbones
 test-fast: venv-dev
 	$(BIN)/python -m pytest -m "not slow"
 
-# The closed loop (bench/closed_loop.py): study → fit → codecs → study, on a scratch PostgreSQL database.
+# The closed loop (manage.py closed_loop): study → fit → codecs → study, on a scratch PostgreSQL database.
 loop: venv
 	@case "$(DATABASE_URL)" in postgres*) ;; *) echo "loop needs DATABASE_URL=postgres://... (a scratch database is made beside it)" >&2; exit 2;; esac
-	$(BIN)/python bench/closed_loop.py --out var/loop
+	$(BIN)/python manage.py closed_loop --out var/loop
 
 lint: venv-dev
 	$(BIN)/ruff check .

@@ -14,8 +14,8 @@ value lies in the site's 95 % interval (posterior under the hierarchical prior,
 ``learning.scaling.posterior``), in the percentile bootstrap over participants and in the Laplace
 interval, both under the weak N(0, 10²) prior (the intervals before session 9).
 
-    python bench/active_sampling.py --seeds 10 --conditions 20,30,40 --span 6,12
-    python bench/active_sampling.py --bound --seeds 10      # A-optimal allocation / all pairs equally
+    python -m bench.active_sampling --seeds 10 --conditions 20,30,40 --span 6,12
+    python -m bench.active_sampling --bound --seeds 10      # A-optimal allocation / all pairs equally
 """
 
 from __future__ import annotations
@@ -30,10 +30,8 @@ import numpy as np
 from scipy.special import ndtr
 from scipy.stats import spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from learning.scaling import comparisons, design, fit_comparisons, thurstone  # noqa: E402
-from learning.scaling.design import next_batch  # noqa: E402
+from learning.scaling import comparisons, design, fit_comparisons, thurstone
+from learning.scaling.design import next_batch
 
 
 def scale_wins(rows: list[tuple], n: int) -> np.ndarray:

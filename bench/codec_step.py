@@ -9,7 +9,7 @@ the DataLoader pipeline against pre-loaded tensors, each ratio measured in one r
 3. pipeline: ``train-codec``'s whole loop (DataLoader with worker processes decoding and cropping PNGs)
    against the same steps fed from tensors already in memory; target ≥ 0.9×.
 
-    .venv/bin/python bench/codec_step.py [--arch bmshj2018-hyperprior --N 128 --M 192 --batch 8 --crop 128]
+    .venv/bin/python -m bench.codec_step [--arch bmshj2018-hyperprior --N 128 --M 192 --batch 8 --crop 128]
 """
 
 from __future__ import annotations
@@ -21,25 +21,22 @@ import importlib.util
 import io
 import re
 import statistics
-import sys
 import tarfile
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import torch
 
-import torch  # noqa: E402
-
-from learning import compat  # noqa: E402
-from learning.data.shared import KODAK_DIR, data_dir  # noqa: E402
-from learning.training.loop import TrainConfig, _Run  # noqa: E402
+from learning import compat
+from learning.data.shared import KODAK_DIR, data_dir
+from learning.training.loop import TrainConfig, _Run
 
 ALEX = data_dir() / "backbones/alexnet-imagenet-features.pth"
 KODAK = KODAK_DIR
 SDIST = "compressai==1.2.8"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def compressai_train_py(cache: Path) -> Path:

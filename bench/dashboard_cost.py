@@ -1,7 +1,7 @@
 """What the researcher dashboard costs on a large study: the study page, its 6 plots and the study list.
 
-    python bench/dashboard_cost.py                      # 100,000 judgments
-    python bench/dashboard_cost.py --judgments 10000 --profile
+    python -m bench.dashboard_cost                      # 100,000 judgments
+    python -m bench.dashboard_cost --judgments 10000 --profile
 
 Builds a study on a scratch PostgreSQL database (``--db``, created on DATABASE_URL's server or
 ``--admin-url``'s, dropped at the end unless ``--keep``): the demo experiment (``manage.py load_demo``: 4
@@ -32,16 +32,14 @@ import io
 import math
 import os
 import pstats
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from webapp.harness import admin_sql, scratch_url
+
 ROOT = Path(__file__).resolve().parents[1]
-for p in (str(ROOT), str(ROOT / "bench")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
 PROFILED = r"webapp/|learning/|django/(template|db)/|matplotlib/|numpy/|scipy/"  # frames worth listing
 PLOTS = ("timeline", "coverage", "qc", "winrate", "scale", "agreement")
@@ -59,11 +57,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="warm passes after the cold one (default 2)")
     ap.add_argument("--profile", action="store_true", help="cProfile one cold study page (top 25)")
     a = ap.parse_args()
-    from scratchdb import admin_sql, db_url
 
     if a.admin_url is None:  # the scratch database goes beside DATABASE_URL's, which need not exist yet
         server = os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/"
-        a.admin_url = db_url(server, "postgres")
+        a.admin_url = scratch_url(server, "postgres")
 
     def admin(sql: str) -> None:
         admin_sql(a.admin_url, sql)
@@ -73,7 +70,8 @@ def main() -> None:
         admin(f'CREATE DATABASE "{a.db}"')
     tmp = Path(tempfile.mkdtemp(prefix="dashbench-"))
     os.environ.update(DEBUG="0", SECRET_KEY="bench-" + uuid.uuid4().hex * 2, ALLOWED_HOSTS="testserver",
-                      SECURE_SSL_REDIRECT="0", SECURE_COOKIES="0", DATABASE_URL=db_url(a.admin_url, a.db),
+                      SECURE_SSL_REDIRECT="0", SECURE_COOKIES="0",
+                      DATABASE_URL=scratch_url(a.admin_url, a.db),
                       MEDIA_ROOT=str(tmp / "media"), STATIC_ROOT=str(tmp / "static"),
                       DJANGO_SETTINGS_MODULE="webapp.settings")
     os.environ.pop("REDIS_URL", None)  # an in-process cache: the bench must not share one with others

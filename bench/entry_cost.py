@@ -1,7 +1,7 @@
 """What one arrival costs the server: consent -> first trial ready, in server CPU and statements.
 
-    python bench/entry_cost.py                 # 300 entries into the demo study on a scratch PostgreSQL
-    python bench/entry_cost.py --served        # the same through the production server (granian), over HTTP
+    python -m bench.entry_cost                 # 300 entries into the demo study on a scratch PostgreSQL
+    python -m bench.entry_cost --served        # the same through the production server (granian), over HTTP
 
 Each entry is what a participant's browser sends once the consent page is shown: the consent POST (a new
 participant, an assignment taken under the study's row lock) and the judging page it redirects to (which
@@ -34,9 +34,18 @@ import time
 import uuid
 from pathlib import Path
 
+from webapp.harness import (
+    admin_sql,
+    cpu_seconds,
+    cpu_used,
+    free_port,
+    scratch_url,
+    server_env,
+    start_server,
+    stop_server,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
@@ -48,7 +57,6 @@ def main() -> None:
     ap.add_argument("--profile", metavar="FILE", help="cProfile the timed entries into FILE (pstats)")
     ap.add_argument("--served", action="store_true", help="through the production server over HTTP")
     a = ap.parse_args()
-    from scratchdb import admin_sql, db_url
 
     def admin(sql: str) -> None:
         admin_sql(a.admin_url, sql)
@@ -57,7 +65,8 @@ def main() -> None:
     admin(f'CREATE DATABASE "{a.db}"')
     tmp = Path(tempfile.mkdtemp(prefix="entrybench-"))
     os.environ.update(DEBUG="0", SECRET_KEY="bench-" + uuid.uuid4().hex * 2, ALLOWED_HOSTS="testserver",
-                      SECURE_SSL_REDIRECT="0", SECURE_COOKIES="0", DATABASE_URL=db_url(a.admin_url, a.db),
+                      SECURE_SSL_REDIRECT="0", SECURE_COOKIES="0",
+                      DATABASE_URL=scratch_url(a.admin_url, a.db),
                       MEDIA_ROOT=str(tmp / "media"), STATIC_ROOT=str(tmp / "static"), CROWD_RATE_LIMIT="0",
                       DJANGO_SETTINGS_MODULE="webapp.settings")
     try:
@@ -129,7 +138,6 @@ def _measure(a: argparse.Namespace) -> None:
 def _measure_served(a: argparse.Namespace, tmp: Path) -> None:
     import requests
 
-    from webapp.harness import cpu_seconds, cpu_used, free_port, server_env, start_server, stop_server
 
     port = free_port()
     env = server_env(os.environ["DATABASE_URL"], str(tmp / "media"), str(tmp / "static"), port, None)

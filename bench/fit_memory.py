@@ -12,7 +12,7 @@ Two figures, each measured in a fresh subprocess (``ru_maxrss``):
   (N×1152 float32 ×2 for AlexNet): real DPL channel distances of K codec-distorted Kodak patches (random
   AlexNet), tiled to N rows with small multiplicative jitter; judges from a synthetic observer.
 
-Usage: python bench/fit_memory.py [--n 50000] [--k 2000] [--command-triplets 50000] [--distortions 10]
+Usage: python -m bench.fit_memory [--n 50000] [--k 2000] [--command-triplets 50000] [--distortions 10]
        [--pairs-per-ref 10] [--stage fit|command]
 """
 
@@ -28,11 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from learning.data.shared import KODAK_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from learning.data.shared import KODAK_DIR  # noqa: E402
-
 KODAK = KODAK_DIR
 
 
@@ -110,10 +108,10 @@ def main() -> None:
     args = ap.parse_args()
     for stage in [args.stage] if args.stage else ["fit", "command"]:
         # each stage in a fresh process: ru_maxrss is a high-water mark
-        code = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import fit_memory as m; "
+        code = ("from bench import fit_memory as m; "
                 + (f"m.fit_stage({args.n}, {args.k})" if stage == "fit" else
                    f"m.command({args.command_triplets}, {args.distortions}, {args.pairs_per_ref})"))
-        subprocess.run([sys.executable, "-c", code], check=True)
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ a fresh reference and two fresh distortions per triplet (no image repeats).
 * floor: one backbone pass over every unique image (each reference once, not once per pair), in memory,
   batched; and, for contrast, over all 3 images of every triplet.
 
-Usage: python bench/fit_speed.py [--triplets 5000] [--distortions 10] [--pairs-per-ref 10] [--threads 2]
+Usage: python -m bench.fit_speed [--triplets 5000] [--distortions 10] [--pairs-per-ref 10] [--threads 2]
        [--max-epochs 10]
 """
 
@@ -34,18 +34,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from learning import twoafc
+from learning.cli.fit import keep_freed_memory
+from learning.compat import ensure_torchvision
+from learning.data.shared import KODAK_DIR
+from learning.fitting.synthetic import make_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from learning import twoafc  # noqa: E402
-from learning.cli.fit import keep_freed_memory  # noqa: E402
-from learning.compat import ensure_torchvision  # noqa: E402
-from learning.data.shared import KODAK_DIR  # noqa: E402
-from learning.fitting.synthetic import make_dataset  # noqa: E402
-
 KODAK = KODAK_DIR
 
 

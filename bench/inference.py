@@ -1,23 +1,19 @@
 """DPL forward speed against ``lpips.LPIPS`` (same random backbone, same lin weights, same inputs).
 
 Prints pairs/s for each and the ratio, at 64×64 and 256×256, both under ``torch.inference_mode``.
-Usage: python bench/inference.py [--net alex] [--threads 2] [--batch 32] [--seconds 1] [--rounds 7]
+Usage: python -m bench.inference [--net alex] [--threads 2] [--batch 32] [--seconds 1] [--rounds 7]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from learning import DPL  # noqa: E402
-from learning.compat import ensure_torchvision  # noqa: E402
+from learning import DPL
+from learning.compat import ensure_torchvision
 
 
 def rate(fn, x, y, seconds: float) -> float:

@@ -1,6 +1,6 @@
 """Export benchmark: the streamed export against a naive in-memory export, in the same run.
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench .venv/bin/python bench/lab_export.py [N ...]
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench .venv/bin/python -m bench.lab_export [N ...]
 
 Creates a throw-away test database (``test_<name>``), one experiment per N with N judgments (bulk
 inserted), then for each N measures wall time and peak traced Python memory (tracemalloc) of
@@ -20,8 +20,6 @@ import tracemalloc
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "web" / "lab")]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 
@@ -71,12 +69,13 @@ def main(sizes: list[int]) -> None:
     import django
 
     django.setup()
+    # after django.setup(): these import the models, which need configured settings
     from django.conf import settings
     from django.contrib.auth.models import User
     from django.db import connection
     from django.test.utils import setup_test_environment
-    from lab_factories import build_world
 
+    from tests.web.lab.lab_factories import build_world
     from webapp.lab.export import export_experiment
 
     setup_test_environment()

@@ -1,11 +1,11 @@
 """Launch benchmark: participants arriving within a minute (Locust, ``bench/locustfile.py``) against the
 production server + PostgreSQL behind the shipped nginx site, everything on this machine.
 
-    python bench/launch.py                               # 1,000 arrivals within 60 s, 1 server, no images
-    python bench/launch.py --images --workers 1          # + every trial's images, one server process
-    python bench/launch.py --images --workers 2          # the same with two worker processes
-    python bench/launch.py --images --servers 2 --workers 1   # two servers on their own ports, Redis cache
-    python bench/launch.py --plain                       # straight to the server over plain HTTP (no nginx)
+    python -m bench.launch                               # 1,000 arrivals within 60 s, 1 server, no images
+    python -m bench.launch --images --workers 1          # + every trial's images, one server process
+    python -m bench.launch --images --workers 2          # the same with two worker processes
+    python -m bench.launch --images --servers 2 --workers 1   # two servers on their own ports, Redis cache
+    python -m bench.launch --plain                       # straight to the server over plain HTTP (no nginx)
 
 1. a scratch PostgreSQL database (``--db``, dropped at the end unless ``--keep-db``): migrate, ``load_demo``
    with ``trials_per_assignment`` set to every normal trial of the demo study (about 50 items per
@@ -36,100 +36,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
+import psycopg2
+
+from webapp import harness
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: webapp.harness holds the servers, nginx and the audit
-    sys.path.insert(0, str(ROOT))
-from webapp import harness  # noqa: E402
-
 GROUPS = ("entry", "judge", "image", "other")
-AUX = (": walwriter", ": checkpointer", ": background writer")
-
-
-class CpuMeter(threading.Thread):
-    """Samples, once a second, the CPU seconds (user + system) of each process of each component, so that
-    processes that end before the run does are counted up to their last sample; ``used()`` is the CPU each
-    component used since the meter started (processes already running then count from that moment)."""
-
-    def __init__(self, components: dict[str, Callable[[], list]]) -> None:
-        super().__init__(daemon=True)
-        self.components = components  # name -> () -> list of psutil.Process
-        self.first: dict[tuple[str, int], float] = {}
-        self.last: dict[tuple[str, int], float] = {}
-        self.machine0 = self.machine1 = self._machine()
-        self.stop = threading.Event()
-        self._sample(first=True)
-
-    @staticmethod
-    def _machine() -> float:
-        import psutil
-
-        t = psutil.cpu_times()
-        return t.user + t.nice + t.system + t.irq + t.softirq + t.steal
-
-    def _sample(self, first: bool = False) -> None:
-        import psutil
-
-        for name, procs in self.components.items():
-            for p in procs():
-                try:
-                    t = p.cpu_times()
-                except psutil.Error:
-                    continue
-                key = (name, p.pid)
-                if first:
-                    self.first[key] = t.user + t.system
-                self.last[key] = t.user + t.system
-        self.machine1 = self._machine()
-
-    def run(self) -> None:
-        while not self.stop.wait(1.0):
-            self._sample()
-
-    def used(self) -> dict[str, float]:
-        """CPU seconds per component, and "machine" (all processes of the machine, ours included)."""
-        self._sample()
-        out = {name: 0.0 for name in self.components}
-        for (name, pid), t in self.last.items():
-            out[name] += t - self.first.get((name, pid), 0.0)
-        out["machine"] = self.machine1 - self.machine0
-        return out
-
-
-def tree(*procs) -> list:
-    """The processes (Popen objects) and all their descendants, as psutil.Process."""
-    import psutil
-
-    out = []
-    for p in procs:
-        try:
-            root = psutil.Process(p.pid)
-            out += [root, *root.children(recursive=True)]
-        except psutil.Error:
-            pass
-    return out
-
-
-def postgres(db: str) -> list:
-    """PostgreSQL's backends connected to ``db`` (their process title names the database) and the cluster's
-    WAL writer, checkpointer and background writer (shared with whatever else uses the cluster)."""
-    import psutil
-
-    out = []
-    for p in psutil.process_iter(["name", "cmdline"]):
-        title = f" {(p.info['cmdline'] or [''])[0]} "
-        if p.info["name"] == "postgres" and (f" {db} " in title or title.rstrip().endswith(AUX)):
-            out.append(p)
-    return out
 
 
 def wait_for_window(locust: subprocess.Popen, acked_file: Path,
-                    meter: CpuMeter) -> tuple[dict[str, float], float]:
+                    meter: harness.CpuMeter) -> tuple[dict[str, float], float]:
     """Wait until the judging window ends (the first process's, from the acked file) or Locust exits; the
     CPU used until then and how long that took, s (the grace period after the window, mostly idle, is left
     out)."""
@@ -225,13 +145,9 @@ def main() -> None:
     a = ap.parse_args()
     if a.plain and a.servers > 1:
         sys.exit("error: --plain runs one server (--servers 2 needs nginx in front)")
-    import psycopg2
-    from scratchdb import admin_sql
-    from scratchdb import db_url as scratch_url
-
-    db_url = scratch_url(a.admin_url, a.db)
-    admin_sql(a.admin_url, f'DROP DATABASE IF EXISTS "{a.db}" WITH (FORCE)')
-    admin_sql(a.admin_url, f'CREATE DATABASE "{a.db}"')
+    db_url = harness.scratch_url(a.admin_url, a.db)
+    harness.admin_sql(a.admin_url, f'DROP DATABASE IF EXISTS "{a.db}" WITH (FORCE)')
+    harness.admin_sql(a.admin_url, f'CREATE DATABASE "{a.db}"')
     tmp = Path(tempfile.mkdtemp(prefix="launch-"))
     out = Path(a.out) if a.out else tmp
     out.mkdir(parents=True, exist_ok=True)
@@ -283,9 +199,11 @@ def main() -> None:
         print(f"[3/3] {a.clients} participants arriving within {a.ramp:.0f} s ({rate:.2f}/s), think "
               f"{a.think} s, window {a.window:.0f} s: {' '.join(cmd[2:])}", flush=True)
         load_before = os.getloadavg()
-        meter = CpuMeter({"server": lambda: tree(*procs), "postgres": lambda: postgres(a.db),
-                          "nginx": lambda: tree(site.proc) if site else [],
-                          "locust": lambda: tree(locust) if locust else []})
+        meter = harness.CpuMeter({
+            "server": lambda: harness.processes(*(p.pid for p in procs), children=True),
+            "postgres": lambda: harness.postgres_processes(a.db),
+            "nginx": lambda: harness.processes(site.proc.pid, children=True) if site else [],
+            "locust": lambda: harness.processes(locust.pid, children=True) if locust else []})
         meter.start()
         locust = subprocess.Popen(cmd, cwd=ROOT, stdout=open(out / "locust.log", "wb"),
                                   stderr=subprocess.STDOUT, start_new_session=True)
@@ -308,7 +226,7 @@ def main() -> None:
         if site is not None:
             harness.stop_nginx(site.proc)
         if not a.keep_db:
-            admin_sql(a.admin_url, f'DROP DATABASE IF EXISTS "{a.db}" WITH (FORCE)')
+            harness.admin_sql(a.admin_url, f'DROP DATABASE IF EXISTS "{a.db}" WITH (FORCE)')
         tail = (out / "locust.log").read_text(errors="replace").splitlines()[-30:] \
             if (out / "locust.log").exists() else []
         shutil.rmtree(tmp, ignore_errors=True)  # media, static files, certificate (and without --out, all)

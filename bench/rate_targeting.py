@@ -1,6 +1,6 @@
 """Benchmark: rate targeting per codec on Kodak — encodes per target, achieved error, misses.
 
-Run: .venv/bin/python bench/rate_targeting.py [--images 24 | --names kodim05,kodim13,kodim23]
+Run: .venv/bin/python -m bench.rate_targeting [--images 24 | --names kodim05,kodim13,kodim23]
      [--targets 0.1,0.15,...,2] [--tolerance 0.01] [--codecs jpeg,jpeg444,webp,heic]
 Baseline in the same run: a plain bisection on the quality parameter (same tolerance, same budget),
 so the printed ratio is "encodes with our search / encodes with bisection". A target below the codec's
@@ -11,18 +11,14 @@ reachable target whose closest encode is off by more than the tolerance, listed 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from PIL import Image
 
-from PIL import Image  # noqa: E402
-
-from learning.codecs import get_codec  # noqa: E402
-from learning.codecs.ratecontrol import encode_at_bpp  # noqa: E402
-from learning.data.shared import KODAK_DIR  # noqa: E402
-from learning.errors import LearningError  # noqa: E402
+from learning.codecs import get_codec
+from learning.codecs.ratecontrol import encode_at_bpp
+from learning.data.shared import KODAK_DIR
+from learning.errors import LearningError
 
 KODAK = KODAK_DIR
 CODECS = ["jpeg", "jpeg444", "webp", "jpeg2000", "avif", "heic", "jxl"]

@@ -3,11 +3,12 @@ sides (issue 15's benchmark; figures in bench/README.md).
 
 On a scratch PostgreSQL database beside ``DATABASE_URL``'s: the fixture images with JPEG at eight
 qualities (112 triplet trials, ``--judgments`` each), served by ``python -m webapp.serve`` (granian,
-``DEBUG=0``, what ``make serve-prod`` runs) on ``--port``; then ``simulate()`` with ``--base-url`` and a
-PSNR observer at each ``--concurrency``. Client CPU comes from the simulation's own rusage, server CPU
-from the granian processes' CPU times (psutil) before and after.
+``DEBUG=0``, what ``make serve-prod`` runs, started by ``webapp.harness``) on ``--port``; then
+``simulate()`` with ``--base-url`` and a PSNR observer at each ``--concurrency``. Client CPU comes from the
+simulation's own rusage, server CPU from the granian processes' CPU times (``webapp.harness``) before and
+after.
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/lab .venv/bin/python bench/simulate_throughput.py
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/lab .venv/bin/python -m bench.simulate_throughput
 """
 
 from __future__ import annotations
@@ -15,40 +16,16 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
+import django
+
+from webapp import harness
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-from closed_loop import django_setup, experiment_file, scratch_database  # noqa: E402
-
-
-def _wait_port(port: int, timeout: float = 60.0) -> None:
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"the server did not open port {port}")
-
-
-def _cpu(proc: psutil.Process) -> float:
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,18 +36,30 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     work = REPO / "var/simulate_throughput"
     work.mkdir(parents=True, exist_ok=True)
-    with scratch_database(os.environ.get("DATABASE_URL", ""), keep=False) as db_url:
-        django_setup(db_url, work / "media")
+    base_url = os.environ.get("DATABASE_URL", "")
+    if not base_url.startswith(("postgres://", "postgresql://")):
+        raise SystemExit("simulate_throughput needs DATABASE_URL=postgres://... (the scratch database goes "
+                         "beside it)")
+    admin = harness.scratch_url(base_url, "postgres")
+    name = f"simulate_throughput_{secrets.token_hex(4)}"
+    db_url = harness.scratch_url(base_url, name)
+    harness.admin_sql(admin, f'CREATE DATABASE "{name}"')
+    try:
+        os.environ.update(DATABASE_URL=db_url, MEDIA_ROOT=str(work / "media"), CROWD_RATE_LIMIT="0")
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+        django.setup()
+        # after django.setup(): these import the models, which need the settings configured above
         from django.core.management import call_command
+        from django.db import connections
 
-        from webapp.crowd.simulate import SimConfig, simulate
         from webapp.experiments.models import Experiment
+        from webapp.simcrowd.loop.studies import experiment_file
+        from webapp.simcrowd.run import SimConfig, simulate
 
+        call_command("migrate", verbosity=0)
         call_command("import_images", str(REPO / "fixtures/images"), verbosity=0)
-        env = {**os.environ, "DATABASE_URL": db_url, "MEDIA_ROOT": str(work / "media"), "DEBUG": "0",
-               "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "127.0.0.1,localhost",
-               "WEB_BUFFERING_PROXY": "1", "CROWD_RATE_LIMIT": "0", "WEB_BIND": f"127.0.0.1:{args.port}",
-               "SECURE_SSL_REDIRECT": "0", "SECURE_COOKIES": "0", "STATIC_ROOT": str(work / "static")}
+        env = {**harness.server_env(db_url, str(work / "media"), str(work / "static"), args.port, None),
+               "SECRET_KEY": secrets.token_urlsafe(50), "WEB_BUFFERING_PROXY": "1"}
         # what make serve-prod does first: the manifest of hashed static files that DEBUG=0 needs
         subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=REPO, env=env,
                        check=True)
@@ -82,20 +71,17 @@ def main(argv: list[str] | None = None) -> int:
                 args.judgments, 20, 0)), verbosity=0)
             call_command("make_stimuli", slug, verbosity=0)
             Experiment.objects.filter(slug=slug).update(status="live")
-            server = psutil.Popen([sys.executable, "-m", "webapp.serve"], cwd=REPO, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            server = harness.start_server(env, str(work / f"{slug}.log"))
             try:
-                _wait_port(args.port)
                 time.sleep(2)
-                cpu0 = _cpu(server)
+                cpu0 = harness.cpu_seconds(server.pid)
                 exp = Experiment.objects.get(slug=slug)
                 n = exp.trials.filter(kind="normal").count() * args.judgments // 20 + 4
                 s = simulate(SimConfig(slug=slug, observer="psnr", participants=n, concurrency=conc,
                                        noise=0.5, seed=k, base_url=f"http://127.0.0.1:{args.port}"))
-                server_cpu = _cpu(server) - cpu0
+                server_cpu = harness.cpu_used(cpu0, harness.cpu_seconds(server.pid))["server"]
             finally:
-                server.terminate()
-                server.wait(30)
+                harness.stop_server(server)
             if s.failures:
                 print(f"{len(s.failures)} participants failed, e.g. {s.failures[:3]}", flush=True)
             if not s.audit_ok or not s.acknowledged:
@@ -107,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                    "retries": s.retries, "reloads": s.reloads, "failures": len(s.failures)}
             rows.append(row)
             print(row, flush=True)
+    finally:
+        connections.close_all()
+        harness.admin_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     print(f"load average at the end: {os.getloadavg()}")
     return 0
 

@@ -10,7 +10,8 @@ from learning.errors import LearningError
 
 # Each module defines ``add_parser(subparsers)`` (which sets ``func``) and is optional: a missing
 # module only removes its command.
-COMMANDS = ["fit", "score", "codecs", "encode", "train_codec", "rd", "saliency", "msroi_table"]
+COMMANDS = ["fit", "score", "codecs", "encode", "train_codec", "rd", "saliency", "msroi_table",
+            "training_photos", "codec_recipe"]
 
 
 def build_parser() -> argparse.ArgumentParser:

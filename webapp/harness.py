@@ -1,22 +1,33 @@
 """The production set-up run from code, as deployed: free ports, the server (``webapp/serve.py``) started and
-stopped, nginx in front of it (the round-robin proxy of the launch bench, or the shipped site file of
-deploy/nginx/lab.conf with only its paths, ports and certificate changed), and the audit of what the server
-acknowledged against what the database holds. Imported by the tests and the benchmarks (no test loads a
-bench script by path)."""
+stopped, nginx in front of it (the shipped site file of deploy/nginx/lab.conf with only its paths, ports and
+certificate changed), scratch PostgreSQL databases, the site served in-process (a background thread, or one
+request through the WSGI application without a socket), the CPU each part uses, and the audit of what the
+server acknowledged against what the database holds. The one harness of the tests, the benches, the
+simulated crowd and the closed loop."""
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+from django.conf import settings
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+from django.test import RequestFactory
+from django.test.utils import override_settings
 
 from webapp.serve import command
 
@@ -106,6 +117,96 @@ def stop_server(proc: subprocess.Popen) -> None:
     _stop(proc, signal.SIGTERM, 30)
 
 
+# ----- scratch PostgreSQL databases -----
+def scratch_url(admin_url: str, name: str) -> str:
+    """``admin_url`` with its database name replaced by ``name``."""
+    u = urlsplit(admin_url)
+    return urlunsplit((u.scheme, u.netloc, "/" + name, u.query, u.fragment))
+
+
+def admin_sql(admin_url: str, sql: str) -> None:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE need that)."""
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as c:
+            c.execute(sql)
+    finally:
+        conn.close()
+
+
+# ----- the site served in-process -----
+def served_app() -> WSGIHandler:
+    """What ``webapp/wsgi.py`` serves (Django's WSGI handler), with the settings in force now."""
+    return WSGIHandler()
+
+
+def wsgi_post(wsgi, token, body, *, header=None, content_type="application/json", path=None, **extra):
+    """One judge POST through the WSGI application ``wsgi`` without a socket, with Django's connection
+    handling (health checks, CONN_MAX_AGE) as served; returns (status code, headers dict, body bytes)."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = RequestFactory().post(path or f"/a/{token}/judge", raw, content_type=content_type,
+                                headers={"X-Assignment-Token": str(header or token)}, **extra)
+    environ = {"HTTP_HOST": "testserver", **req.environ}
+    seen = {}
+
+    def start_response(status, headers, exc_info=None):
+        seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
+
+    out = b"".join(wsgi(environ, start_response))
+    return seen["status"], seen["headers"], out
+
+
+class _ThreadedServer(ThreadedWSGIServer):
+    request_queue_size = 256  # the listen backlog: many simulated participants connect at once
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+        pass
+
+
+def _private_settings() -> override_settings:
+    hosts = list(settings.ALLOWED_HOSTS)
+    if "127.0.0.1" not in hosts and "*" not in hosts:
+        hosts.append("127.0.0.1")
+    return override_settings(CROWD_RATE_LIMIT=0, SECURE_SSL_REDIRECT=False, SESSION_COOKIE_SECURE=False,
+                             CSRF_COOKIE_SECURE=False, ALLOWED_HOSTS=hosts)
+
+
+class BackgroundServer:
+    """``with BackgroundServer() as url:`` the site answers at ``url`` until the block ends.
+
+    A threaded WSGI server (Django's runserver one, one thread per connection) on a free port of 127.0.0.1,
+    serving ``served_app()`` against this process's database. It is private to the caller, so within this
+    process the entry rate limit is off and, in production mode, plain HTTP is accepted on 127.0.0.1 (no
+    HTTPS redirect, no secure-only cookies), until the block ends."""
+
+    def __init__(self) -> None:
+        self._server: _ThreadedServer | None = None
+        self._thread: threading.Thread | None = None
+        self._settings: override_settings | None = None
+
+    def __enter__(self) -> str:
+        self._settings = _private_settings()
+        self._settings.enable()  # for this process only, until the block ends
+        self._server = _ThreadedServer(("127.0.0.1", 0), _QuietHandler, allow_reuse_address=False)
+        self._server.set_app(served_app())  # built after the settings above
+        self._thread = threading.Thread(target=self._server.serve_forever, name="background-server",
+                                        daemon=True)
+        self._thread.start()
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __exit__(self, *exc) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+        if self._settings is not None:
+            self._settings.disable()
+
+
 def _start_nginx(d: Path, http_block: str, port: int) -> subprocess.Popen:
     """Debian's nginx with ``http_block`` as its ``http`` context, files under ``d``; returns once it
     listens on ``port``. Run as root (as the tests and benches are), its workers read the test's files."""
@@ -144,30 +245,6 @@ http {{
 def stop_nginx(proc: subprocess.Popen) -> None:
     """nginx's graceful stop (SIGQUIT), then SIGKILL."""
     _stop(proc, signal.SIGQUIT, 10)
-
-
-def start_proxy(ports: list[int], tmp: Path) -> tuple[subprocess.Popen, int]:
-    """A round-robin plain-HTTP nginx on a free port in front of the servers on ``ports``: buffered request
-    bodies (as production wants), kept-alive upstream connections, the client's Host passed on (the
-    judge's Origin check compares with it). Returns (process, port)."""
-    port = free_port()
-    upstream = "".join(f"    server 127.0.0.1:{p};\n" for p in ports)
-    block = f"""  upstream web {{
-{upstream}    keepalive 128;
-  }}
-  server {{
-    listen 127.0.0.1:{port} backlog=4096;
-    client_max_body_size 1m;
-    location / {{
-      proxy_pass http://web;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_read_timeout 60s;
-    }}
-  }}"""
-    return _start_nginx(tmp / "nginx", block, port), port
 
 
 @dataclass
@@ -286,38 +363,98 @@ def audit(cursor, slug: str, acked: Mapping[str, tuple[str, int, str]]) -> Audit
                  duplicate_slot=len(rows) - len({r[4] for r in rows}))
 
 
-def cpu_seconds(server_pid: int, client_pids: tuple[int, ...] = ()) -> dict[str, dict[int, float]]:
-    """CPU seconds (user + system) used so far, per process, by the server (its process and children), the
-    simulated workers (this process and ``client_pids``: the native client's) and the whole machine (key
-    0 under "machine")."""
-    import psutil  # a dev requirement (tests and benches): the site itself never measures CPU
+# ----- CPU -----
+# psutil is a dev requirement (tests and benches measure CPU; the site and the simulated crowd never do), so
+# it is imported where CPU is read.
+Components = Mapping[str, Callable[[], list]]  # component name -> () -> its processes (psutil.Process)
+POSTGRES_AUX = (": walwriter", ": checkpointer", ": background writer")
 
-    out: dict[str, dict[int, float]] = {"server": {}, "clients": {}, "machine": {}}
+
+def machine_seconds() -> float:
+    """CPU seconds the whole machine has used so far (every process, ours included)."""
+    import psutil  # dev requirement (see above)
+
     t = psutil.cpu_times()
-    out["machine"][0] = t.user + t.nice + t.system + t.irq + t.softirq + t.steal
+    return t.user + t.nice + t.system + t.irq + t.softirq + t.steal
 
-    def add(kind: str, p: psutil.Process) -> None:
+
+def processes(*pids: int, children: bool = False) -> list:
+    """psutil.Process of each of ``pids`` still running, with all their descendants if ``children``."""
+    import psutil  # dev requirement (see above)
+
+    out = []
+    for pid in pids:
         try:
-            t = p.cpu_times()
-            out[kind][p.pid] = t.user + t.system
+            root = psutil.Process(pid)
+            out += [root, *root.children(recursive=True)] if children else [root]
         except psutil.Error:
             pass
-
-    for pid in (os.getpid(), *client_pids):
-        try:
-            add("clients", psutil.Process(pid))
-        except psutil.Error:
-            pass
-    try:
-        server = psutil.Process(server_pid)
-        for p in [server, *server.children(recursive=True)]:
-            add("server", p)
-    except psutil.Error:
-        pass
     return out
 
 
+def postgres_processes(db: str) -> list:
+    """PostgreSQL's backends connected to ``db`` (their process title names the database) and the cluster's
+    WAL writer, checkpointer and background writer (shared with whatever else uses the cluster)."""
+    import psutil  # dev requirement (see above)
+
+    out = []
+    for p in psutil.process_iter(["name", "cmdline"]):
+        title = f" {(p.info['cmdline'] or [''])[0]} "
+        if p.info["name"] == "postgres" and (f" {db} " in title or title.rstrip().endswith(POSTGRES_AUX)):
+            out.append(p)
+    return out
+
+
+def read_cpu(components: Components) -> dict[str, dict[int, float]]:
+    """CPU seconds (user + system) used so far, per component and process, and the whole machine's (key 0
+    under "machine")."""
+    import psutil  # dev requirement (see above)
+
+    out: dict[str, dict[int, float]] = {name: {} for name in components}
+    for name, procs in components.items():
+        for p in procs():
+            try:
+                t = p.cpu_times()
+            except psutil.Error:
+                continue
+            out[name][p.pid] = t.user + t.system
+    out["machine"] = {0: machine_seconds()}
+    return out
+
+
+def cpu_seconds(server_pid: int, client_pids: tuple[int, ...] = ()) -> dict[str, dict[int, float]]:
+    """``read_cpu`` of the server (its process and children) and the simulated workers (this process and
+    ``client_pids``: the native client's)."""
+    return read_cpu({"server": lambda: processes(server_pid, children=True),
+                     "clients": lambda: processes(os.getpid(), *client_pids)})
+
+
 def cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
-    """CPU seconds per component between two ``cpu_seconds`` readings (processes that ended in between are
+    """CPU seconds per component between two ``read_cpu`` readings (processes that ended in between are
     not counted; new ones are counted whole)."""
     return {k: sum(t - before[k].get(pid, 0.0) for pid, t in after[k].items()) for k in after}
+
+
+class CpuMeter(threading.Thread):
+    """``read_cpu`` once a second, so that processes that end before the run does are counted up to their
+    last sample; ``used()`` is the CPU each component (and "machine") used since the meter was made
+    (processes already running then count from that moment)."""
+
+    def __init__(self, components: Components) -> None:
+        super().__init__(daemon=True)
+        self.components = components
+        self.first = read_cpu(components)
+        self.last = {k: dict(v) for k, v in self.first.items()}
+        self.stop = threading.Event()
+
+    def _sample(self) -> None:
+        for k, v in read_cpu(self.components).items():
+            self.last[k].update(v)
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            self._sample()
+
+    def used(self) -> dict[str, float]:
+        self._sample()
+        return cpu_used(self.first, self.last)

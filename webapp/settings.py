@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "webapp.crowd",
     "webapp.lab",
     "webapp.recruit",
+    "webapp.simcrowd",
 ]
 
 MIDDLEWARE = [

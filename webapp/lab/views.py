@@ -22,7 +22,6 @@ from webapp.crowd import platforms
 from webapp.crowd.erasure import NotErasable
 from webapp.crowd.erasure import erase_participant as erase
 from webapp.crowd.models import Erasure, Participant
-from webapp.crowd.simulated import SIMULATED
 from webapp.experiments import access
 from webapp.experiments.access import at_least, experiment_for, experiments_for
 from webapp.experiments.models import Experiment
@@ -32,6 +31,7 @@ from webapp.lab import analysis, plots
 from webapp.lab.jobs import start_export, zip_response
 from webapp.lab.models import ExportJob
 from webapp.lab.params import BIGINT_MAX, parse_flag
+from webapp.lab.simulated_participants import SIMULATED
 from webapp.lab.summary import get_summary, refreshing
 
 LOGIN_URL = reverse_lazy("lab:login")

@@ -2,7 +2,7 @@
 
 The production server (``make serve-prod``: granian, DEBUG=0, its default workers and threads, persistent
 connections with health checks) serves the pytest test database; 60 simulated participants
-(``webapp.crowd.simclient``, the simulated crowd's HTTP participant: consent, the task page and its state,
+(``webapp.simcrowd.client``, the simulated crowd's HTTP participant: consent, the task page and its state,
 every trial's images, judgments with think times, each judgment re-sent with the same uuid after a
 timeout, a connection error or a 5xx with doubling backoff as task.js does, the images, state and
 completion retried as the page retries them, 5 % replays, 5 % reloads), each followed by a new one when it
@@ -38,7 +38,7 @@ from django.db import connection, connections
 
 from learning.observers import Observer, parse_observer
 from webapp import harness
-from webapp.crowd.simclient import Behaviour, RunStats, SimulatedParticipant
+from webapp.simcrowd.client import Behaviour, RunStats, SimulatedParticipant
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -100,7 +100,7 @@ def test_a_simulated_participant_retries_through_5xx_and_dropped_connections(mon
     """What a database restart or a killed worker does to a request (500/503, a reset connection, a
     timeout): the simulated participant sends the judgment again with the same uuid, and the images, the
     state and the completion again too, with doubling waits, as task.js does."""
-    import webapp.crowd.simclient as simclient
+    import webapp.simcrowd.client as simclient
 
     waits: list[float] = []
     monkeypatch.setattr(simclient.time, "sleep", waits.append)

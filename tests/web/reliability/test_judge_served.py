@@ -18,9 +18,16 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.web.conftest import enter
-from tests.web.reliability.served import app, judgment, post
+from webapp.harness import served_app as app
+from webapp.harness import wsgi_post as post
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="served on PostgreSQL")
+
+
+def judgment(position, choice="left", uid=None, **extra):
+    """A judge POST body."""
+    return {"uuid": str(uid or uuid.uuid4()), "position": position, "choice": choice, "response_ms": 640,
+            "client_time": "2026-01-01T12:00:00Z", **extra}
 
 
 @pytest.fixture(autouse=True)

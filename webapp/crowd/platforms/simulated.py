@@ -1,5 +1,5 @@
 """The simulated crowd (``manage.py simulate_crowd``): model observers that enter through the study's own
-platform link and are marked ``simulated`` right after consent (``webapp/crowd/simulated.py``), so that
+platform link and are marked ``simulated`` right after consent (``webapp/simcrowd/run.py``), so that
 the dashboard lists them apart and exports leave them out. No experiment recruits on it."""
 
 from __future__ import annotations

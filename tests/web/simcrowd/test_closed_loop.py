@@ -1,4 +1,4 @@
-"""The closed loop, reduced (``bench/closed_loop.py --small``): a simulated crowd judges study 1 on the real
+"""The closed loop, reduced (``manage.py closed_loop --small``): a simulated crowd judges study 1 on the real
 site, the fitted DPL scores near the hidden observer, the MSE and DPL codecs land on the same rate, and
 study 2 prefers the DPL codec under the hidden observer and the MSE codec under a PSNR observer."""
 
@@ -14,7 +14,7 @@ import pytest
 
 from learning.data.shared import data_dir
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 ALEX = data_dir() / "backbones/alexnet-imagenet-features.pth"
 
 
@@ -27,7 +27,7 @@ def test_closed_loop_small(tmp_path):
     if not ALEX.is_file():
         pytest.skip(f"needs the real AlexNet weights at {ALEX}")
     out = tmp_path / "loop"
-    r = subprocess.run([sys.executable, "bench/closed_loop.py", "--small", "--out", str(out)], cwd=REPO,
+    r = subprocess.run([sys.executable, "manage.py", "closed_loop", "--small", "--out", str(out)], cwd=REPO,
                        capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())

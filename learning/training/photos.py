@@ -1,4 +1,5 @@
-"""Build a codec training set of natural photographs from Debian packages.
+"""Build a codec training set of natural photographs from Debian packages (``python -m learning
+training-photos``; ``build``).
 
 The only image sources reachable here are the Debian, PyPI and npm registries, so the photos come from
 Debian packages that ship photographic wallpapers (plus the astrophotographs of ``stellarium-data``):
@@ -26,13 +27,12 @@ Debian packages that ship photographic wallpapers (plus the astrophotographs of 
    ``SOURCES.csv`` there records package, version, path in the package, sha256 of the original and the
    licence from ``usr/share/doc/<pkg>/copyright`` (the DEP-5 paragraph naming the file, else ``Files: *``).
 
-Usage: python bench/fetch_photos.py [--out var/photos] [--cache var/cache/fetch_photos]
+Usage: python -m learning training-photos [--out var/photos] [--cache var/cache/fetch_photos]
        [--packages p1,p2] [--exclude GLOB ...] [--force]
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import fnmatch
 import hashlib
@@ -49,8 +49,10 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from learning.data.shared import KODAK_DIR
+
 Image.MAX_IMAGE_PIXELS = None
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Package -> globs (inside the package) of the wallpaper files to consider.
 PACKAGES: dict[str, tuple[str, ...]] = {
@@ -352,9 +354,6 @@ def kodak_hashes(kodak: Path | None) -> list[tuple[str, np.ndarray]]:
 
 def default_kodak() -> Path | None:
     """The shared Kodak folder, if present."""
-    sys.path.insert(0, str(ROOT))
-    from learning.data.shared import KODAK_DIR
-
     return KODAK_DIR if KODAK_DIR.is_dir() else None
 
 
@@ -371,32 +370,25 @@ def write_png(src: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "var/photos")
-    ap.add_argument("--cache", type=Path, default=ROOT / "var/cache/fetch_photos")
-    ap.add_argument("--packages", default=",".join(PACKAGES), help="comma-separated subset of PACKAGES")
-    ap.add_argument("--exclude", action="append", default=[], help="extra package:path glob to skip")
-    ap.add_argument("--kodak", type=Path, default=default_kodak(), help="Kodak PNGs to keep out")
-    ap.add_argument("--force", action="store_true", help="rewrite existing PNGs")
-    args = ap.parse_args(argv)
-
-    if ROOT in args.out.resolve().parents and not str(args.out.resolve()).startswith(str(ROOT / "var")):
-        raise FetchError(f"--out {args.out} is inside the repository but not under var/: photos stay out")
-    pkgs = [p for p in args.packages.split(",") if p]
+def build(out: Path, cache: Path, packages: list[str], exclude: list[str], kodak: Path | None,
+          force: bool = False) -> int:
+    """Fetch ``packages``, keep their photos and write them to ``out`` (see the module docstring); 0.
+    FetchError says why not."""
+    if ROOT in out.resolve().parents and not str(out.resolve()).startswith(str(ROOT / "var")):
+        raise FetchError(f"--out {out} is inside the repository but not under var/: photos stay out")
+    pkgs = [p for p in packages if p]
     unknown = [p for p in pkgs if p not in PACKAGES]
     if unknown:
         raise FetchError(f"unknown package(s) {unknown}; known: {', '.join(PACKAGES)}")
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         raise FetchError("apt-get/dpkg-deb not available: this needs a Debian/Ubuntu system")
-    excludes = list(EXCLUDE) + args.exclude
+    excludes = list(EXCLUDE) + exclude
 
     roots: dict[str, tuple[str, Path]] = {}
     for pkg in tqdm(pkgs, desc="packages", unit="pkg"):
-        roots[pkg] = fetch_package(pkg, args.cache)
+        roots[pkg] = fetch_package(pkg, cache)
 
-    feat_file = args.cache / "features.json"
+    feat_file = cache / "features.json"
     feats: dict[str, dict] = json.loads(feat_file.read_text()) if feat_file.exists() else {}
     files = []
     for pkg in pkgs:
@@ -427,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     feat_file.write_text(json.dumps(feats))
 
     photos = [c for c in cands if not is_photo(c, excludes)]
-    kodak = kodak_hashes(args.kodak)
+    kodak = kodak_hashes(kodak)
     for c in list(photos):
         hit = next((n for n, h in kodak if same_photo(h, c.hashes)), None)
         if hit:
@@ -437,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(files)} files, {len(photos)} photos by the heuristic, {len(kept)} after deduplication"
           + (f", checked against {len(kodak) // 2} Kodak images" if kodak else ", Kodak check skipped"))
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     lic_cache: dict = {}
     rows, used = [], set()
     for c in sorted(kept, key=lambda c: (c.package, c.path)):
@@ -451,14 +443,14 @@ def main(argv: list[str] | None = None) -> int:
                      "copyright": cop})
     for r, c in tqdm(list(zip(rows, sorted(kept, key=lambda c: (c.package, c.path)))),
                      desc="writing", unit="img"):
-        dst = args.out / r["file"]
-        if args.force or not dst.exists():
+        dst = out / r["file"]
+        if force or not dst.exists():
             write_png(c.file, dst)
-    stale = {p.name for p in args.out.glob("*__*.png") if p.name.split("__")[0] in PACKAGES} - used
+    stale = {p.name for p in out.glob("*__*.png") if p.name.split("__")[0] in PACKAGES} - used
     for n in sorted(stale):  # written by an earlier run with other settings
-        print(f"removing {args.out / n}: no longer selected", file=sys.stderr)
-        (args.out / n).unlink()
-    with (args.out / "SOURCES.csv").open("w", newline="") as f:
+        print(f"removing {out / n}: no longer selected", file=sys.stderr)
+        (out / n).unlink()
+    with (out / "SOURCES.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
         w.writerows(rows)
@@ -471,16 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         rs = per.get(pkg, [])
         lics = sorted({r["licence"] for r in rs})
         print(f"{pkg:30} {roots[pkg][0]:22} {len(rs):6d}  {', '.join(lics) or '-'}")
-    size = sum((args.out / r["file"]).stat().st_size for r in rows)
-    print(f"{'total':53} {len(rows):6d}  ({size / 2**20:.0f} MiB in {args.out})")
+    size = sum((out / r["file"]).stat().st_size for r in rows)
+    print(f"{'total':53} {len(rows):6d}  ({size / 2**20:.0f} MiB in {out})")
     return 0
 
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except FetchError as e:
-        print(f"fetch_photos: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)

@@ -1,16 +1,11 @@
-"""Simulated participants (platform ``simulated``): marking them and telling them apart from real ones."""
+"""Simulated participants (platform ``simulated``) told apart from real ones: what exports, plans and the
+dashboard leave out or show apart."""
 
 from __future__ import annotations
 
 from webapp.crowd.models import Participant
 
 SIMULATED = Participant.SIMULATED
-
-
-def mark_simulated(token: str) -> int:
-    """Mark the participant holding assignment ``token`` as simulated; returns the rows changed (0 if the
-    token is unknown to this database)."""
-    return Participant.objects.filter(assignments__token=token).update(platform=SIMULATED)
 
 
 def simulated_ids(experiment) -> set[int]:

@@ -1,5 +1,6 @@
-"""The budgeted learned-codec runs of bench/README.md: an MSE base model, fine-tuned to one checkpoint per λ,
-each then fine-tuned with the DPL (LPIPS-alex lin weights on the real ImageNet AlexNet), and the R–D table.
+"""The learned-codec training recipe (``python -m learning codec-recipe``; the runs of bench/README.md): an
+MSE base model, fine-tuned to one checkpoint per λ, each then fine-tuned with the DPL (LPIPS-alex lin weights
+on the real ImageNet AlexNet), and the R–D table.
 
 Stages (each skipped when its checkpoint is finished, so the script resumes after an interruption):
   1. base: ``train-codec`` from random weights at ``--base-lmbda``, by default the highest λ of the curve:
@@ -11,7 +12,7 @@ Stages (each skipped when its checkpoint is finished, so the script resumes afte
   4. rd: ``python -m learning rd`` on the test images, JPEG as the anchor, PSNR / MS-SSIM / LPIPS-alex.
 Fine-tunes run ``--parallel`` at a time with one thread each (on 2 cores this beats one 2-thread run).
 
-    .venv/bin/python bench/learned_codec.py --train var/codec/train --val var/codec/val --out var/codec
+    .venv/bin/python -m learning codec-recipe --train var/codec/train --val var/codec/val --out var/codec
 """
 
 from __future__ import annotations
@@ -25,17 +26,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from learning.data.shared import data_dir
+from learning.dpl import DPL
+from learning.dpl.weightfile import save_weights
+from learning import checkpoint
 
-from learning.data.shared import KODAK_DIR, data_dir  # noqa: E402
-
+REPO = Path(__file__).resolve().parents[2]
 ALEX = data_dir() / "backbones/alexnet-imagenet-features.pth"
 
 
 def finished(path: Path, steps: int) -> bool:
-    from learning import checkpoint
-
     if not path.is_file():
         return False
     blob = checkpoint.load(path)
@@ -62,40 +62,16 @@ def train(args, out: Path, steps: int, extra: list[str], threads: int) -> dict:
     return {"out": str(out), "wall_s": time.time() - t0, "steps": steps}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", required=True)
-    p.add_argument("--val", required=True)
-    p.add_argument("--test", default=str(KODAK_DIR), help="rd images (folder)")
-    p.add_argument("--test-glob", default="kodim1[7-9].png,kodim2[0-4].png")
-    p.add_argument("--out", required=True)
-    p.add_argument("--arch", default="bmshj2018-hyperprior")
-    p.add_argument("--N", type=int, default=96)
-    p.add_argument("--M", type=int, default=128)
-    p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--base-steps", type=int, default=6000)
-    p.add_argument("--base-lmbda", type=float, default=0.013, help="the highest λ of --lmbdas (see above)")
-    p.add_argument("--base-lr", type=float, default=1e-3)
-    p.add_argument("--lmbdas", default="0.0018,0.0035,0.0067,0.013")
-    p.add_argument("--ft-steps", type=int, default=1500)
-    p.add_argument("--ft-lr", type=float, default=3e-4)
-    p.add_argument("--dpl-steps", type=int, default=300)
-    p.add_argument("--dpl-scale", type=float, default=800.0, help="λ_dpl = λ_mse · scale")
-    p.add_argument("--val-every", type=int, default=400)
-    p.add_argument("--parallel", type=int, default=2)
-    p.add_argument("--stages", default="base,mse,dpl,rd", help="comma list of the stages to run")
-    args = p.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """The stages of ``args.stages`` with the options of ``python -m learning codec-recipe``; 0."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dpl = out / "lpips_alex_real.pt"
     if not dpl.is_file():
-        from learning.dpl import DPL
-        from learning.dpl.weightfile import save_weights
-
         save_weights(DPL("alex", weights="lpips", backbone=str(ALEX)), dpl,
                      {"note": "LPIPS v0.1 alex lin weights on the real ImageNet AlexNet"})
-    report: dict = {"config": vars(args), "stages": {}}
+    config = {k: v for k, v in vars(args).items() if k not in ("command", "func")}  # the options alone
+    report: dict = {"config": config, "stages": {}}
     base = out / "mse_base.pt"
     stages = set(args.stages.split(","))
     if "base" in stages:
@@ -132,6 +108,3 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report, indent=1))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,13 +1,13 @@
 """``python manage.py simulate_crowd SLUG --observer SPEC --participants N [...]``: a simulated crowd judging
-a live study over real HTTP (see ``webapp/crowd/simulate.py``), then a summary."""
+a live study over real HTTP (see ``webapp/simcrowd/run.py``), then a summary."""
 
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
 from learning.agreement import judgments_needed
-from webapp.crowd.simclient import Behaviour
-from webapp.crowd.simulate import SimConfig, SimulationError, Summary, simulate
+from webapp.simcrowd.client import Behaviour, SimulationError
+from webapp.simcrowd.run import SimConfig, Summary, simulate
 
 
 class Command(BaseCommand):

@@ -1,4 +1,5 @@
-"""One simulated participant driving the site over HTTP the way ``static/crowd/task.js`` does.
+"""The simulated crowd's HTTP participant: one participant driving the site over HTTP the way
+``webapp/crowd/static/crowd/task.js`` does (the only such client; ``bench/locustfile.py`` is Locust's user).
 
 Entry link with the experiment's platform parameters → consent form (CSRF token, hidden fields) → the task
 page (its ``data-*`` URLs) → ``device`` → ``state`` → per item: the served PNGs (left, right, ref) decoded,
@@ -32,11 +33,17 @@ import numpy as np
 import requests
 from PIL import Image
 
+from learning.errors import LearningError
 from learning.observers import Observer, ObserverDistance
 from webapp.crowd import platforms
 
 USER_AGENT = "perceptual-lab simulate_crowd (simulated participant)"
 DEVICE = {"viewport": [1920, 1080], "dpr": 1, "screen": [1920, 1080]}
+
+
+class SimulationError(Exception):
+    """A refusal or an abort of the whole simulation, said in one line; nothing was judged unless the
+    message says so."""
 
 
 class SimulationAbort(Exception):
@@ -274,8 +281,6 @@ class SimulatedParticipant:
 
     def _answer(self, it: dict) -> bool:
         """Judge one item; False when the participant has to stop (assignment closed, POST failed)."""
-        from learning.errors import LearningError
-
         left, right, ref = self._pixels(it)
         try:
             d_left, d_right = self.distances.distance(ref, left), self.distances.distance(ref, right)

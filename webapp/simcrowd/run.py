@@ -1,9 +1,11 @@
-"""``simulate_crowd``'s engine: refusals, the observer's spread, the participant threads, audit, summary.
+"""The simulated crowd's driver (``simulate_crowd``, the closed loop): refusals, the participant threads,
+audit, summary.
 
 ``simulate(config)`` checks everything that can be checked before anyone enters (experiment live, real
 participants only with ``force``, observer spec, the metric scoring the study's own images, the base URL
-answering), then runs ``config.participants`` simulated participants (``simclient``) over
-``config.concurrency`` threads against ``config.base_url`` or a server of its own (``simserver``). The
+answering), then runs ``config.participants`` simulated participants (``client``) over
+``config.concurrency`` threads against ``config.base_url`` or a server of its own
+(``webapp.harness.BackgroundServer``). The
 first participant scores its first item alone, so a metric that cannot read the *served* images stops the
 run before anything is judged. Ctrl-C stops new answers; answers in flight are finished and acknowledged.
 It returns a ``Summary``: counts, the audit (stored == acknowledged, by uuid), throughput, the QC of the
@@ -25,17 +27,25 @@ import requests
 import torch
 from django.db import connections
 
+from learning.agreement import majority_agreement, pairwise_agreement
 from learning.errors import LearningError
-from learning.observers import Observer, ObserverDistance, parse_observer, spread
-from webapp.crowd.simclient import Behaviour, RunStats, SimulatedParticipant, SimulationAbort, decode_png
-from webapp.crowd.simulated import mark_simulated, real_participants
+from learning.observers import Observer, ObserverDistance
+from webapp.crowd.models import Judgment, Participant
+from webapp.experiments.models import Experiment
+from webapp.harness import BackgroundServer
+from webapp.lab.analysis import trial_counts
+from webapp.lab.qc import compute_qc
+from webapp.lab.simulated_participants import SIMULATED, real_participants
+from webapp.simcrowd.client import (
+    Behaviour,
+    RunStats,
+    SimulatedParticipant,
+    SimulationAbort,
+    SimulationError,
+)
+from webapp.simcrowd.observers import load_observer, reference_pixels, study_spread
 
-SPREAD_TRIALS = 400  # the spread is estimated on at most this many normal trials (seeded sample)
 CURVE_KS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)
-
-
-class SimulationError(Exception):
-    """A refusal or an abort, said in one line; nothing was judged unless the message says so."""
 
 
 @dataclass
@@ -97,8 +107,6 @@ class Summary:
 # ----- checks -----
 def check_experiment(slug: str, force: bool):
     """The live experiment ``slug``; SimulationError saying why not otherwise."""
-    from webapp.experiments.models import Experiment
-
     exp = Experiment.objects.filter(slug=slug).first()
     if exp is None:
         raise SimulationError(f"unknown experiment {slug!r}")
@@ -118,13 +126,6 @@ def check_experiment(slug: str, force: bool):
     return exp
 
 
-def load_observer(spec: str, device: torch.device | None = None) -> ObserverDistance:
-    try:
-        return parse_observer(spec, device)
-    except LearningError as exc:
-        raise SimulationError(f"observer {spec!r}: {exc}; nothing judged") from None
-
-
 def check_base_url(url: str) -> str:
     """``url`` without a trailing slash if something answers HTTP there; SimulationError otherwise."""
     url = url.rstrip("/")
@@ -138,41 +139,10 @@ def check_base_url(url: str) -> str:
     return url
 
 
-def _pixels(f) -> np.ndarray:
-    with f.storage.open(f.name, "rb") as fh:
-        return decode_png(fh.read())
-
-
-def study_spread(exp, observer: ObserverDistance, seed: int) -> float:
-    """s: std of d0 − d1 over (a seeded sample of) the normal trials, scored on the stored images, which
-    are the pixels the site serves; a weighted-sum observer's terms are first scaled by their own spreads
-    over the same trials. SimulationError if a metric cannot score them."""
-    from webapp.experiments.models import Trial
-
-    normal = Trial.objects.filter(experiment=exp, kind="normal").order_by("id")
-    ids = list(normal.values_list("id", flat=True))
-    if len(ids) > SPREAD_TRIALS:
-        ids = sorted(np.random.default_rng(seed).choice(ids, SPREAD_TRIALS, replace=False).tolist())
-    pairs = []  # per trial: each term's (d0, d1)
-    trials = Trial.objects.filter(id__in=ids).select_related("reference", "stimulus_a", "stimulus_b")
-    for t in trials.defer("stimulus_a__encoded", "stimulus_b__encoded"):
-        ref = _pixels(t.reference.file)
-        try:
-            pairs.append((observer.term_distances(ref, _pixels(t.stimulus_a.decoded)),
-                          observer.term_distances(ref, _pixels(t.stimulus_b.decoded))))
-        except LearningError as exc:
-            raise SimulationError(f"observer {observer.name}: {exc}; nothing judged") from None
-    observer.calibrate([[d0[i] - d1[i] for d0, d1 in pairs] for i in range(len(observer.caches))])
-    return spread([observer.combine(d0) - observer.combine(d1) for d0, d1 in pairs])
-
-
-def reference_pixels(token: str, position: int) -> np.ndarray:
-    """The reference of the trial at ``position`` of assignment ``token`` (pair mode shows none)."""
-    from webapp.crowd.models import AssignmentItem
-
-    item = AssignmentItem.objects.select_related("trial__reference").get(assignment__token=token,
-                                                                         position=position)
-    return _pixels(item.trial.reference.file)
+def mark_simulated(token: str) -> int:
+    """Mark the participant holding assignment ``token`` as simulated; returns the rows changed (0 if the
+    token is unknown to this database)."""
+    return Participant.objects.filter(assignments__token=token).update(platform=SIMULATED)
 
 
 # ----- the run -----
@@ -260,8 +230,6 @@ class _Run:
 
 
 def _audit(summary: Summary, stats: RunStats) -> None:
-    from webapp.crowd.models import Judgment, Participant
-
     ids = list(Participant.objects.filter(assignments__token__in=stats.tokens).values_list("pk", flat=True))
     stored = set(map(str, Judgment.objects.filter(assignment__participant_id__in=ids)
                      .values_list("client_uuid", flat=True)))
@@ -272,8 +240,6 @@ def _audit(summary: Summary, stats: RunStats) -> None:
 
 
 def _qc(summary: Summary, exp) -> None:
-    from webapp.lab.qc import compute_qc
-
     qc = compute_qc(exp)
     mine = [qc[pid] for pid in summary.participant_ids if pid in qc]
     summary.flagged = sum(p.flagged for p in mine)
@@ -282,10 +248,6 @@ def _qc(summary: Summary, exp) -> None:
 
 
 def _curve(summary: Summary, exp) -> None:
-    from learning.agreement import majority_agreement, pairwise_agreement
-    from webapp.crowd.models import Participant
-    from webapp.lab.analysis import trial_counts
-
     others = set(Participant.objects.filter(experiment=exp).exclude(pk__in=summary.participant_ids)
                  .values_list("pk", flat=True))
     counts = list(trial_counts(exp, others).values())
@@ -296,8 +258,6 @@ def _curve(summary: Summary, exp) -> None:
 
 def simulate(cfg: SimConfig) -> Summary:
     """Run the simulation described by ``cfg`` (see the module docstring)."""
-    from webapp.crowd.simserver import BackgroundServer
-
     if cfg.participants < 1 or cfg.concurrency < 1:
         raise SimulationError("--participants and --concurrency must be at least 1")
     exp = check_experiment(cfg.slug, cfg.force)

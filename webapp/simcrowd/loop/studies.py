@@ -1,0 +1,149 @@
+"""The closed loop's studies (stages 1, 2, 4 and 5): study-1 crops, the hidden observer, experiment files,
+a study filled by the simulated crowd, its export, how well metrics recover the observer, and per study
+the preference and the JOD scale."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from PIL import Image
+
+from learning.data.bapps import load_2afc
+from learning.dpl import DPL
+from learning.dpl.weightfile import save_weights
+from learning.metrics import get_metric
+from learning.scaling import preference, scale_pairs
+from learning.scoring import triplet_distances
+from webapp.experiments.models import Experiment
+from webapp.simcrowd.loop.config import ALEX, KODAK, LoopConfig, log
+from webapp.simcrowd.run import SimConfig, simulate
+from webapp.stimuli.models import Stimulus
+
+
+def write_crops(out: Path, images: range, size: int, per_image: int, seed: int) -> Path:
+    """``per_image`` seeded square crops of each kodimNN in ``images`` as PNGs under ``out``."""
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in images:
+        im = Image.open(KODAK / f"kodim{i:02d}.png").convert("RGB")
+        for k in range(per_image):
+            x = int(rng.integers(0, im.width - size + 1))
+            y = int(rng.integers(0, im.height - size + 1))
+            im.crop((x, y, x + size, y + size)).save(out / f"kodim{i:02d}_{k}.png")
+    return out
+
+
+def make_observer(path: Path, sigma: float, seed: int) -> list[float]:
+    """LPIPS-alex lin weights × exp(σ·N(0,1)) on the real AlexNet, written as a DPL weight file."""
+    model = DPL("alex", weights="lpips", backbone=str(ALEX))
+    g = torch.Generator().manual_seed(seed)
+    per_layer = [w.detach() * torch.exp(sigma * torch.randn(w.shape, generator=g)) for w in model.weights]
+    model.set_weights(per_layer)
+    save_weights(model, path, {"observer": f"lpips-alex lin × exp({sigma}·N(0,1)), seed {seed}"})
+    return [float(w.sum()) for w in per_layer]
+
+
+def experiment_file(path: Path, slug: str, title: str, codecs: list[str], judgments: int,
+                    per_assignment: int, seed: int, repeat_rate: float = 0.1, mode: str = "triplet") -> Path:
+    """An experiment file; study 2 has no planned repeats: its pairs are close calls by design (matched
+    rate), on which even a careful observer answers a repeat differently half the time, so the repeat
+    rule would flag careful participants."""
+    spec = {
+        "slug": slug, "title": title, "mode": mode, "pairs": "all", "platform": "open",
+        "question": ("Which of the two images is closer to the reference on top?" if mode == "triplet"
+                     else "Which of the two images looks better?"),
+        "trials_per_assignment": per_assignment, "judgments_per_trial": judgments,
+        "sentinel_rate": 0.1, "repeat_rate": repeat_rate, "min_response_ms": 300, "practice_trials": 0,
+        "seed": seed, "codecs": codecs,
+    }
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def run_study(slug: str, observer: str, cfg: LoopConfig, seed: int, per_assignment: int) -> dict:
+    """Set ``slug`` live and let the simulated crowd fill every trial; the simulation's summary."""
+    exp = Experiment.objects.get(slug=slug)
+    exp.status = "live"
+    exp.save(update_fields=["status"])
+    normal = exp.trials.filter(kind="normal").count()
+    participants = math.ceil(normal * exp.judgments_per_trial / (per_assignment * 0.8)) + 2
+    s = simulate(SimConfig(slug=slug, observer=observer, participants=participants, concurrency=4,
+                           noise=cfg.noise, seed=seed, device=cfg.torch_device))
+    if not s.audit_ok:
+        raise CommandError(f"{slug}: audit failed: {s.stored} stored, {s.acknowledged} acknowledged")
+    log(f"   {slug}: {s.completed} participants completed, {s.acknowledged} judgments "
+        f"({s.judgments_per_s:.1f}/s), {s.flagged} flagged, audit ok")
+    return {"participants": s.completed, "judgments": s.acknowledged, "judgments_per_s": s.judgments_per_s,
+            "flagged": s.flagged, "trials": normal}
+
+
+def export(slug: str, out: Path) -> Path:
+    call_command("export_dataset", slug, "--out", str(out), "--include-simulated", "--exclude-flagged",
+                 verbosity=0)
+    return out
+
+
+def observer_agreement(test: Path, labels: dict[str, str], observer_spec: str,
+                       device: torch.device) -> dict[str, float]:
+    """Per metric, the share of held-out triplets it orders as the hidden observer's own (noise-free)
+    metric does: how well a metric recovers the observer, without the answers' noise that makes 2AFC
+    scores on a few dozen trials overlap. Ties count one half."""
+    triplets = [t for s in load_2afc(test) for t in s.triplets]
+    observer = get_metric(observer_spec, device)
+    truth = np.sign(np.diff(triplet_distances(observer, triplets, progress=False), axis=1))
+    out = {}
+    for spec, label in labels.items():
+        metric = get_metric(spec, device)
+        d = triplet_distances(metric, triplets, progress=False)  # distances: smaller = closer
+        sign = np.sign(np.diff(d, axis=1))
+        out[label] = float(np.mean(np.where(sign == 0, 0.5, sign == truth)))
+    return out
+
+
+# study 2's copies: (slug, observer, mode); "hidden" is the hidden observer. In pair mode the page shows no
+# reference, and the simulated observer is given it (an observer who knows what the original looked like).
+STUDY2 = (("loop-study2", "hidden", "triplet"), ("loop-study2-psnr", "psnr", "triplet"),
+          ("loop-study2-pair", "hidden", "pair"))
+STUDY2_KEYS = {"loop-study2": "dpl_observer", "loop-study2-psnr": "psnr_observer",
+               "loop-study2-pair": "dpl_observer_pair"}
+
+
+def codec_rows(judgments_csv: Path) -> list[tuple[str, str, str, str]]:
+    """(participant, codec a, codec b, chosen codec) for every normal-trial judgment of an export."""
+    rows = []
+    with open(judgments_csv, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["kind"] == "normal":
+                a, b = r["stimulus_a_codec"], r["stimulus_b_codec"]
+                rows.append((r["participant"], a, b, a if r["chosen"] == "a" else b))
+    return rows
+
+
+def study_figures(judgments_csv: Path, dpl_codec: str, mse_codec: str, names: dict[str, str], boot: int,
+                  seed: int) -> dict:
+    """P(DPL codec chosen over MSE codec) and the JOD scale per codec, 95 % intervals by bootstrap over
+    participants (``learning.scaling``)."""
+    rows = codec_rows(judgments_csv)
+    pref = preference(rows, dpl_codec, mse_codec, n_boot=boot, seed=seed)
+    scale = scale_pairs(rows, n_boot=boot, seed=seed)
+    return {
+        "dpl_over_mse": {"p": pref.p, "ci": [pref.ci_low, pref.ci_high], "n": pref.judgments,
+                         "participants": pref.participants},
+        "scale": [{**r, "condition": names.get(r["condition"], r["condition"])} for r in scale.rows()],
+    }
+
+
+def stimulus_bpp(refs) -> dict[str, float]:
+    """Mean bpp per codec setting of the stimuli made from the references ``refs``."""
+    out: dict[str, list[float]] = {}
+    for s in Stimulus.objects.filter(reference__in=refs).exclude(codec="original"):
+        out.setdefault(f"{s.codec} {s.setting_key}", []).append(s.bpp)
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
