@@ -107,8 +107,8 @@ def ciede2000(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
 
 @register("vifp", higher_is_better=True, implementation="piq.vif_p on BT.601 limited-range luma")
 def vifp(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-    ensure_torchvision()  # piq imports torchvision at import time: here, after the shim, not at the top
-    import piq
+    ensure_torchvision()
+    import piq  # it imports torchvision at import time: here, after the shim, not at the top
 
     if min(ref.shape[-2:]) < 41:
         raise LearningError(f"vifp needs images of at least 41×41 pixels, got {tuple(ref.shape[-2:])}")

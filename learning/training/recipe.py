@@ -26,10 +26,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from learning import checkpoint
 from learning.data.shared import data_dir
 from learning.dpl import DPL
 from learning.dpl.weightfile import save_weights
-from learning import checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 ALEX = data_dir() / "backbones/alexnet-imagenet-features.pth"

@@ -47,10 +47,10 @@ from tqdm import tqdm
 
 from learning.data.bapps import write_triplet
 from webapp.crowd.models import Erasure, Judgment
-from webapp.lab.simulated_participants import simulated_ids
 from webapp.experiments.models import Trial
 from webapp.lab import analysis, jod_scales
 from webapp.lab.qc import compute_qc, qc_rules
+from webapp.lab.simulated_participants import simulated_ids
 from webapp.stimuli.models import Stimulus
 
 FORMAT_VERSION = 1

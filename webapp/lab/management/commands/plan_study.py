@@ -3,10 +3,10 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from learning.scaling.plan import plan
-from webapp.lab.simulated_participants import simulated_ids
 from webapp.experiments.models import Experiment
 from webapp.lab import jod_scales
 from webapp.lab.qc import compute_qc
+from webapp.lab.simulated_participants import simulated_ids
 
 
 class Command(BaseCommand):
