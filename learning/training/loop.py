@@ -71,9 +71,15 @@ class TrainConfig:
     save_every: int = 0
     device: torch.device | None = None  # None: the CPU
     amp: str = "off"
+    # channels-last tensors: oneDNN's convolutions (CPU) and cuDNN's run without layout reorders, the same
+    # arithmetic up to the order of float additions (tests/learning/test_train_codec.py checks the losses)
+    memory_format: str = "channels_last"
     workers: int = 0
     resume: bool = False
     progress: bool = True
+
+
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
 def log_path(out: str | Path) -> Path:
@@ -105,6 +111,8 @@ def _check(cfg: TrainConfig, arch: str, world: int) -> None:
     if not (math.isfinite(cfg.lmbda) and cfg.lmbda > 0):
         raise LearningError("--lmbda must be positive")
     steered_lambda.check(cfg.target_bpp)
+    if cfg.memory_format not in MEMORY_FORMATS:
+        raise LearningError(f"--memory-format {cfg.memory_format!r}: use {' or '.join(MEMORY_FORMATS)}")
     if min(cfg.val_every, cfg.log_every) <= 0 or cfg.save_every < 0 or cfg.workers < 0:
         raise LearningError("--val-every and --log-every must be positive, --save-every and --workers >= 0")
     if cfg.resume and not Path(cfg.out).is_file():
@@ -211,7 +219,8 @@ class _Run:
         self.total = cfg.steps if cfg.steps is not None else math.ceil(cfg.epochs * n_images / cfg.batch)
         model = build_model(self.arch, self.N, self.M)
         initial_weights.apply(model, start)
-        self.model = model.to(device)
+        self.layout = MEMORY_FORMATS[cfg.memory_format]
+        self.model = model.to(device, memory_format=self.layout)
         self.main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
         aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
         self.optimizer = torch.optim.Adam(self.main_params, lr=cfg.lr)
@@ -282,6 +291,7 @@ class _Run:
 
     def _one_step(self, x: torch.Tensor, w: torch.Tensor | None) -> list[float]:
         cfg = self.cfg
+        x = x.contiguous(memory_format=self.layout)
         self.source.start_step(self.step, x.shape[0])
         self.lr.at_step(self.step)
         self.optimizer.zero_grad(set_to_none=True)

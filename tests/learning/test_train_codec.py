@@ -21,6 +21,7 @@ from learning.codecs import get_codec
 from learning.data.shared import KODAK_DIR
 from learning.errors import LearningError
 from learning.training.data import CropDataset, saliency_weights
+from learning.training.loop import TrainConfig, train
 
 KODAK = KODAK_DIR
 REPO = Path(__file__).resolve().parents[2]
@@ -392,3 +393,33 @@ def test_other_architectures_train_and_code_real_bitstreams(data, tmp_path, arch
     enc = codec.encode(img, 0)
     assert enc.bpp == pytest.approx(8 * len(enc.data) / (70 * 60))
     assert codec.decode(enc.data).size == (70, 60)
+
+
+def test_channels_last_keeps_the_losses(data, tmp_path):
+    """The default channels-last layout (faster convolutions) trains the same model as CompressAI's contiguous
+    one: equal losses and rates at equal steps, up to the order of float additions."""
+    runs = {}
+    for fmt in ("channels_last", "contiguous"):
+        out = tmp_path / f"{fmt}.pt"
+        assert main(common(data, out, "--steps", "12", "--log-every", "1", "--loss", "mse", "--workers", "0",
+                           "--memory-format", fmt)) == 0
+        runs[fmt] = [r for r in _state(out)["history"] if "loss" in r]
+    a, b = runs["channels_last"], runs["contiguous"]
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 13))
+    # the first step runs identical weights on identical data and noise
+    assert a[0]["loss"] == pytest.approx(b[0]["loss"], rel=1e-5)
+    assert a[0]["bpp"] == pytest.approx(b[0]["bpp"], rel=1e-5)
+    for ra, rb in zip(a, b):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=0.01), (ra, rb)
+        assert ra["bpp"] == pytest.approx(rb["bpp"], rel=0.01), (ra, rb)
+    assert _state(tmp_path / "channels_last.pt")["config"]["memory_format"] == "channels_last"
+
+
+def test_unknown_memory_format_is_refused(data, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(common(data, tmp_path / "x.pt", "--steps", "2", "--memory-format", "nhwc"))
+    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(LearningError, match="--memory-format 'nhwc'"):
+        train(TrainConfig(data=data["train"], out=str(tmp_path / "y.pt"), arch="bmshj2018-factorized", N=32,
+                          M=32, crop=64, batch=4, steps=2, memory_format="nhwc"))
+    assert not (tmp_path / "y.pt").exists()
