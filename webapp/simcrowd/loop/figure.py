@@ -24,20 +24,28 @@ def plot(report: dict, out: Path) -> None:
     ax.set_ylabel("2AFC score (held-out study-1 trials)")
     ax.set_title("Stage 2: the fitted DPL vs the observer")
     ax = axes[1]
-    for k, key in enumerate(("dpl_observer", "psnr_observer", "dpl_observer_pair")):
-        pr = report["stage5"][key]["dpl_over_mse"]
+    s5 = report["stage5"]
+    shown = [("hidden_observer", "loop_over_mse", "loop ≻ MSE"),
+             ("hidden_observer", "loop_over_jpeg", "loop ≻ JPEG"),
+             ("hidden_observer", "loop_over_heic", "loop ≻ HEIC"),
+             ("hidden_observer", "pure_dpl_over_mse", "pure DPL ≻ MSE"),
+             ("hidden_observer_pair", "loop_over_mse", "loop ≻ MSE,\npair mode"),
+             ("psnr_observer", "loop_over_mse", "loop ≻ MSE,\nPSNR observer")]
+    shown = [row for row in shown if row[1] in s5[row[0]]]
+    for k, (study, key, _) in enumerate(shown):
+        pr = s5[study][key]
         ax.errorbar([k], [pr["p"]], yerr=[[pr["p"] - pr["ci"][0]], [pr["ci"][1] - pr["p"]]], fmt="o",
-                    capsize=6, color=("#1f77b4", "#d62728", "#2ca02c")[k])
+                    capsize=6, color="#d62728" if study == "psnr_observer" else "#1f77b4")
     ax.axhline(0.5, color="#888", lw=1, ls="--")
-    ax.set_xticks([0, 1, 2], ["hidden observer", "PSNR observer", "hidden, pair mode"])
-    ax.set_xlim(-0.5, 2.5)
+    ax.set_xticks(range(len(shown)), [label for _, _, label in shown], fontsize=8)
+    ax.set_xlim(-0.5, len(shown) - 0.5)
     ax.set_ylim(0, 1)
     b = report["stage3"]
-    ax.set_ylabel("P(DPL codec preferred over MSE codec)")
-    ax.set_title(f"Stage 5: study 2, MSE codec {b['mse']['bitstream_bpp']:.3f} bpp, "
-                 f"DPL codec {b['dpl']['bitstream_bpp']:.3f} bpp")
+    ax.set_ylabel("P(preferred), 95 % CI")
+    ax.set_title(f"Stage 5: study 2 at {report['stage4']['matched_bpp']:.3f} bpp "
+                 f"(MSE {b['mse']['bitstream_bpp']:.3f}, loop {b['loop']['bitstream_bpp']:.3f})", fontsize=10)
     ax = axes[2]
-    for k, (key, label) in enumerate((("dpl_observer", "hidden DPL observer"),
+    for k, (key, label) in enumerate((("hidden_observer", "hidden observer"),
                                       ("psnr_observer", "PSNR observer"))):
         rows = report["stage5"][key]["scale"]
         xs = np.arange(len(rows)) + (k - 0.5) * 0.25

@@ -15,10 +15,13 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from PIL import Image
 
-from learning.data.bapps import load_2afc
+from learning import twoafc
+from learning.data.bapps import Triplet, load_2afc, load_triplet
 from learning.dpl import DPL
 from learning.dpl.weightfile import save_weights
+from learning.fitting.mixing import MixChoice, choose_mse_weight
 from learning.metrics import get_metric
+from learning.observers import ObserverDistance
 from learning.scaling import preference, scale_pairs
 from learning.scoring import triplet_distances
 from webapp.experiments.models import Experiment
@@ -90,14 +93,47 @@ def export(slug: str, out: Path) -> Path:
     return out
 
 
-def observer_agreement(test: Path, labels: dict[str, str], observer_spec: str,
+def judged(splits: Path | list[Path]) -> tuple[list[Triplet], np.ndarray]:
+    """The triplets of exported splits and the fraction of judges who chose the second image of each."""
+    sets = load_2afc(splits)
+    return [t for s in sets for t in s.triplets], np.concatenate([s.judges for s in sets])
+
+
+def observer_distances(observer: ObserverDistance, triplets: list[Triplet]) -> np.ndarray:
+    """N×2 distances of the hidden observer (reference to each image), noise-free, its terms scaled by
+    their spread over these triplets as the simulated crowd scales them over a study's trials."""
+    terms = []
+    for t in triplets:
+        ref, a, b, _ = load_triplet(t)
+        terms.append((observer.term_distances(ref, a), observer.term_distances(ref, b)))
+    observer.calibrate([[d0[i] - d1[i] for d0, d1 in terms] for i in range(len(observer.caches))])
+    return np.array([[observer.combine(d0), observer.combine(d1)] for d0, d1 in terms])
+
+
+def observer_score(d: np.ndarray, h: np.ndarray, boot: int, seed: int) -> dict:
+    """The hidden observer's own 2AFC score on judged triplets (the ceiling any metric can reach on them,
+    in expectation), with its bootstrap interval."""
+    per = twoafc.per_triplet(d[:, 0], d[:, 1], h)
+    return {"score": float(per.mean()), "ci": list(twoafc.bootstrap_ci(per, boot, seed=seed)), "n": len(per)}
+
+
+def mse_weight(splits: list[Path], dpl_spec: str, device: torch.device) -> MixChoice:
+    """μ of ``DPL + μ·MSE`` from the judgments of study-1 splits the DPL was not fitted on
+    (``learning.fitting.mixing``): the DPL's distances and 255²·MSE (from PSNR, whose registry distance is
+    −PSNR) on their triplets."""
+    triplets, h = judged(splits)
+    d_dpl = triplet_distances(get_metric(dpl_spec, device), triplets, progress=False)
+    d_psnr = triplet_distances(get_metric("psnr"), triplets, progress=False)  # −PSNR in dB
+    return choose_mse_weight(d_dpl, 255.0**2 * 10.0 ** (d_psnr / 10.0), h)
+
+
+def observer_agreement(test: Path, labels: dict[str, str], observer: np.ndarray,
                        device: torch.device) -> dict[str, float]:
-    """Per metric, the share of held-out triplets it orders as the hidden observer's own (noise-free)
-    metric does: how well a metric recovers the observer, without the answers' noise that makes 2AFC
-    scores on a few dozen trials overlap. Ties count one half."""
-    triplets = [t for s in load_2afc(test) for t in s.triplets]
-    observer = get_metric(observer_spec, device)
-    truth = np.sign(np.diff(triplet_distances(observer, triplets, progress=False), axis=1))
+    """Per metric, the share of held-out triplets it orders as the hidden observer (its noise-free
+    distances ``observer``, N×2) does: how well a metric recovers the observer, without the answers' noise
+    that makes 2AFC scores on a few dozen trials overlap. Ties count one half."""
+    triplets, _ = judged(test)
+    truth = np.sign(np.diff(observer, axis=1))
     out = {}
     for spec, label in labels.items():
         metric = get_metric(spec, device)
@@ -111,8 +147,8 @@ def observer_agreement(test: Path, labels: dict[str, str], observer_spec: str,
 # reference, and the simulated observer is given it (an observer who knows what the original looked like).
 STUDY2 = (("loop-study2", "hidden", "triplet"), ("loop-study2-psnr", "psnr", "triplet"),
           ("loop-study2-pair", "hidden", "pair"))
-STUDY2_KEYS = {"loop-study2": "dpl_observer", "loop-study2-psnr": "psnr_observer",
-               "loop-study2-pair": "dpl_observer_pair"}
+STUDY2_KEYS = {"loop-study2": "hidden_observer", "loop-study2-psnr": "psnr_observer",
+               "loop-study2-pair": "hidden_observer_pair"}
 
 
 def codec_rows(judgments_csv: Path) -> list[tuple[str, str, str, str]]:
@@ -126,18 +162,19 @@ def codec_rows(judgments_csv: Path) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def study_figures(judgments_csv: Path, dpl_codec: str, mse_codec: str, names: dict[str, str], boot: int,
+def study_figures(judgments_csv: Path, pairs: dict[str, tuple[str, str]], names: dict[str, str], boot: int,
                   seed: int) -> dict:
-    """P(DPL codec chosen over MSE codec) and the JOD scale per codec, 95 % intervals by bootstrap over
-    participants (``learning.scaling``)."""
+    """Per entry ``key: (a, b)`` of ``pairs``, P(codec a chosen over codec b), and the JOD scale per codec;
+    95 % intervals by bootstrap over participants (``learning.scaling``)."""
     rows = codec_rows(judgments_csv)
-    pref = preference(rows, dpl_codec, mse_codec, n_boot=boot, seed=seed)
+    out = {}
+    for key, (a, b) in pairs.items():
+        pref = preference(rows, a, b, n_boot=boot, seed=seed)
+        out[key] = {"p": pref.p, "ci": [pref.ci_low, pref.ci_high], "n": pref.judgments,
+                    "participants": pref.participants}
     scale = scale_pairs(rows, n_boot=boot, seed=seed)
-    return {
-        "dpl_over_mse": {"p": pref.p, "ci": [pref.ci_low, pref.ci_high], "n": pref.judgments,
-                         "participants": pref.participants},
-        "scale": [{**r, "condition": names.get(r["condition"], r["condition"])} for r in scale.rows()],
-    }
+    out["scale"] = [{**r, "condition": names.get(r["condition"], r["condition"])} for r in scale.rows()]
+    return out
 
 
 def stimulus_bpp(refs) -> dict[str, float]:

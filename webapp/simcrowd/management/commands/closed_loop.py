@@ -1,4 +1,5 @@
-"""``python manage.py closed_loop [--small] [--out DIR] [--seed N] [--keep] [--device D]``: the closed loop
+"""``python manage.py closed_loop [--small] [--out DIR] [--seed N] [--keep] [--device D] [--observer O]
+[--base shared|train]``: the closed loop
 (``webapp/simcrowd/loop``) on a scratch PostgreSQL database beside DATABASE_URL's and a scratch MEDIA_ROOT
 under ``--out``; ``report.json`` and ``closed_loop.png``/``.svg`` in ``--out``."""
 
@@ -27,6 +28,14 @@ class Command(BaseCommand):
         parser.add_argument("--small", action="store_true", help="the reduced CI version")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+        parser.add_argument("--observer", default="out-of-family",
+                            help="the hidden observer: out-of-family (default: 0.5·LPIPS-vgg + "
+                                 "0.3·CIEDE2000 + 0.2·MS-SSIM, outside the fitted family), alex-lin "
+                                 "(LPIPS-alex lin weights × exp(σ·N(0,1)), the fitted family), or a "
+                                 "simulate_crowd observer spec")
+        parser.add_argument("--base", choices=("shared", "train"), default="shared",
+                            help="shared: fine-tune the base codec of ../shared/data/codecs (default); "
+                                 "train: train a small base from random weights first")
         parser.add_argument("--device", default="cpu",
                             help="auto | cpu | cuda[:N] | mps: fit, score, observers and codec training "
                                  "(default cpu)")
@@ -37,7 +46,8 @@ class Command(BaseCommand):
             if not (ALEX.is_file() and KODAK.is_dir()):
                 raise CommandError(f"needs {ALEX} and {KODAK} (../shared)")
             out = Path(o["out"]).resolve()
-            argv = ["--out", str(out), "--seed", str(o["seed"]), "--device", o["device"]]
+            argv = ["--out", str(out), "--seed", str(o["seed"]), "--device", o["device"], "--observer",
+                    o["observer"], "--base", o["base"]]
             argv += ["--small"] if o["small"] else []
             code = run_on_scratch(connection, argv, out / "work" / "media", o["keep"])
             if code:
@@ -51,5 +61,5 @@ class Command(BaseCommand):
         except LearningError as exc:
             raise CommandError(str(exc)) from None
         cfg = LoopConfig.small() if o["small"] else LoopConfig()
-        cfg.seed, cfg.device = o["seed"], str(device)
+        cfg.seed, cfg.device, cfg.observer, cfg.base = o["seed"], str(device), o["observer"], o["base"]
         run(cfg, Path(o["out"]))
