@@ -56,7 +56,18 @@ def test_closed_loop_small(tmp_path):
     dist = s3["distances"]
     assert dist["loop"]["fitted DPL"] < dist["mse"]["fitted DPL"], dist
     assert dist["loop"]["PSNR"] < dist["mse"]["PSNR"], dist
-    # stage 5: PREFERENCE_ASSERTIONS
+    # stage 5: the observer outside the fitted family prefers the loop codec (DPL + μ·MSE) to the MSE codec:
+    # over both copies of study 2 it judged (triplet and pair mode, different participants) with the 95 %
+    # interval above 50 %, and in each copy on its own. Seed 0 gave 0.63 [0.58, 0.68] pooled, 0.62 and 0.64
+    # per copy (bench/README.md "Session 11"). The control: a PSNR observer prefers the MSE codec to the
+    # pure-DPL one (the loop codec itself when μ = 0); with the loop's μ the two are level under PSNR (0.51).
+    s5 = report["stage5"]
+    both = s5["hidden_observer_both"]["loop_over_mse"]
+    assert both["ci"][0] > 0.5, both
+    for key in ("hidden_observer", "hidden_observer_pair"):
+        assert s5[key]["loop_over_mse"]["p"] > 0.5, s5[key]["loop_over_mse"]
+    control = s5["psnr_observer"].get("pure_dpl_over_mse", s5["psnr_observer"]["loop_over_mse"])
+    assert control["ci"][1] < 0.5, control
     for key in ("hidden_observer", "psnr_observer", "hidden_observer_pair"):
         for pair in ("loop_over_mse", "loop_over_jpeg", "loop_over_heic"):
             pref = report["stage5"][key][pair]

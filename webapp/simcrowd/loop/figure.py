@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 def plot(report: dict, out: Path) -> None:
     """Draw ``report``'s figure into ``out``/closed_loop.{png,svg} (a Figure of its own: no pyplot state)."""
-    fig = Figure(figsize=(16, 4.2))
+    fig = Figure(figsize=(18, 4.4))
     axes = fig.subplots(1, 3)
     ax = axes[0]
     rows = report["stage2"]["scores"]
@@ -25,19 +25,21 @@ def plot(report: dict, out: Path) -> None:
     ax.set_title("Stage 2: the fitted DPL vs the observer")
     ax = axes[1]
     s5 = report["stage5"]
-    shown = [("hidden_observer", "loop_over_mse", "loop ≻ MSE"),
-             ("hidden_observer", "loop_over_jpeg", "loop ≻ JPEG"),
-             ("hidden_observer", "loop_over_heic", "loop ≻ HEIC"),
-             ("hidden_observer", "pure_dpl_over_mse", "pure DPL ≻ MSE"),
-             ("hidden_observer_pair", "loop_over_mse", "loop ≻ MSE,\npair mode"),
-             ("psnr_observer", "loop_over_mse", "loop ≻ MSE,\nPSNR observer")]
-    shown = [row for row in shown if row[1] in s5[row[0]]]
+    shown = [("hidden_observer", "loop_over_mse", "loop ≻\nMSE"),
+             ("hidden_observer_pair", "loop_over_mse", "loop ≻ MSE\npair mode"),
+             ("hidden_observer_both", "loop_over_mse", "loop ≻ MSE\nboth copies"),
+             ("hidden_observer", "loop_over_jpeg", "loop ≻\nJPEG"),
+             ("hidden_observer", "loop_over_heic", "loop ≻\nHEIC"),
+             ("hidden_observer", "pure_dpl_over_mse", "pure DPL\n≻ MSE"),
+             ("psnr_observer", "loop_over_mse", "loop ≻ MSE\nPSNR obs."),
+             ("psnr_observer", "pure_dpl_over_mse", "pure DPL ≻\nMSE, PSNR")]
+    shown = [row for row in shown if row[0] in s5 and row[1] in s5[row[0]]]
     for k, (study, key, _) in enumerate(shown):
         pr = s5[study][key]
         ax.errorbar([k], [pr["p"]], yerr=[[pr["p"] - pr["ci"][0]], [pr["ci"][1] - pr["p"]]], fmt="o",
                     capsize=6, color="#d62728" if study == "psnr_observer" else "#1f77b4")
     ax.axhline(0.5, color="#888", lw=1, ls="--")
-    ax.set_xticks(range(len(shown)), [label for _, _, label in shown], fontsize=8)
+    ax.set_xticks(range(len(shown)), [label for _, _, label in shown], fontsize=7)
     ax.set_xlim(-0.5, len(shown) - 0.5)
     ax.set_ylim(0, 1)
     b = report["stage3"]

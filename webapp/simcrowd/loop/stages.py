@@ -31,6 +31,7 @@ from webapp.simcrowd.loop.figure import plot
 from webapp.simcrowd.loop.studies import (
     STUDY2,
     STUDY2_KEYS,
+    codec_rows,
     experiment_file,
     export,
     judged,
@@ -39,6 +40,7 @@ from webapp.simcrowd.loop.studies import (
     observer_agreement,
     observer_distances,
     observer_score,
+    preferences,
     run_study,
     stimulus_bpp,
     study_figures,
@@ -135,7 +137,7 @@ def run(cfg: LoopConfig, out: Path, boot: int = 2000) -> dict:
         log(f"   base {base.name}: training rate {target:.3f} bpp; starting λ "
             + ", ".join(f"{k} {v:.4g}" for k, v in lmbdas.items()))
         threads = 1 if len(losses) > 1 else 2
-        procs = {k: train(work / f"{k}.pt", train_dir, test_dir, cfg, steps=cfg.finetune_steps,
+        procs = {k: train(work / f"codec_{k}.pt", train_dir, test_dir, cfg, steps=cfg.finetune_steps,
                           lmbda=lmbdas[k], loss=spec, init=str(base), lr=cfg.finetune_lr, target=target,
                           threads=threads) for k, spec in losses.items()}
         res = {k: finish(p, k) for k, p in procs.items()}
@@ -150,7 +152,7 @@ def run(cfg: LoopConfig, out: Path, boot: int = 2000) -> dict:
         ratio = report["stage3"]["loop"]["bitstream_bpp"] / report["stage3"]["mse"]["bitstream_bpp"]
         report["stage3"]["bpp_ratio"] = ratio
         log(f"   bpp loop / MSE: {ratio:.3f} (within 10 %: {abs(ratio - 1) <= 0.10})")
-        ckpts = {k: work / f"{k}.pt" for k in losses}
+        ckpts = {k: work / f"codec_{k}.pt" for k in losses}
         dist = codec_distances(ckpts, test_dir, {"fitted DPL": fitted_spec, "PSNR": "psnr"},
                                cfg.torch_device)
         for k, v in observer_codec_distances(hidden, ckpts, test_dir).items():
@@ -181,7 +183,7 @@ def run(cfg: LoopConfig, out: Path, boot: int = 2000) -> dict:
                             "stimuli_bpp": stimulus_bpp(refs2)}
 
     with stages("stage 5: preferences and scale, with 95 % intervals over participants"):
-        jpeg, heic = codecs2[-2], codecs2[-1]
+        jpeg, heic = "jpeg", "heic"  # an export names a rate-targeted classical stimulus by its codec alone
         names = {learned["mse"]: "MSE codec", learned["loop"]: "loop codec", jpeg: "JPEG", heic: "HEIC"}
         pairs = {"loop_over_mse": (learned["loop"], learned["mse"]),
                  "loop_over_jpeg": (learned["loop"], jpeg), "loop_over_heic": (learned["loop"], heic)}
@@ -200,6 +202,13 @@ def run(cfg: LoopConfig, out: Path, boot: int = 2000) -> dict:
             for r in figs["scale"]:
                 log(f"      {r['condition'][:40]:<40} {r['jod']:+.2f} JOD [{r['ci_low']:+.2f}, "
                     f"{r['ci_high']:+.2f}]")
+        # both copies the hidden observer judged (triplet and pair mode; different participants), pooled
+        both = [row for slug in ("loop-study2", "loop-study2-pair")
+                for row in codec_rows(work / slug / "judgments.csv")]
+        report["stage5"]["hidden_observer_both"] = preferences(both, pairs, boot, cfg.seed)
+        pref = report["stage5"]["hidden_observer_both"]["loop_over_mse"]
+        log(f"   hidden observer, both copies: P(loop ≻ mse) = {pref['p']:.3f} [{pref['ci'][0]:.3f}, "
+            f"{pref['ci'][1]:.3f}] ({pref['n']} judgments, {pref['participants']} participants)")
     report["stage_s"] = stages.times
     report["total_s"] = round(time.perf_counter() - t_all, 1)
     h, p, pair = (report["stage5"][k] for k in ("hidden_observer", "psnr_observer", "hidden_observer_pair"))
@@ -208,8 +217,12 @@ def run(cfg: LoopConfig, out: Path, boot: int = 2000) -> dict:
         "fitted_reaches_97pct_of_observer": report["stage2"]["fitted_over_observer"] >= 0.97,
         "rates_within_10pct": abs(report["stage3"]["bpp_ratio"] - 1) <= 0.10,
         "loop_codec_preferred_by_observer": h["loop_over_mse"]["ci"][0] > 0.5,
+        "loop_codec_preferred_by_observer_both_copies":
+            report["stage5"]["hidden_observer_both"]["loop_over_mse"]["ci"][0] > 0.5,
         "mse_codec_preferred_by_psnr_observer": p["loop_over_mse"]["ci"][1] < 0.5,
         "loop_codec_preferred_in_pair_mode": pair["loop_over_mse"]["ci"][0] > 0.5,
+        "pure_dpl_codec_dispreferred_by_psnr_observer":
+            p.get("pure_dpl_over_mse", p["loop_over_mse"])["ci"][1] < 0.5,
         "loop_codec_preferred_to_jpeg": h["loop_over_jpeg"]["ci"][0] > 0.5,
         "loop_codec_preferred_to_heic": h["loop_over_heic"]["ci"][0] > 0.5,
     }

@@ -162,16 +162,24 @@ def codec_rows(judgments_csv: Path) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def study_figures(judgments_csv: Path, pairs: dict[str, tuple[str, str]], names: dict[str, str], boot: int,
-                  seed: int) -> dict:
-    """Per entry ``key: (a, b)`` of ``pairs``, P(codec a chosen over codec b), and the JOD scale per codec;
-    95 % intervals by bootstrap over participants (``learning.scaling``)."""
-    rows = codec_rows(judgments_csv)
+def preferences(rows: list[tuple[str, str, str, str]], pairs: dict[str, tuple[str, str]], boot: int,
+                seed: int) -> dict:
+    """Per entry ``key: (a, b)`` of ``pairs``, P(codec a chosen over codec b) in ``rows`` (``codec_rows``),
+    with its 95 % interval by bootstrap over participants (``learning.scaling.preference``)."""
     out = {}
     for key, (a, b) in pairs.items():
         pref = preference(rows, a, b, n_boot=boot, seed=seed)
         out[key] = {"p": pref.p, "ci": [pref.ci_low, pref.ci_high], "n": pref.judgments,
                     "participants": pref.participants}
+    return out
+
+
+def study_figures(judgments_csv: Path, pairs: dict[str, tuple[str, str]], names: dict[str, str], boot: int,
+                  seed: int) -> dict:
+    """``preferences`` of one study's export and its JOD scale per codec, 95 % intervals by bootstrap over
+    participants (``learning.scaling``)."""
+    rows = codec_rows(judgments_csv)
+    out = preferences(rows, pairs, boot, seed)
     scale = scale_pairs(rows, n_boot=boot, seed=seed)
     out["scale"] = [{**r, "condition": names.get(r["condition"], r["condition"])} for r in scale.rows()]
     return out
