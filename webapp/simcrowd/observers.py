@@ -4,6 +4,8 @@ not show."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -18,11 +20,18 @@ SPREAD_TRIALS = 400  # the spread is estimated on at most this many normal trial
 
 def load_observer(spec: str, device: torch.device | None = None) -> ObserverDistance:
     """The observer of ``spec`` (``learning.observers.parse_observer``), its deep metrics on ``device``
-    (None: the CPU); SimulationError if it is not one."""
+    (None: the CPU); SimulationError if it is not one. One object per (spec, device) in a process: its
+    distances are memoised on the pixels, so studies on the same images (the closed loop's copies of study
+    2) compute them once; each study calibrates the scales again before judging."""
     try:
-        return parse_observer(spec, device)
+        return _observer(spec.strip(), device)
     except LearningError as exc:
         raise SimulationError(f"observer {spec!r}: {exc}; nothing judged") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _observer(spec: str, device: torch.device | None) -> ObserverDistance:
+    return parse_observer(spec, device)
 
 
 def _pixels(f) -> np.ndarray:
