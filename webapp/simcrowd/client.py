@@ -23,7 +23,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -141,15 +141,22 @@ class SimulatedParticipant:
     def _get(self, path: str, **kw) -> requests.Response:
         return self.http.get(self._url(path), timeout=self.b.timeout_s, **kw)
 
-    def _get_retried(self, path: str) -> requests.Response:
-        """GET sent again after a network error, 429 or a 5xx with the judge POST's backoff; the last
-        response, or the last network error raised, after ``max_attempts``."""
-        backoff, last = 0.2, None
+    def _attempts(self) -> Iterator[int]:
+        """``max_attempts`` attempt numbers; before each retry, count it and back off (0.2 s, doubling, at
+        most 5 s)."""
+        backoff = 0.2
         for attempt in range(self.b.max_attempts):
             if attempt:
                 self.stats.add(retries=1)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+            yield attempt
+
+    def _get_retried(self, path: str) -> requests.Response:
+        """GET sent again after a network error, 429 or a 5xx with the judge POST's backoff; the last
+        response, or the last network error raised, after ``max_attempts``."""
+        last = None
+        for _ in self._attempts():
             try:
                 last = self._get(path)
             except requests.RequestException as exc:
@@ -302,12 +309,7 @@ class SimulatedParticipant:
 
     def _send(self, body: dict) -> bool:
         """POST one judgment, re-sending the same body until acknowledged (or definitely refused)."""
-        backoff = 0.2
-        for attempt in range(self.b.max_attempts):
-            if attempt:
-                self.stats.add(retries=1)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        for _ in self._attempts():
             try:
                 r = self._post_json(self.urls["judge"], body)
             except requests.RequestException:
