@@ -24,7 +24,7 @@ import torch
 
 from learning.errors import LearningError
 
-AMP_MODES = ("off", "bf16", "fp16")
+AMP_MODES = ("off", "bf16", "fp16", "auto")
 CPU = torch.device("cpu")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -85,10 +85,24 @@ def _mps_available() -> bool:
     return bool(backend and backend.is_available())
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bf16 in hardware: a CUDA GPU that supports it, or a CPU with AMX tiles
+    (oneDNN runs bf16 convolutions there about twice as fast as fp32; without AMX it is emulated)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, so guarded
+        return bool(amx and amx())
+    return False
+
+
 def check_amp(mode: str, device: torch.device) -> str:
-    """Validate ``--amp``: fp16 needs CUDA (a gradient scaler); bf16 runs on CUDA and CPU."""
+    """Validate ``--amp`` and resolve ``auto`` (bf16 where :func:`native_bf16`, else off): fp16 needs CUDA
+    (a gradient scaler); bf16 runs on CUDA and CPU."""
     if mode not in AMP_MODES:
         raise LearningError(f"unknown --amp {mode!r}: use {', '.join(AMP_MODES)}")
+    if mode == "auto":
+        return "bf16" if native_bf16(device) else "off"
     if mode == "fp16" and device.type != "cuda":
         raise LearningError(f"--amp fp16 needs a CUDA device, not {device}; use bf16 or off")
     if mode == "bf16" and device.type == "mps":
@@ -112,5 +126,6 @@ def add_device_argument(parser: argparse.ArgumentParser, amp: bool = False, defa
                              f"else CPU; default {default})")
     if amp:
         parser.add_argument("--amp", default="off", choices=AMP_MODES,
-                            help="mixed precision for the forward pass (bf16 or fp16 on CUDA; entropy "
-                                 "models stay fp32)")
+                            help="mixed precision for the forward pass (bf16, or fp16 on CUDA; auto = bf16 "
+                                 "where the device multiplies bf16 in hardware: CUDA, or a CPU with AMX; "
+                                 "entropy models stay fp32)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from learning.data.shared import KODAK_DIR
+from learning.device import AMP_MODES
 
 
 def add_parser(subparsers) -> None:
@@ -25,6 +26,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--base-lmbda", type=float, default=0.013,
                    help="the highest λ of --lmbdas (learning/training/recipe.py says why)")
     p.add_argument("--base-lr", type=float, default=1e-3)
+    p.add_argument("--base-init", default=None,
+                   help="start the base from this train-codec checkpoint (weights only) instead of random")
+    p.add_argument("--amp", default="auto", choices=AMP_MODES, help="train-codec --amp for every run")
     p.add_argument("--lmbdas", default="0.0018,0.0035,0.0067,0.013")
     p.add_argument("--ft-steps", type=int, default=1500)
     p.add_argument("--ft-lr", type=float, default=3e-4)

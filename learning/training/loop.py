@@ -230,7 +230,8 @@ class _Run:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
         self.step, self.history, self.best = 0, [], math.inf
         self.config = {**asdict(cfg), "device": str(device), "arch": self.arch, "N": self.N, "M": self.M,
-                       "init_source": start.source if blob is None else None, "device_used": str(device)}
+                       "init_source": start.source if blob is None else None, "device_used": str(device),
+                       "amp_used": self.amp}
         self.notes: list[str] = []
         if blob is not None:
             self._restore(blob)

@@ -3,7 +3,8 @@ MSE base model, fine-tuned to one checkpoint per λ, each then fine-tuned with t
 on the real ImageNet AlexNet), and the R–D table.
 
 Stages (each skipped when its checkpoint is finished, so the script resumes after an interruption):
-  1. base: ``train-codec`` from random weights at ``--base-lmbda``, by default the highest λ of the curve:
+  1. base: ``train-codec`` from random weights (or from ``--base-init``, e.g. the shared base, to train it
+     further) at ``--base-lmbda``, by default the highest λ of the curve:
      a transform trained at a high rate keeps its detail when fine-tuned down, one trained in the middle
      never learns what the high-rate points need (session 9: +7.8 % BD-rate vs JPEG, against +36.2 %
      with a mid-λ base; bench/README.md);
@@ -11,6 +12,8 @@ Stages (each skipped when its checkpoint is finished, so the script resumes afte
   3. dpl: ``train-codec --init mse_λ --loss dpl:...`` for every λ (λ_dpl = λ·``--dpl-scale``);
   4. rd: ``python -m learning rd`` on the test images, JPEG as the anchor, PSNR / MS-SSIM / LPIPS-alex.
 Fine-tunes run ``--parallel`` at a time with one thread each (on 2 cores this beats one 2-thread run).
+Every run takes ``--amp`` (default auto: bf16 where the CPU has AMX or on CUDA, twice the steps/s here at
+the same loss; bench/README.md).
 
     .venv/bin/python -m learning codec-recipe --train var/codec/train --val var/codec/val --out var/codec
 """
@@ -49,7 +52,7 @@ def train(args, out: Path, steps: int, extra: list[str], threads: int) -> dict:
     cmd = [sys.executable, "-m", "learning", "train-codec", "--data", args.train, "--val", args.val,
            "--crop", str(args.crop), "--batch", str(args.batch), "--steps", str(steps), "--workers", "1",
            "--threads", str(threads), "--val-every", str(args.val_every), "--log-every", "100",
-           "--no-progress", "--out", str(out), *extra]
+           "--no-progress", "--amp", args.amp, "--out", str(out), *extra]
     if out.is_file():
         cmd.append("--resume")
     t0 = time.time()
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if "base" in stages:
         report["stages"]["base"] = train(args, base, args.base_steps, [
             "--arch", args.arch, "--N", str(args.N), "--M", str(args.M), "--lmbda", str(args.base_lmbda),
-            "--lr", str(args.base_lr), "--lr-schedule", "cosine"], threads=2)
+            "--lr", str(args.base_lr), "--lr-schedule", "cosine",
+            *(["--init", args.base_init] if args.base_init else [])], threads=2)
     lmbdas = [float(v) for v in args.lmbdas.split(",")]
     common = ["--lr", str(args.ft_lr), "--lr-schedule", "cosine"]
     with ThreadPoolExecutor(args.parallel) as pool:
