@@ -76,3 +76,12 @@ def test_closed_loop_small(tmp_path):
         assert {"loop codec", "MSE codec", "JPEG", "HEIC"} <= set(scale), scale
         assert all(r["ci_low"] <= r["jod"] <= r["ci_high"] for r in scale.values()), scale
     assert (out / "closed_loop.png").stat().st_size > 10_000 and (out / "closed_loop.svg").is_file()
+
+
+def test_missing_base_checkpoint_is_refused_before_any_work(tmp_path):
+    out = tmp_path / "loop"
+    r = subprocess.run([sys.executable, "manage.py", "closed_loop", "--small", "--out", str(out), "--base",
+                        str(tmp_path / "nope.pt")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert f"--base {tmp_path / 'nope.pt'}: no such checkpoint (or use shared | train)" in r.stderr
+    assert not out.exists()

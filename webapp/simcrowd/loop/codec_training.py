@@ -36,7 +36,7 @@ def train(out: Path, data: Path, val: Path, cfg: LoopConfig, *, steps: int, lmbd
            "--steps", str(steps), "--val-every", str(steps), "--log-every", str(max(steps // 10, 1)),
            "--lmbda", f"{lmbda:.6g}", "--loss", loss, "--lr", str(lr), "--seed", str(cfg.seed),
            "--workers", "0", "--threads", str(threads), "--device", cfg.device, "--no-progress",
-           "--out", str(out)]
+           "--amp", cfg.amp, "--out", str(out)]
     cmd += ["--init", init] if init else ["--arch", cfg.arch, "--N", str(cfg.N), "--M", str(cfg.M),
                                           "--lr-schedule", "cosine"]
     if target is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from django.core.management.base import CommandError
@@ -47,7 +48,9 @@ class LoopConfig:
     base_lmbda: float = 0.0067
     finetune_steps: int = 400
     finetune_lr: float = 1e-4
-    base: str = "shared"  # shared: fine-tune BASE_CODEC; train: train a small base from random weights first
+    base: str = "shared"  # shared: fine-tune BASE_CODEC; a checkpoint path: fine-tune it; train: train a
+    # small base from random weights first
+    amp: str = "auto"  # train-codec --amp: bf16 where the device multiplies it in hardware (CPU with AMX)
     study2_judgments: int = 24
     seed: int = 0
     device: str = "cpu"  # fit, score, observers and training (entropy coding stays on the CPU)
@@ -56,6 +59,13 @@ class LoopConfig:
     def torch_device(self) -> torch.device:
         """``device`` for the library calls (the command has resolved the word already)."""
         return torch.device(self.device)
+
+    @property
+    def base_codec(self) -> Path | None:
+        """The checkpoint the fine-tunes start from (None: the loop trains its own base)."""
+        if self.base == "train":
+            return None
+        return BASE_CODEC if self.base == "shared" else Path(self.base)
 
     @classmethod
     def small(cls) -> LoopConfig:

@@ -26,7 +26,7 @@ from webapp.simcrowd.loop.codec_training import (
     train,
     train_rate,
 )
-from webapp.simcrowd.loop.config import ALEX, BASE_CODEC, KODAK, LoopConfig, Stages, log
+from webapp.simcrowd.loop.config import ALEX, KODAK, LoopConfig, Stages, log
 from webapp.simcrowd.loop.figure import plot
 from webapp.simcrowd.loop.studies import (
     STUDY2,
@@ -59,8 +59,8 @@ def run(cfg: LoopConfig, out: Path, boot: int = 2000) -> dict:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir()
-    if cfg.base == "shared" and not BASE_CODEC.is_file():
-        raise CommandError(f"no base codec at {BASE_CODEC} (../shared/data/codecs): use --base train")
+    if cfg.base_codec is not None and not cfg.base_codec.is_file():
+        raise CommandError(f"no base codec at {cfg.base_codec}: use --base train or a checkpoint path")
     stages = Stages()
     report: dict = {"config": asdict(cfg), "host_cpus": os.cpu_count()}
     t_all = time.perf_counter()
@@ -80,7 +80,7 @@ def run(cfg: LoopConfig, out: Path, boot: int = 2000) -> dict:
         crops = write_crops(work / "crops1", range(1, 17), cfg.crop, cfg.crops_per_image, cfg.seed)
         call_command("import_images", str(crops), "--split-seed", str(cfg.seed), "--source",
                      "closed-loop study 1", verbosity=0)
-        codecs1 = list(cfg.study1_codecs) + ([f"ckpt:{BASE_CODEC}"] if cfg.base == "shared" else [])
+        codecs1 = list(cfg.study1_codecs) + ([f"ckpt:{cfg.base_codec}"] if cfg.base_codec else [])
         call_command("create_experiment", str(experiment_file(
             work / "study1.yaml", "loop-study1", "Closed loop, study 1", codecs1,
             cfg.study1_judgments, 20, cfg.seed)), verbosity=0)
@@ -123,8 +123,8 @@ def run(cfg: LoopConfig, out: Path, boot: int = 2000) -> dict:
 
     with stages("stage 3: MSE, loop (DPL + μ·MSE) and pure-DPL fine-tunes of the base at a common rate"):
         t0 = time.perf_counter()
-        if cfg.base == "shared":
-            base, base_res, mse_lmbda = BASE_CODEC, None, base_lambda(BASE_CODEC)
+        if cfg.base_codec is not None:
+            base, base_res, mse_lmbda = cfg.base_codec, None, base_lambda(cfg.base_codec)
         else:
             base, mse_lmbda = work / "base.pt", cfg.base_lmbda
             base_res = finish(train(base, train_dir, test_dir, cfg, steps=cfg.base_steps, lmbda=mse_lmbda,

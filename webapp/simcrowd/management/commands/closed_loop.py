@@ -1,5 +1,5 @@
 """``python manage.py closed_loop [--small] [--out DIR] [--seed N] [--keep] [--device D] [--observer O]
-[--base shared|train]``: the closed loop
+[--base shared|train|PATH] [--amp auto|off|bf16]``: the closed loop
 (``webapp/simcrowd/loop``) on a scratch PostgreSQL database beside DATABASE_URL's and a scratch MEDIA_ROOT
 under ``--out``; ``report.json`` and ``closed_loop.png``/``.svg`` in ``--out``."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
-from learning.device import resolve_device
+from learning.device import AMP_MODES, resolve_device
 from learning.errors import LearningError
 from webapp.simcrowd.loop.config import ALEX, KODAK, LoopConfig
 from webapp.simcrowd.loop.scratch import SCRATCH_ENV, run_on_scratch
@@ -33,9 +33,13 @@ class Command(BaseCommand):
                                  "0.3·CIEDE2000 + 0.2·MS-SSIM, outside the fitted family), alex-lin "
                                  "(LPIPS-alex lin weights × exp(σ·N(0,1)), the fitted family), or a "
                                  "simulate_crowd observer spec")
-        parser.add_argument("--base", choices=("shared", "train"), default="shared",
+        parser.add_argument("--base", default="shared",
                             help="shared: fine-tune the base codec of ../shared/data/codecs (default); "
-                                 "train: train a small base from random weights first")
+                                 "a train-codec checkpoint PATH: fine-tune that one; train: train a small "
+                                 "base from random weights first")
+        parser.add_argument("--amp", default="auto", choices=AMP_MODES,
+                            help="train-codec --amp for the codec training (default auto: bf16 on CUDA or a "
+                                 "CPU with AMX)")
         parser.add_argument("--device", default="cpu",
                             help="auto | cpu | cuda[:N] | mps: fit, score, observers and codec training "
                                  "(default cpu)")
@@ -46,8 +50,12 @@ class Command(BaseCommand):
             if not (ALEX.is_file() and KODAK.is_dir()):
                 raise CommandError(f"needs {ALEX} and {KODAK} (../shared)")
             out = Path(o["out"]).resolve()
+            if o["base"] not in ("shared", "train"):
+                if not Path(o["base"]).is_file():
+                    raise CommandError(f"--base {o['base']}: no such checkpoint (or use shared | train)")
+                o["base"] = str(Path(o["base"]).resolve())
             argv = ["--out", str(out), "--seed", str(o["seed"]), "--device", o["device"], "--observer",
-                    o["observer"], "--base", o["base"]]
+                    o["observer"], "--base", o["base"], "--amp", o["amp"]]
             argv += ["--small"] if o["small"] else []
             code = run_on_scratch(connection, argv, out / "work" / "media", o["keep"])
             if code:
@@ -61,5 +69,6 @@ class Command(BaseCommand):
         except LearningError as exc:
             raise CommandError(str(exc)) from None
         cfg = LoopConfig.small() if o["small"] else LoopConfig()
-        cfg.seed, cfg.device, cfg.observer, cfg.base = o["seed"], str(device), o["observer"], o["base"]
+        cfg.seed, cfg.device, cfg.observer = o["seed"], str(device), o["observer"]
+        cfg.base, cfg.amp = o["base"], o["amp"]
         run(cfg, Path(o["out"]))
