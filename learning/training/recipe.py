@@ -102,7 +102,10 @@ def run(args: argparse.Namespace) -> int:
                 if not (test / f.name).exists():
                     (test / f.name).symlink_to(f.resolve())
         t0 = time.time()
-        curves = f"jpeg,ckpt:{out}/mse/mse_*[0-9].pt,ckpt:{out}/dpl/dpl_*[0-9].pt"
+        # JPEG is the BD-rate anchor; HEIC (HEVC intra, what BPG is) the strongest classical codec here
+        trained = [f"ckpt:{out}/{st}/{st}_*[0-9].pt" for st in ("mse", "dpl")
+                   if any((out / st).glob(f"{st}_*.pt"))]
+        curves = ",".join(["jpeg", "heic", *trained])
         cmd = [sys.executable, "-m", "learning", "rd", "--images", str(test), "--codecs", curves,
                "--bpp", "0.1,0.15,0.2,0.3,0.4,0.5,0.6",
                "--metrics", f"psnr,ms-ssim,lpips-alex:{ALEX}", "--out", str(out / "rd")]
