@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         cmd = [sys.executable, "-m", "learning", "rd", "--images", str(test), "--codecs", curves,
                "--bpp", "0.1,0.15,0.2,0.3,0.4,0.5,0.6",
                "--metrics", f"psnr,ms-ssim,lpips-alex:{ALEX}", "--out", str(out / "rd")]
-        subprocess.run(cmd, cwd=REPO, check=True)
+        if subprocess.run(cmd, cwd=REPO).returncode:
+            raise SystemExit(f"rd failed on {test} (its error is above)")
         report["stages"]["rd"] = {"wall_s": time.time() - t0, "out": str(out / "rd")}
     (out / f"report_{'_'.join(sorted(stages))}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
