@@ -396,17 +396,22 @@ def test_other_architectures_train_and_code_real_bitstreams(data, tmp_path, arch
     assert codec.decode(enc.data).size == (70, 60)
 
 
+def _twelve_steps_each(data, tmp_path, option: str, *values: str) -> list[list[dict]]:
+    """The per-step training records of one 12-step MSE run per value of ``option`` (``VALUE.pt``)."""
+    runs = []
+    for value in values:
+        out = tmp_path / f"{value}.pt"
+        assert main(common(data, out, "--steps", "12", "--log-every", "1", "--loss", "mse", "--workers", "0",
+                           option, value)) == 0
+        runs.append([r for r in _state(out)["history"] if "loss" in r])
+        assert [r["step"] for r in runs[-1]] == list(range(1, 13))
+    return runs
+
+
 def test_channels_last_keeps_the_losses(data, tmp_path):
     """The default channels-last layout (faster convolutions) trains the same model as CompressAI's contiguous
     one: equal losses and rates at equal steps, up to the order of float additions."""
-    runs = {}
-    for fmt in ("channels_last", "contiguous"):
-        out = tmp_path / f"{fmt}.pt"
-        assert main(common(data, out, "--steps", "12", "--log-every", "1", "--loss", "mse", "--workers", "0",
-                           "--memory-format", fmt)) == 0
-        runs[fmt] = [r for r in _state(out)["history"] if "loss" in r]
-    a, b = runs["channels_last"], runs["contiguous"]
-    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 13))
+    a, b = _twelve_steps_each(data, tmp_path, "--memory-format", "channels_last", "contiguous")
     # the first step runs identical weights on identical data and noise
     assert a[0]["loss"] == pytest.approx(b[0]["loss"], rel=1e-5)
     assert a[0]["bpp"] == pytest.approx(b[0]["bpp"], rel=1e-5)
@@ -430,14 +435,7 @@ def test_bf16_keeps_the_losses(data, tmp_path):
     """bf16 autocast (twice the steps/s on a CPU with AMX, bench/README.md) trains the same model: losses
     and rates at equal steps close to full precision (entropy models stay fp32); ``auto`` picks bf16
     exactly where the device multiplies bf16 in hardware."""
-    runs = {}
-    for amp in ("bf16", "off"):
-        out = tmp_path / f"{amp}.pt"
-        assert main(common(data, out, "--steps", "12", "--log-every", "1", "--loss", "mse", "--workers", "0",
-                           "--amp", amp)) == 0
-        runs[amp] = [r for r in _state(out)["history"] if "loss" in r]
-    a, b = runs["bf16"], runs["off"]
-    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 13))
+    a, b = _twelve_steps_each(data, tmp_path, "--amp", "bf16", "off")
     rel = [(ra["loss"] / rb["loss"] - 1, ra["bpp"] / rb["bpp"] - 1) for ra, rb in zip(a, b)]
     # step 1: the same weights, data and noise, so only bf16's rounding (8 bits of mantissa) differs; later
     # the trajectories drift apart as any two float orders do: each step within 5 %, on average within 1.5 %
