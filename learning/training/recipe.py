@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
                     (test / f.name).symlink_to(f.resolve())
         t0 = time.time()
         # JPEG is the BD-rate anchor; HEIC (HEVC intra, what BPG is) the strongest classical codec here
-        trained = [f"ckpt:{out}/{st}/{st}_*[0-9].pt" for st in ("mse", "dpl")
-                   if any((out / st).glob(f"{st}_*.pt"))]
+        finals = {st: f"{st}_*[0-9].pt" for st in ("mse", "dpl")}  # not the .best.pt beside each
+        trained = [f"ckpt:{out}/{st}/{glob}" for st, glob in finals.items() if any((out / st).glob(glob))]
         curves = ",".join(["jpeg", "heic", *trained])
         cmd = [sys.executable, "-m", "learning", "rd", "--images", str(test), "--codecs", curves,
                "--bpp", "0.1,0.15,0.2,0.3,0.4,0.5,0.6",

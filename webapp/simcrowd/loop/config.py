@@ -67,6 +67,16 @@ class LoopConfig:
             return None
         return BASE_CODEC if self.base == "shared" else Path(self.base)
 
+    def check_base(self) -> None:
+        """CommandError when the checkpoint ``base`` names is not there (before any work is done)."""
+        path = self.base_codec
+        if path is None or path.is_file():
+            return
+        if self.base == "shared":
+            raise CommandError(f"no base codec at {path} (../shared/data/codecs): use --base train or a "
+                               "checkpoint path")
+        raise CommandError(f"--base {self.base}: no such checkpoint (or use shared | train)")
+
     @classmethod
     def small(cls) -> LoopConfig:
         return cls(crop=176, crops_per_image=2, study1_judgments=3, base_steps=1200, finetune_steps=250,

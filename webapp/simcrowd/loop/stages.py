@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from learning.fitting.pipeline import fit_dpl
 from learning.scoring import score_metrics
@@ -59,8 +58,7 @@ def run(cfg: LoopConfig, out: Path, boot: int = 2000) -> dict:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir()
-    if cfg.base_codec is not None and not cfg.base_codec.is_file():
-        raise CommandError(f"no base codec at {cfg.base_codec}: use --base train or a checkpoint path")
+    cfg.check_base()
     stages = Stages()
     report: dict = {"config": asdict(cfg), "host_cpus": os.cpu_count()}
     t_all = time.perf_counter()

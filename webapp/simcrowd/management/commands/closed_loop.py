@@ -50,9 +50,8 @@ class Command(BaseCommand):
             if not (ALEX.is_file() and KODAK.is_dir()):
                 raise CommandError(f"needs {ALEX} and {KODAK} (../shared)")
             out = Path(o["out"]).resolve()
-            if o["base"] not in ("shared", "train"):
-                if not Path(o["base"]).is_file():
-                    raise CommandError(f"--base {o['base']}: no such checkpoint (or use shared | train)")
+            LoopConfig(base=o["base"]).check_base()
+            if o["base"] not in ("shared", "train"):  # the child runs elsewhere: pass an absolute path
                 o["base"] = str(Path(o["base"]).resolve())
             argv = ["--out", str(out), "--seed", str(o["seed"]), "--device", o["device"], "--observer",
                     o["observer"], "--base", o["base"], "--amp", o["amp"]]
