@@ -47,10 +47,10 @@ class Command(BaseCommand):
     def handle(self, *args, **o):
         scratch = os.environ.get(SCRATCH_ENV)
         if scratch is None:  # the site's process: make the scratch database and run the stages on it
+            LoopConfig(base=o["base"]).check_base()
             if not (ALEX.is_file() and KODAK.is_dir()):
                 raise CommandError(f"needs {ALEX} and {KODAK} (../shared)")
             out = Path(o["out"]).resolve()
-            LoopConfig(base=o["base"]).check_base()
             if o["base"] not in ("shared", "train"):  # the child runs elsewhere: pass an absolute path
                 o["base"] = str(Path(o["base"]).resolve())
             argv = ["--out", str(out), "--seed", str(o["seed"]), "--device", o["device"], "--observer",
