@@ -3,9 +3,13 @@
 A codec trained on a DPL alone finds the errors the DPL does not see (colour shifts, low frequencies); a
 term ``μ·MSE`` beside it (``--loss dpl:FILE+μ*mse``) keeps them in check. μ is a choice about the observers,
 so it is made from their judgments: for each candidate μ the distance ``DPL + μ·MSE`` is scored by 2AFC
-agreement on held-out triplets (not those the DPL was fitted on), and the largest μ whose score is within one
-standard error of the best is taken. The candidates are scored on the same triplets, so the standard error is
-that of the paired per-triplet difference from the best, far smaller than either score's own.
+agreement on held-out triplets (not those the DPL was fitted on), and the largest μ the judgments cannot tell
+from the best is taken: its score is below the best's by less than ``z`` standard errors of the paired
+per-triplet difference (the candidates are scored on the same triplets, so that error is far smaller than
+either score's own). ``z`` is a one-sided 95 % bound with Bonferroni over the k − 1 comparisons with the best
+(multiple comparisons with the best; 2.24 for the five candidates): the best is itself the largest of k noisy
+scores, so a margin of one standard error (an earlier rule) sent μ between the grid's ends from run to run on
+the same kind of study (r = 0.1 and r = 1 in two runs of the closed loop, bench/README.md "Session 13").
 
 Why the largest: the judgments come from stimuli that no codec optimised against the DPL made, so they
 cannot show the DPL's blind spots, which such a codec seeks out. Among the mixtures the judgments cannot tell
@@ -20,6 +24,7 @@ apart, the one that leans least on the DPL alone is the safe one. The candidates
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -29,6 +34,7 @@ from learning.errors import LearningError
 # Candidate weights of the MSE term relative to the DPL, as multiples of the ratio of the two distances'
 # spreads over the triplets (1 = both terms move the sum equally).
 RELATIVE_GRID = (0.0, 0.03, 0.1, 0.3, 1.0)
+CONFIDENCE = 0.95  # a candidate is told apart from the best at this level, over all comparisons with it
 
 
 @dataclass(frozen=True)
@@ -76,5 +82,6 @@ def choose_mse_weight(dpl: np.ndarray, mse: np.ndarray, h: np.ndarray,
         diff = per[best] - p
         se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
         rows.append((mu, float(p.mean()), se))
-    chosen = [row for row in rows if per[best].mean() - row[1] <= row[2]][-1]
+    z = NormalDist().inv_cdf(1 - (1 - CONFIDENCE) / max(len(rows) - 1, 1))
+    chosen = [row for row in rows if per[best].mean() - row[1] <= z * row[2]][-1]
     return MixChoice(mu=chosen[0], candidates=tuple(rows), scale=scale)

@@ -12,11 +12,12 @@ from PIL import Image
 from learning import checkpoint
 from learning.__main__ import main
 from learning.codecs import get_codec
-from learning.data.shared import KODAK_DIR
+from tests.learning.kodak import KODAK_DIR, require_kodak
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> dict:
+    require_kodak()
     root = tmp_path_factory.mktemp("recipe")
     for name, ids, size in (("train", range(1, 7), (128, 96)), ("val", (7,), (96, 64)),
                             ("test", (17, 18), (176, 176))):

@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-from learning.data.shared import KODAK_DIR
 from learning.metrics import get_metric, vqmt
 from learning.metrics.color import rgb_to_y_uint8
 from learning.metrics.yuv420 import ffmpeg_luma, vqmt_reading
@@ -26,12 +25,11 @@ from learning.saliency.reference import (
     reference_jpeg,
 )
 from learning.saliency.reference_log import METRICS, load_log
+from tests.learning.kodak import KODAK_DIR, needs_kodak
 
 torch.set_num_threads(2)
 TOLERANCE = {"PSNR": 0.02, "SSIM": 0.002, "MS-SSIM": 0.002, "VIFP": 0.002, "PSNR-HVS": 0.05,
              "PSNR-HVS-M": 0.05}
-needs_kodak = pytest.mark.skipif(len(list(KODAK_DIR.glob("kodim*.png"))) < 24,
-                                 reason=f"Kodak images not found in {KODAK_DIR}")
 
 
 def test_log_is_the_reference_table():

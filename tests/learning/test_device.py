@@ -12,10 +12,10 @@ from PIL import Image
 
 from learning.__main__ import main
 from learning.cli import encode, fit, rd, score, train_codec
-from learning.data.shared import KODAK_DIR
 from learning.device import device_or_cpu, resolve_device
 from learning.metrics import deep
 from learning.training.loop import log_path
+from tests.learning.kodak import KODAK_DIR, require_kodak
 
 torch.set_num_threads(2)
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
@@ -39,6 +39,7 @@ def _spy(monkeypatch, module, name: str, position: int) -> dict:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> dict:
+    require_kodak()
     root = tmp_path_factory.mktemp("device-data")
     for split, ids in (("train", (1, 2)), ("val", (23,))):
         (root / split).mkdir()

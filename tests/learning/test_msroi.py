@@ -12,17 +12,15 @@ import torch
 from PIL import Image
 
 from learning.__main__ import main
-from learning.data.shared import KODAK_DIR
 from learning.metrics import get_metric
 from learning.metrics.color import rgb_to_y_uint8
 from learning.saliency import get_saliency_model, load_rgb
 from learning.saliency.jpeg import decode_jpeg, encode_jpeg, qtables_for, saliency_jpeg
+from tests.learning.kodak import KODAK_DIR, needs_kodak
 
 torch.set_num_threads(2)
 
 KODAK = KODAK_DIR
-needs_kodak = pytest.mark.skipif(len(list(KODAK.glob("kodim*.png"))) < 24,
-                                 reason=f"Kodak images not found in {KODAK}")
 
 
 def _luma(im: Image.Image) -> torch.Tensor:

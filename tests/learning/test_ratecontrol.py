@@ -8,10 +8,11 @@ from PIL import Image
 from learning.codecs import get_codec
 from learning.codecs.ratecontrol import encode_at_bpp
 from learning.codecs.spec import Setting, encode_setting
-from learning.data.shared import KODAK_DIR
 from learning.errors import LearningError
+from tests.learning.kodak import KODAK_DIR, needs_kodak
 
 KODAK = KODAK_DIR
+pytestmark = needs_kodak  # every test here measures rates on Kodak images
 
 
 def images():

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from learning.__main__ import main
-from learning.data.shared import KODAK_DIR
 from learning.errors import LearningError
 from learning.rd.bdrate import bd_rate
+from tests.learning.kodak import KODAK_DIR, require_kodak
 
 KODAK = KODAK_DIR
 
@@ -57,6 +57,7 @@ def test_bd_rate_analytic_cases():
 
 @pytest.fixture()
 def images(tmp_path):
+    require_kodak()
     d = tmp_path / "imgs"
     d.mkdir()
     for i in (3, 19, 8):
@@ -217,6 +218,7 @@ def test_rd_from_csv_merges_runs(images, tmp_path, psnr_metric):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> Path:
     """Three tiny real train-codec checkpoints (2 steps each; seeds differ so the points differ)."""
+    require_kodak()
     root = tmp_path_factory.mktemp("learned")
     data = root / "train"
     data.mkdir()

@@ -18,11 +18,11 @@ from PIL import Image
 from learning import checkpoint
 from learning.__main__ import main
 from learning.codecs import get_codec
-from learning.data.shared import KODAK_DIR
 from learning.device import native_bf16
 from learning.errors import LearningError
 from learning.training.data import CropDataset, saliency_weights
 from learning.training.loop import TrainConfig, train
+from tests.learning.kodak import KODAK_DIR, require_kodak
 
 KODAK = KODAK_DIR
 REPO = Path(__file__).resolve().parents[2]
@@ -31,6 +31,7 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict:
+    require_kodak()
     root = tmp_path_factory.mktemp("codec-data")
     (root / "train").mkdir()
     (root / "val").mkdir()
@@ -188,8 +189,9 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys, writer):
     with pytest.raises(LearningError, match="not a safe checkpoint"):
         get_codec(f"ckpt:{evil}")
     # the CLI: one line on stderr, exit 2, no traceback, nothing run
-    out = tmp_path / "x.lrn"
-    argv = ["encode", "--codec", f"ckpt:{evil}", "--quality", "0", str(KODAK / "kodim01.png"), str(out)]
+    out, img = tmp_path / "x.lrn", tmp_path / "in.png"
+    Image.fromarray(np.full((32, 48, 3), 128, np.uint8)).save(img)
+    argv = ["encode", "--codec", f"ckpt:{evil}", "--quality", "0", str(img), str(out)]
     assert main(argv) == 2
     err_text = capsys.readouterr().err
     assert "not a safe checkpoint" in err_text and "Traceback" not in err_text

@@ -13,10 +13,10 @@ from PIL import Image
 from learning import checkpoint
 from learning.__main__ import main
 from learning.architectures import build_model
-from learning.data.shared import KODAK_DIR
 from learning.device import resolve_device
 from learning.errors import LearningError
 from learning.training.initial_weights import load_zoo, zoo_file
+from tests.learning.kodak import KODAK_DIR, require_kodak
 
 torch.set_num_threads(2)
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
@@ -24,6 +24,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict:
+    require_kodak()
     root = tmp_path_factory.mktemp("ft-data")
     for split, ids in (("train", range(1, 7)), ("val", (23,))):
         (root / split).mkdir()

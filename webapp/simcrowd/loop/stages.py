@@ -117,7 +117,8 @@ def run(cfg: LoopConfig, out: Path, boot: int = 2000) -> dict:
         log(f"   fitted / observer: {report['stage2']['fitted_over_observer']:.4f}")
         log("   ordering as the observer: " + ", ".join(f"{k} {v:.3f}" for k, v in agree.items()))
         log("   μ of DPL + μ·MSE on the val and test splits: " + ", ".join(
-            f"{m:.3g}: {sc:.4f}±{se:.4f}" for m, sc, se in mix.candidates) + f" → μ = {mix.mu:.3g}")
+            f"{m:.3g}: {sc:.4f}±{se:.4f}" for m, sc, se in mix.candidates) + f" → μ = {mix.mu:.3g}"
+            + (f" (r = {mix.mu / mix.scale:.3g})" if mix.scale > 0 else ""))
 
     with stages("stage 3: MSE, loop (DPL + μ·MSE) and pure-DPL fine-tunes of the base at a common rate"):
         t0 = time.perf_counter()
