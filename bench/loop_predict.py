@@ -12,42 +12,22 @@ fine-tune can be compared in minutes instead of a 20-minute loop. The first chec
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from learning.compat import ensure_torchvision
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")  # the loop's modules import the models
+import django  # noqa: E402
 
-ensure_torchvision()
+django.setup()
 
-from learning.codecs import get_codec  # noqa: E402  (after the torchvision shim)
-from learning.data.bapps import load_2afc, load_triplet  # noqa: E402
+from learning.data.bapps import load_2afc  # noqa: E402
 from learning.data.shared import backbone_file  # noqa: E402
-from learning.observers import ObserverDistance, parse_observer, phi, spread  # noqa: E402
+from learning.observers import parse_observer, phi, spread  # noqa: E402
+from webapp.simcrowd.loop.codec_training import observer_codec_distances  # noqa: E402
 from webapp.simcrowd.loop.config import OUT_OF_FAMILY  # noqa: E402  (the loop's default hidden observer)
-
-
-def calibrated(spec: str, study2: Path) -> tuple[ObserverDistance, float]:
-    """The observer with its term scales set on ``study2``'s triplets, and the spread s of its distances."""
-    obs = parse_observer(spec)
-    terms = []
-    for t in (t for s in load_2afc([study2]) for t in s.triplets):
-        ref, a, b, _ = load_triplet(t)
-        terms.append((obs.term_distances(ref, a), obs.term_distances(ref, b)))
-    obs.calibrate([[d0[i] - d1[i] for d0, d1 in terms] for i in range(len(obs.caches))])
-    return obs, spread([obs.combine(d0) - obs.combine(d1) for d0, d1 in terms])
-
-
-def codec_distances(obs: ObserverDistance, ckpt: Path, refs: list[np.ndarray]) -> tuple[np.ndarray, float]:
-    """The observer's distance of each image's decoded real bitstream, and the bpp over all images."""
-    codec = get_codec(f"ckpt:{ckpt}")
-    dist, bits = [], 0
-    for ref in refs:
-        enc = codec.encode(Image.fromarray(ref), 0)
-        bits += 8 * len(enc.data)
-        dist.append(obs.distance(ref, np.asarray(codec.decode(enc.data).convert("RGB"))))
-    return np.array(dist), bits / sum(r.shape[0] * r.shape[1] for r in refs)
+from webapp.simcrowd.loop.studies import observer_distances  # noqa: E402
 
 
 def main() -> None:
@@ -59,16 +39,19 @@ def main() -> None:
     args = ap.parse_args()
     if len(args.ckpts) < 2:
         ap.error("name the reference checkpoint and at least one to compare with it")
-    spec = args.observer or OUT_OF_FAMILY.format(vgg=backbone_file("vgg16"))
-    obs, s = calibrated(spec, args.work / "loop-study2" / "train")
-    images = sorted((args.work / "kodim17-24").glob("*.png"))
-    refs = [np.asarray(Image.open(p).convert("RGB")) for p in images]
-    ref_d, ref_bpp = codec_distances(obs, args.ckpts[0], refs)
-    print(f"{args.ckpts[0]}: {ref_bpp:.4f} bpp, observer {ref_d.mean():.4f} (reference)")
-    for ckpt in args.ckpts[1:]:
-        d, bpp = codec_distances(obs, ckpt, refs)
-        p = float(np.mean([phi((b - a) / (args.noise * s)) for a, b in zip(d, ref_d)]))
-        print(f"{ckpt}: {bpp:.4f} bpp, observer {d.mean():.4f}, predicted P(≻ reference) {p:.3f}")
+    obs = parse_observer(args.observer or OUT_OF_FAMILY.format(vgg=backbone_file("vgg16")))
+    # terms and spread calibrated on the run's study-2 triplets, as the simulated crowd calibrates them
+    triplets = [t for s in load_2afc([args.work / "loop-study2" / "train"]) for t in s.triplets]
+    d2 = observer_distances(obs, triplets)
+    s = spread(list(d2[:, 0] - d2[:, 1]))
+    res = observer_codec_distances(obs, dict(enumerate(args.ckpts)), args.work / "kodim17-24")
+    ref = res[0]
+    print(f"{args.ckpts[0]}: {ref['bpp']:.4f} bpp, observer {ref['mean']:.4f} (reference)")
+    for k in range(1, len(args.ckpts)):
+        d = res[k]
+        pairs = zip(d["per_image"], ref["per_image"])
+        p = float(np.mean([phi((b - a) / (args.noise * s)) for a, b in pairs]))
+        print(f"{args.ckpts[k]}: {d['bpp']:.4f} bpp, observer {d['mean']:.4f}, predicted P(≻ ref) {p:.3f}")
 
 
 if __name__ == "__main__":

@@ -101,16 +101,18 @@ def calibrate(base: Path, data: Path, losses: dict[str, str], mse_lmbda: float,
 
 def observer_codec_distances(observer: ObserverDistance, ckpts: dict[str, Path], images: Path) -> dict:
     """Per codec, the hidden observer's noise-free distance (its terms scaled as calibrated on study 1)
-    between each image in ``images`` and the decode of its real bitstream: its mean and the per-image
-    values."""
+    between each image in ``images`` and the decode of its real bitstream: its mean, the per-image values
+    and the bitstreams' bpp over all images."""
     out = {}
     refs = {p.name: np.asarray(Image.open(p).convert("RGB")) for p in sorted(images.glob("*.png"))}
+    pixels = sum(r.shape[0] * r.shape[1] for r in refs.values())
     for name, path in ckpts.items():
         codec = get_codec(f"ckpt:{path}")
-        per = []
+        per, bits = [], 0
         for ref in refs.values():
-            decoded = codec.decode(codec.encode(Image.fromarray(ref), 0).data)
-            per.append(observer.distance(ref, np.asarray(decoded.convert("RGB"))))
-        out[name] = {"mean": float(np.mean(per)), "per_image": per}
+            data = codec.encode(Image.fromarray(ref), 0).data
+            bits += 8 * len(data)
+            per.append(observer.distance(ref, np.asarray(codec.decode(data).convert("RGB"))))
+        out[name] = {"mean": float(np.mean(per)), "per_image": per, "bpp": bits / pixels}
     return out
 
